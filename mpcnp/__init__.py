@@ -1,0 +1,7 @@
+"""mpcnp: secure multi-party computation for machine learning, on NumPy.
+
+Data owners secret-share arrays between two servers (``server0``, ``server1``); the servers compute on
+the shares with help from a crypto ``producer`` and reveal only results, to the parties entitled to
+them. See README.md and the user-facing contract in API.md.
+"""
+__version__ = "0.1.0"
