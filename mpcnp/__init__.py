@@ -5,3 +5,9 @@ the shares with help from a crypto ``producer`` and reveal only results, to the 
 them. See README.md and the user-facing contract in API.md.
 """
 __version__ = "0.1.0"
+
+from mpcnp.runtime import PartyError, party, run, stats  # noqa: E402
+from mpcnp.tensor import PrivateTensor, PublicTensor, private, public  # noqa: E402
+
+__all__ = ["__version__", "run", "party", "stats", "PartyError",
+           "private", "public", "PrivateTensor", "PublicTensor"]

@@ -20,3 +20,57 @@ ring_elements = st.one_of(
 def ring_arrays(shape) -> st.SearchStrategy[np.ndarray]:
     """uint64 arrays of ``shape`` (a shape or a strategy of shapes) with edge-heavy elements."""
     return hnp.arrays(np.uint64, shape, elements=ring_elements)
+
+
+# ---- reals for fixed point --------------------------------------------------------------------------
+def encodable_reals(frac_bits: int = 16, bound: float | None = None) -> st.SearchStrategy[float]:
+    """Finite reals with |v| < min(bound, 2^(62 - frac_bits)), edges included: 0, +-1 ulp, the limit."""
+    limit = float(2 ** (62 - frac_bits))
+    top = limit if bound is None else min(bound, limit)
+    ulp = 2.0 ** -frac_bits
+    largest = np.nextafter(top, 0.0)
+    return st.one_of(
+        st.sampled_from([0.0, ulp, -ulp, largest, -largest, 1.0, -1.0]),
+        st.floats(-largest, largest, allow_nan=False, allow_infinity=False),
+        st.integers(-8, 8).map(lambda k: k * ulp),
+    )
+
+
+def real_arrays(shape, frac_bits: int = 16, bound: float | None = None) -> st.SearchStrategy[np.ndarray]:
+    """float64 arrays of ``shape`` (a shape or strategy) with encodable, edge-heavy values."""
+    return hnp.arrays(np.float64, shape, elements=encodable_reals(frac_bits, bound))
+
+
+shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)
+
+
+# ---- operands of private tensor operations ------------------------------------------------------
+# Products of encoded values carry 2f fractional bits before truncation: |x * y| must stay well below
+# 2^(63 - 2f) and local truncation fails with probability |x * y| * 2^(2f - 64) per element, so
+# multiplicative tests draw |v| <= PRODUCT_BOUND (|x * y| <= 2^10: failure rate 2^-22 at f = 16).
+PRODUCT_BOUND = 32.0
+
+
+def broadcastable_pair(max_dims: int = 3, max_side: int = 4):
+    """Two shapes that broadcast together (NumPy rules), size-0 and size-1 dimensions included."""
+    return hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=max_dims,
+                                             min_side=0, max_side=max_side).map(lambda s: s.input_shapes)
+
+
+def matmul_shapes(max_side: int = 5):
+    """(shape_a, shape_b) valid for matmul: 1-D, 2-D and batched with broadcasting."""
+    side = st.integers(0, max_side)
+
+    def build(draw_values):
+        n, k, m, batch_a, batch_b, kind = draw_values
+        if kind == "vec-mat":
+            return (k,), (k, m)
+        if kind == "mat-vec":
+            return (n, k), (k,)
+        if kind == "vec-vec":
+            return (k,), (k,)
+        return batch_a + (n, k), batch_b + (k, m)
+
+    batches = st.sampled_from([((), ()), ((2,), ()), ((), (3,)), ((2, 1), (3,)), ((1,), (2,))])
+    return st.tuples(side, side, side, batches, st.sampled_from(["mat", "vec-mat", "mat-vec", "vec-vec"])) \
+        .map(lambda t: build((t[0], t[1], t[2], t[3][0], t[3][1], t[4])))

@@ -1,0 +1,182 @@
+"""One party's runtime: who it is, its channels to the others, its PRF streams, its configuration.
+
+Each party of a run has its own ``Context``, held in a context variable of the thread (threads
+backend) or process (processes and cluster backends) that runs the party; nothing mutable is shared
+between parties. Protocol code receives the context explicitly or reads ``current()``.
+"""
+from __future__ import annotations
+
+import contextvars
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from mpcnp import fixedpoint, ring
+from mpcnp.net import NetError, PeerAborted, PeerTimeout, Transport
+
+SERVER0, SERVER1, PRODUCER = "server0", "server1", "producer"
+CORE_PARTIES = (SERVER0, SERVER1, PRODUCER)
+SERVERS = (SERVER0, SERVER1)
+PROTOCOLS = ("securenn", "pond")
+
+
+@dataclass(frozen=True)
+class Config:
+    """What every party of a run agrees on before it starts."""
+
+    protocol: str = "securenn"
+    frac_bits: int = fixedpoint.DEFAULT_FRAC_BITS
+    timeout: float = 60.0
+
+    def __post_init__(self):
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        object.__setattr__(self, "frac_bits", fixedpoint.check_frac_bits(self.frac_bits))
+        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+
+
+class PartyError(Exception):
+    """A party of a run failed: its function raised, it died, it fell silent or sent garbage.
+
+    ``party`` names the party at fault and ``cause`` is the original exception (or a description of
+    it when it could not travel between processes).
+    """
+
+    def __init__(self, party: str, cause: BaseException | str):
+        self.party = party
+        self.cause = cause
+        if isinstance(cause, BaseException):
+            detail = f"{type(cause).__name__}: {cause}"
+        else:
+            detail = str(cause)
+        super().__init__(f"party {party!r} failed: {detail}")
+        if isinstance(cause, BaseException):
+            self.__cause__ = cause
+
+    def __reduce__(self):
+        return (PartyError, (self.party, self.cause))
+
+
+def check_party_names(parties: Sequence[str]) -> tuple[str, ...]:
+    """The names of every party of a run: the core parties, then ``parties`` (validated)."""
+    if isinstance(parties, str):
+        raise TypeError(f"parties must be a sequence of names, got the string {parties!r}")
+    names = list(CORE_PARTIES)
+    for name in parties:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"party names must be non-empty strings, got {name!r}")
+        if name in names:
+            kind = "a core party" if name in CORE_PARTIES else "given twice"
+            raise ValueError(f"party name {name!r} is {kind}; every party name must appear once")
+        names.append(name)
+    return tuple(names)
+
+
+class Context:
+    """The runtime of one party: identity, channels, pairwise PRF streams, configuration."""
+
+    def __init__(self, name: str, parties: Sequence[str], transport: Transport, config: Config):
+        self.name = name
+        self.parties = tuple(parties)
+        self.transport = transport
+        self.config = config
+        self._pair_prfs: dict[str, ring.PRF] = {}
+        self.own_prf = ring.PRF(os.urandom(ring.KEY_BYTES))
+        self.state: dict[str, Any] = {}  # per-party caches of the layers above (e.g. Pond's masks)
+
+    # ---- identity ------------------------------------------------------------------------------
+    @property
+    def is_server(self) -> bool:
+        return self.name in SERVERS
+
+    @property
+    def server_index(self) -> int:
+        """0 on server0, 1 on server1; ValueError elsewhere."""
+        try:
+            return SERVERS.index(self.name)
+        except ValueError:
+            raise ValueError(f"{self.name} is not a server") from None
+
+    def check_party(self, name: str) -> str:
+        if name not in self.parties:
+            raise ValueError(f"unknown party {name!r}; the parties of this run are {', '.join(self.parties)}")
+        return name
+
+    # ---- setup ---------------------------------------------------------------------------------
+    def agree_keys(self) -> None:
+        """Agree a fresh 16-byte PRF key with every other party (PROTOCOLS.md section 2).
+
+        For each pair the party that comes first in ``parties`` draws the key from ``os.urandom``
+        and sends it; the channel is CurveZMQ-encrypted whenever it crosses tcp.
+        """
+        order = {name: i for i, name in enumerate(self.parties)}
+        me = order[self.name]
+        for peer in self.parties:
+            if peer != self.name and order[peer] > me:
+                key = os.urandom(ring.KEY_BYTES)
+                self.send(peer, np.frombuffer(key, dtype=np.uint8))
+                self._pair_prfs[peer] = ring.PRF(key)
+        for peer in self.parties:
+            if peer != self.name and order[peer] < me:
+                key = self.recv(peer)
+                if key.dtype != np.uint8 or key.shape != (ring.KEY_BYTES,):
+                    raise PartyError(peer, f"sent a malformed PRF key ({key.dtype}, shape {key.shape})")
+                self._pair_prfs[peer] = ring.PRF(key.tobytes())
+
+    # ---- randomness ----------------------------------------------------------------------------
+    def prf(self, peer: str) -> ring.PRF:
+        """The PRF stream this party shares with ``peer``; both advance it in program order."""
+        try:
+            return self._pair_prfs[peer]
+        except KeyError:
+            raise ValueError(f"{self.name} shares no PRF key with {peer!r}") from None
+
+    # ---- messages ------------------------------------------------------------------------------
+    def send(self, to: str, array: np.ndarray) -> None:
+        """Send an array to ``to``. The caller must not modify ``array`` afterwards."""
+        self.transport.send(self.check_party(to), array)
+
+    def recv(self, frm: str) -> np.ndarray:
+        """The next array from ``frm`` (read-only); PartyError if ``frm`` is silent or the run aborted."""
+        try:
+            return self.transport.recv(self.check_party(frm), self.config.timeout)
+        except PeerTimeout as exc:
+            raise PartyError(frm, TimeoutError(
+                f"{self.name} received nothing from {frm} within {self.config.timeout:g} s")) from None
+        except PeerAborted as exc:
+            raise PartyError(exc.origin, exc.reason) from None
+        except NetError as exc:
+            raise PartyError(getattr(exc, "peer", frm), exc) from None
+
+
+_current: contextvars.ContextVar[Context] = contextvars.ContextVar("mpcnp_party")
+
+
+def current() -> Context:
+    """The context of the party running the calling code."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("not inside an mpcnp party: call this from a function run by mp.run") from None
+
+
+def activate(ctx: Context) -> contextvars.Token:
+    """Make ``ctx`` the current party of this thread; returns the token for ``deactivate``."""
+    return _current.set(ctx)
+
+
+def deactivate(token: contextvars.Token) -> None:
+    _current.reset(token)
+
+
+def party() -> str:
+    """The name of the party running the calling code."""
+    return current().name
+
+
+def stats() -> dict:
+    """This party's communication counters since the run began (see mpcnp.net.Stats)."""
+    return current().transport.stats.as_dict()

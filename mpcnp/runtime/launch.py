@@ -1,0 +1,173 @@
+"""Running an SPMD function on every party: threads, processes over ZeroMQ, or one party of a cluster.
+
+``run`` is the entry point of API.md. Every backend runs the same ``party_main`` on each party; they
+differ only in how parties are started and how their transports are built. Failures follow one rule:
+the first party that fails tells every other party (an abort notice on the channels); each party turns
+what it sees into a ``PartyError`` naming the party at fault; the caller raises the root cause.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from mpcnp.net import MemoryNetwork, Transport
+from mpcnp.runtime.context import (Config, Context, PartyError, activate, check_party_names, deactivate)
+
+BACKENDS = ("threads", "processes")
+# After the first failure, the other parties get this long to report before the caller gives up on them.
+FAILURE_GRACE = 1.0
+
+# Severity of what a party reports, lowest first: the root cause is the most direct report.
+OK, ABORTED, OBSERVED, OWN = 0, 1, 2, 3
+
+
+@dataclass
+class Outcome:
+    """What one party's run ended with."""
+
+    party: str
+    kind: int
+    value: Any = None
+    error: PartyError | None = None
+    when: float = field(default_factory=time.monotonic)
+
+
+def party_main(name: str, parties: tuple[str, ...], transport: Transport, config: Config,
+               fn: Callable, args: tuple, kwargs: dict) -> Outcome:
+    """Run ``fn`` as party ``name``: agree keys, call fn, classify and broadcast any failure."""
+    ctx = Context(name, parties, transport, config)
+    token = activate(ctx)
+    try:
+        ctx.agree_keys()
+        transport.stats.reset()
+        value = fn(*args, **kwargs)
+        return Outcome(name, OK, value=value)
+    except PartyError as exc:
+        kind = ABORTED if _is_abort(exc) else OBSERVED
+        transport.abort(exc.party, _describe(exc.cause))
+        return Outcome(name, kind, error=exc)
+    except BaseException as exc:  # noqa: BLE001 - any failure of user code ends the run for everyone
+        transport.abort(name, _describe(exc))
+        return Outcome(name, OWN, error=PartyError(name, exc))
+    finally:
+        deactivate(token)
+
+
+def _is_abort(exc: PartyError) -> bool:
+    # A PartyError built from a peer's abort notice carries that peer's description as a string.
+    return isinstance(exc.cause, str)
+
+
+def _describe(cause: BaseException | str) -> str:
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    return str(cause)
+
+
+def root_cause(outcomes: list[Outcome]) -> PartyError | None:
+    """The PartyError the caller raises: the most direct report, earliest first; None if all are OK."""
+    failures = [o for o in outcomes if o.kind != OK]
+    if not failures:
+        return None
+    best = max(failures, key=lambda o: (o.kind, -o.when))
+    return best.error
+
+
+def collect(results: "queue.Queue[Outcome]", parties: tuple[str, ...], timeout: float,
+            on_failure: Callable[[], None] = lambda: None) -> dict[str, Outcome]:
+    """Gather every party's outcome from ``results`` without ever waiting forever.
+
+    Once one party has failed the others get ``FAILURE_GRACE`` seconds; once one has finished, the
+    others get ``timeout`` seconds (a party that has not finished by then is reported as silent).
+    """
+    outcomes: dict[str, Outcome] = {}
+    deadline = None
+    failed = False
+    while len(outcomes) < len(parties):
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            outcome = results.get(timeout=wait)
+        except queue.Empty:
+            break
+        outcomes[outcome.party] = outcome
+        if outcome.kind != OK and not failed:
+            failed = True
+            on_failure()
+            deadline = time.monotonic() + FAILURE_GRACE
+        elif deadline is None:
+            deadline = time.monotonic() + timeout
+    for name in parties:
+        if name not in outcomes:
+            reason = ("stopped answering after another party failed" if failed else
+                      f"did not finish within {timeout:g} s of the other parties")
+            outcomes[name] = Outcome(name, ABORTED if failed else OBSERVED,
+                                     error=PartyError(name, TimeoutError(reason)))
+    return outcomes
+
+
+def finish(outcomes: dict[str, Outcome]) -> dict[str, Any]:
+    """Raise the root cause if any party failed, else return {party: value}."""
+    error = root_cause(list(outcomes.values()))
+    if error is not None:
+        raise error
+    return {name: o.value for name, o in outcomes.items()}
+
+
+# ---- threads backend --------------------------------------------------------------------------------
+def run_threads(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...], config: Config) -> dict:
+    """Each party a daemon thread with in-memory channels (the embedded default)."""
+    network = MemoryNetwork(parties)
+    transports = {name: network.transport(name) for name in parties}
+    results: "queue.Queue[Outcome]" = queue.Queue()
+
+    def body(name: str) -> None:
+        try:
+            outcome = party_main(name, parties, transports[name], config, fn, args, kwargs)
+        except BaseException as exc:  # noqa: BLE001 - a bug here must still reach the caller
+            outcome = Outcome(name, OWN, error=PartyError(name, RuntimeError(traceback.format_exc())))
+            del exc
+        results.put(outcome)
+
+    def stop_everyone() -> None:
+        # Parties stuck in their own code never read their inbox; wake any that block on a receive.
+        for transport in transports.values():
+            transport.abort("runtime", "the run was stopped after a party failed")
+
+    threads = [threading.Thread(target=body, args=(name,), name=f"mpcnp-{name}", daemon=True)
+               for name in parties]
+    for thread in threads:
+        thread.start()
+    outcomes = collect(results, parties, config.timeout, on_failure=stop_everyone)
+    if any(o.kind != OK for o in outcomes.values()):
+        stop_everyone()
+    for transport in transports.values():
+        transport.close()
+    return finish(outcomes)
+
+
+# ---- entry point ------------------------------------------------------------------------------------
+def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: str = "threads",
+        frac_bits: int | None = None, timeout: float = 60.0, **kwargs) -> dict:
+    """Run ``fn(*args, **kwargs)`` on every party and return {party name: its return value}.
+
+    See API.md "Running a program". Raises PartyError naming the failing party if ``fn`` raises on
+    any party, a party dies, or one stays silent past ``timeout`` seconds.
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    config = Config(protocol=protocol, frac_bits=frac_bits, timeout=timeout)
+    names = check_party_names(parties)
+    from mpcnp.runtime import cluster_mode
+    binding = cluster_mode.binding()
+    if binding is not None:
+        return cluster_mode.run_bound(binding, fn, args, kwargs, names, config)
+    if backend == "threads":
+        return run_threads(fn, args, kwargs, names, config)
+    if backend == "processes":
+        from mpcnp.runtime.processes import run_processes
+        return run_processes(fn, args, kwargs, names, config)
+    raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
