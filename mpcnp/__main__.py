@@ -1,7 +1,17 @@
-"""Command line: ``python -m mpcnp`` (version and kernels), ``party`` (one party of a cluster), ``keygen``."""
+"""Command line of mpcnp.
+
+  python -m mpcnp                    the version and the ring kernels in use
+  python -m mpcnp party --config cluster.json --name NAME [--key KEYFILE] script.py [ARGS]
+                                     run script.py as party NAME of a cluster (mp.run inside it
+                                     runs only that party, over CurveZMQ to the cluster's hosts)
+  python -m mpcnp keygen [--out FILE] a Curve key pair for a cluster (printed, or written to FILE
+                                     with mode 0600 and the public key printed)
+"""
 from __future__ import annotations
 
 import argparse
+import json
+import runpy
 import sys
 
 
@@ -13,12 +23,50 @@ def _info(_args) -> int:
     return 0
 
 
+def _party(args) -> int:
+    from mpcnp.net import load_cluster
+    from mpcnp.runtime import cluster_mode
+    try:
+        cluster = load_cluster(args.config)
+        cluster_mode.bind(cluster, args.name, args.key)
+    except (OSError, ValueError) as exc:
+        print(f"mpcnp party: {exc}", file=sys.stderr)
+        return 2
+    sys.argv = [args.script, *args.args]
+    try:
+        runpy.run_path(args.script, run_name="__main__")
+    finally:
+        cluster_mode.unbind()
+    return 0
+
+
+def _keygen(args) -> int:
+    from mpcnp.net import keygen, write_key_file
+    if args.out:
+        public = write_key_file(args.out)
+        print(json.dumps({"public_key": public, "key_file": args.out}))
+    else:
+        public, secret = keygen()
+        print(json.dumps({"public_key": public, "secret_key": secret}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mpcnp", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mpcnp", description="mpcnp: secure computation on NumPy")
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("info", help="print the version and the ring kernels in use (the default)")
+    commands.add_parser("info", help="the version and the ring kernels in use (the default)")
+    party = commands.add_parser("party", help="run a script as one party of a cluster")
+    party.add_argument("--config", required=True, help="the cluster file (JSON)")
+    party.add_argument("--name", required=True, help="which party of the cluster file this process is")
+    party.add_argument("--key", help="this party's key file (see keygen); else $MPCNP_SECRET_KEY or the "
+                                     "cluster file's secret_key_file")
+    party.add_argument("script", help="the Python script to run")
+    party.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
+    keygen = commands.add_parser("keygen", help="make a Curve key pair")
+    keygen.add_argument("--out", help="write the pair to this key file (mode 0600)")
     args = parser.parse_args(argv)
-    return _info(args)
+    handler = {"party": _party, "keygen": _keygen}.get(args.command, _info)
+    return handler(args)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Module-level functions of API.md on private and public tensors: linear algebra and layout.
 
-Nonlinear functions live in ``mpcnp.nonlinear``; both dispatch, like the operators, to the protocols.
+Comparisons and ReLU live in ``mpcnp.comparisons``, the approximations in ``mpcnp.approx``.
 """
 from __future__ import annotations
 

@@ -40,3 +40,23 @@ def encoding_error(values: np.ndarray, frac_bits: int = FRAC_BITS) -> np.ndarray
 def quantize(values: np.ndarray, frac_bits: int = FRAC_BITS) -> np.ndarray:
     """The values that encoding actually shares (rounded to multiples of 2^-frac_bits)."""
     return np.rint(np.asarray(values, dtype=np.float64) * 2.0 ** frac_bits) * 2.0 ** -frac_bits
+
+
+def public_factor_tolerance(private_values: np.ndarray, factor: np.ndarray, op) -> np.ndarray:
+    """Error bound of ``private (op) public factor``: one unit for the truncation, plus the factor's
+    rounding to FRAC_BITS significant bits (relative 2^-(f+1) of its largest magnitude) carried
+    through the op. ``op`` is the bilinear operation (np.multiply, np.matmul, a conv)."""
+    factor = np.asarray(factor, dtype=np.float64)
+    top = np.abs(factor).max() if factor.size else 0.0
+    spread = op(np.abs(np.asarray(private_values, dtype=np.float64)), np.full(factor.shape, top))
+    return ULP * 1.01 + np.asarray(spread) * 2.0 ** -(FRAC_BITS + 1)
+
+
+def assert_within(actual, expected, tolerance) -> None:
+    """|actual - expected| <= tolerance elementwise (tolerance broadcasts), with shapes equal."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    error = np.abs(actual - expected)
+    bad = error > tolerance
+    assert not bad.any(), (f"{int(bad.sum())} of {bad.size} elements off by up to {error[bad].max():.3g} "
+                           f"(tolerance {np.broadcast_to(tolerance, error.shape)[bad].min():.3g})")

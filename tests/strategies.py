@@ -22,6 +22,24 @@ def ring_arrays(shape) -> st.SearchStrategy[np.ndarray]:
     return hnp.arrays(np.uint64, shape, elements=ring_elements)
 
 
+# Matrix sizes around the C kernels' register tile (8 x 16) and its edges, and small ones in general.
+matmul_sizes = st.one_of(st.sampled_from([0, 1, 2, 3, 4, 5, 7, 8, 9, 15, 16, 17, 24, 33]), st.integers(0, 40))
+
+
+@st.composite
+def ring_views(draw, shape) -> np.ndarray:
+    """uint64 arrays of ``shape`` laid out every which way: axes stored in any order, steps of 2,
+    negative strides (values edge-heavy as in ``ring_arrays``)."""
+    shape = tuple(shape)
+    steps = [draw(st.sampled_from([1, 1, 2, -1, -2])) for _ in shape]
+    order = draw(st.permutations(range(len(shape))))
+    full = tuple(abs(s) * d for s, d in zip(steps, shape))
+    base = draw(ring_arrays(tuple(full[i] for i in order)))
+    view = base.transpose(np.argsort(order))[tuple(slice(None, None, s) for s in steps)]
+    assert view.shape == shape
+    return view
+
+
 # ---- reals for fixed point --------------------------------------------------------------------------
 def encodable_reals(frac_bits: int = 16, bound: float | None = None) -> st.SearchStrategy[float]:
     """Finite reals with |v| < min(bound, 2^(62 - frac_bits)), edges included: 0, +-1 ulp, the limit."""
@@ -39,6 +57,22 @@ def encodable_reals(frac_bits: int = 16, bound: float | None = None) -> st.Searc
 def real_arrays(shape, frac_bits: int = 16, bound: float | None = None) -> st.SearchStrategy[np.ndarray]:
     """float64 arrays of ``shape`` (a shape or strategy) with encodable, edge-heavy values."""
     return hnp.arrays(np.float64, shape, elements=encodable_reals(frac_bits, bound))
+
+
+def grid_reals(lo: float, hi: float, frac_bits: int = 16, log: bool = False) -> st.SearchStrategy[float]:
+    """Multiples of 2^-frac_bits in [lo, hi] (exactly what encoding shares, so none leaves the interval
+    when encoded): the ends, 0 if inside, uniform draws, and log-uniform ones if ``log`` (0 < lo)."""
+    first, last = int(np.ceil(lo * 2 ** frac_bits)), int(np.floor(hi * 2 ** frac_bits))
+    units = [st.sampled_from(sorted({first, last, min(max(0, first), last)})), st.integers(first, last)]
+    if log:
+        units.append(st.floats(np.log(lo), np.log(hi))
+                     .map(lambda v: min(max(int(np.rint(np.exp(v) * 2 ** frac_bits)), first), last)))
+    return st.one_of(*units).map(lambda k: k * 2.0 ** -frac_bits)
+
+
+def grid_arrays(shape, lo: float, hi: float, frac_bits: int = 16, log: bool = False):
+    """float64 arrays of ``shape`` (a shape or strategy) drawn by ``grid_reals``."""
+    return hnp.arrays(np.float64, shape, elements=grid_reals(lo, hi, frac_bits, log))
 
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=5)

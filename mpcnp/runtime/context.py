@@ -6,6 +6,7 @@ between parties. Protocol code receives the context explicitly or reads ``curren
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import os
 from dataclasses import dataclass
@@ -137,19 +138,26 @@ class Context:
     # ---- messages ------------------------------------------------------------------------------
     def send(self, to: str, array: np.ndarray) -> None:
         """Send an array to ``to``. The caller must not modify ``array`` afterwards."""
-        self.transport.send(self.check_party(to), array)
+        with self._party_errors(to):
+            self.transport.send(self.check_party(to), array)
 
     def recv(self, frm: str) -> np.ndarray:
         """The next array from ``frm`` (read-only); PartyError if ``frm`` is silent or the run aborted."""
-        try:
+        with self._party_errors(frm):
             return self.transport.recv(self.check_party(frm), self.config.timeout)
-        except PeerTimeout as exc:
-            raise PartyError(frm, TimeoutError(
-                f"{self.name} received nothing from {frm} within {self.config.timeout:g} s")) from None
+
+    @contextlib.contextmanager
+    def _party_errors(self, peer: str):
+        """Channel failures as PartyErrors naming the party at fault (the peer, or the abort's origin)."""
+        try:
+            yield
+        except PeerTimeout:
+            raise PartyError(peer, TimeoutError(
+                f"{self.name} received nothing from {peer} within {self.config.timeout:g} s")) from None
         except PeerAborted as exc:
             raise PartyError(exc.origin, exc.reason) from None
         except NetError as exc:
-            raise PartyError(getattr(exc, "peer", frm), exc) from None
+            raise PartyError(getattr(exc, "peer", None) or peer, exc) from None
 
 
 _current: contextvars.ContextVar[Context] = contextvars.ContextVar("mpcnp_party")

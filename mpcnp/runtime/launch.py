@@ -14,6 +14,8 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from mpcnp.net import MemoryNetwork, Transport
 from mpcnp.runtime.context import (Config, Context, PartyError, activate, check_party_names, deactivate)
 
@@ -44,7 +46,10 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
     try:
         ctx.agree_keys()
         transport.stats.reset()
-        value = fn(*args, **kwargs)
+        # Ring arithmetic wraps mod 2^64 by design; NumPy warns about it on 0-d (scalar) uint64 values
+        # only. errstate is context-local, so this holds for this party's code alone.
+        with np.errstate(over="ignore"):
+            value = fn(*args, **kwargs)
         return Outcome(name, OK, value=value)
     except PartyError as exc:
         kind = ABORTED if _is_abort(exc) else OBSERVED
@@ -69,16 +74,28 @@ def _describe(cause: BaseException | str) -> str:
 
 
 def root_cause(outcomes: list[Outcome]) -> PartyError | None:
-    """The PartyError the caller raises: the most direct report, earliest first; None if all are OK."""
+    """The PartyError the caller raises: the most direct report, earliest first; None if all are OK.
+
+    A party found silent may itself have been waiting on another one (server0 times out on server1
+    while server1 times out on the producer): such blame is followed to the end of the chain.
+    """
     failures = [o for o in outcomes if o.kind != OK]
     if not failures:
         return None
     best = max(failures, key=lambda o: (o.kind, -o.when))
+    by_party = {o.party: o for o in outcomes}
+    seen = {best.party}
+    while best.kind == OBSERVED and best.error.party not in seen:
+        blamed = by_party.get(best.error.party)
+        if blamed is None or blamed.kind != OBSERVED or blamed.error.party == blamed.party:
+            break
+        seen.add(blamed.party)
+        best = blamed
     return best.error
 
 
 def collect(results: "queue.Queue[Outcome]", parties: tuple[str, ...], timeout: float,
-            on_failure: Callable[[], None] = lambda: None) -> dict[str, Outcome]:
+            on_failure: Callable[[Outcome], None] = lambda outcome: None) -> dict[str, Outcome]:
     """Gather every party's outcome from ``results`` without ever waiting forever.
 
     Once one party has failed the others get ``FAILURE_GRACE`` seconds; once one has finished, the
@@ -96,7 +113,7 @@ def collect(results: "queue.Queue[Outcome]", parties: tuple[str, ...], timeout: 
         outcomes[outcome.party] = outcome
         if outcome.kind != OK and not failed:
             failed = True
-            on_failure()
+            on_failure(outcome)
             deadline = time.monotonic() + FAILURE_GRACE
         elif deadline is None:
             deadline = time.monotonic() + timeout
@@ -132,18 +149,16 @@ def run_threads(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...
             del exc
         results.put(outcome)
 
-    def stop_everyone() -> None:
-        # Parties stuck in their own code never read their inbox; wake any that block on a receive.
+    def stop_everyone(failure: Outcome) -> None:
+        # Parties blocked on a receive from a party that is not the culprit learn of the failure now.
         for transport in transports.values():
-            transport.abort("runtime", "the run was stopped after a party failed")
+            transport.abort(failure.error.party, _describe(failure.error.cause))
 
     threads = [threading.Thread(target=body, args=(name,), name=f"mpcnp-{name}", daemon=True)
                for name in parties]
     for thread in threads:
         thread.start()
     outcomes = collect(results, parties, config.timeout, on_failure=stop_everyone)
-    if any(o.kind != OK for o in outcomes.values()):
-        stop_everyone()
     for transport in transports.values():
         transport.close()
     return finish(outcomes)

@@ -1,0 +1,105 @@
+"""Plumbing of SecureNN's protocols: the servers' common stream and the producer's dealt shares.
+
+PRF compression (PROTOCOLS.md section 2). A value the producer creates is dealt as shares whose
+server0 half both server0 and the producer draw from their pair stream; only server1's half is sent.
+A *random* value the producer needs no message at all: both halves come from pair streams
+(``random_shares``). Conventions as in ``securenn``: Shared values hold Z_L shares on the servers and
+None elsewhere; every function runs on every party.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcnp.protocols import zp
+from mpcnp.protocols.pond import Shared
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context, PartyError
+
+
+def common_stream(ctx: Context):
+    """The PRF stream the two servers share (the producer never sees it)."""
+    return ctx.prf(SERVER1 if ctx.name == SERVER0 else SERVER0)
+
+
+def recv_array(ctx: Context, frm: str, dtype, shape) -> np.ndarray:
+    """The next message from ``frm``, checked to be an array of ``dtype`` and ``shape``."""
+    value = ctx.recv(frm)
+    if value.dtype != dtype or value.shape != tuple(shape):
+        raise PartyError(frm, f"sent {value.dtype} of shape {value.shape}, expected {np.dtype(dtype)} "
+                              f"of shape {tuple(shape)}")
+    return value
+
+
+def random_shares(ctx: Context, n: int) -> np.ndarray | None:
+    """A uniform (n,) value r of Z_L known to the producer, and the servers' shares of it; no message.
+
+    Server j's share r_j comes from its stream with the producer, which draws both and returns
+    r = r_0 + r_1; the servers return r_j. Cost: 0 bytes, 0 rounds.
+    """
+    if ctx.name == PRODUCER:
+        return ctx.prf(SERVER0).uint64(n) + ctx.prf(SERVER1).uint64(n)
+    if ctx.is_server:
+        return ctx.prf(PRODUCER).uint64(n)
+    return None
+
+
+def deal(ctx: Context, value: np.ndarray | None, n: int, odd: bool = False) -> np.ndarray | None:
+    """Shares over Z_L (or Z_{L-1} if ``odd``) of the producer's (n,) ``value``; the server's share.
+
+    PRF-compressed: server0's share comes from its stream with the producer; server1's is sent.
+    Cost: 8n bytes, producer to server1.
+    """
+    draw = zp.odd_uniform if odd else (lambda prf, size: prf.uint64(size))
+    if ctx.name == PRODUCER:
+        share0 = draw(ctx.prf(SERVER0), n)
+        ctx.send(SERVER1, zp.odd_sub(value, share0) if odd else value - share0)
+        return None
+    if ctx.name == SERVER0:
+        return draw(ctx.prf(PRODUCER), n)
+    if ctx.name == SERVER1:
+        return recv_array(ctx, PRODUCER, np.uint64, (n,))
+    return None
+
+
+def deal_bits(ctx: Context, x: np.ndarray | None, n: int, rows: int = zp.BITS) -> np.ndarray | None:
+    """Z_p shares of the ``rows`` low bits of the producer's (n,) uint64 ``x``, as (rows, n) uint8 with
+    row 0 the most significant; PRF-compressed. Cost: rows * n bytes, producer to server1.
+    """
+    if ctx.name == PRODUCER:
+        share0 = zp.uniform(ctx.prf(SERVER0), zp.P, (rows, n))
+        ctx.send(SERVER1, zp.bit_shares(x, share0))
+        return None
+    if ctx.name == SERVER0:
+        return zp.uniform(ctx.prf(PRODUCER), zp.P, (rows, n))
+    if ctx.name == SERVER1:
+        return recv_array(ctx, PRODUCER, np.uint8, (rows, n))
+    return None
+
+
+def add_public(ctx: Context, share: np.ndarray, value) -> np.ndarray:
+    """Shares of (shared + public ``value``): the public value enters server0's share only."""
+    return share + np.asarray(value, dtype=np.uint64) if ctx.name == SERVER0 else share.copy()
+
+
+def xor_public(ctx: Context, share: np.ndarray, bit: np.ndarray) -> np.ndarray:
+    """Shares of (b XOR c) from shares of a 0/1 ring integer b and a public 0/1 array c: b where
+    c = 0, 1 - b where c = 1. Local."""
+    return np.where(bit == 1, add_public(ctx, np.negative(share), 1), share)
+
+
+def shared(share, shape) -> Shared:
+    """A Shared whose share is an ndarray of ``shape`` (NumPy turns 0-d results into scalars)."""
+    return Shared(None if share is None else np.asarray(share).reshape(shape), tuple(shape))
+
+
+def flat(value: Shared) -> np.ndarray | None:
+    """The share as a 1-d array (None off the servers)."""
+    return None if value.share is None else value.share.reshape(-1)
+
+
+def trivial(ctx: Context, value, shape) -> np.ndarray:
+    """Shares of a public integer array: the value on server0, zeros on server1."""
+    return add_public(ctx, np.zeros(shape, np.uint64), np.broadcast_to(np.asarray(value, np.uint64), shape))
+
+
+__all__ = ["common_stream", "recv_array", "random_shares", "deal", "deal_bits", "add_public", "xor_public",
+           "shared", "flat", "trivial"]

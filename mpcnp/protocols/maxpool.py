@@ -1,0 +1,153 @@
+"""MaxPool and DMaxPool of SecureNN (PETS Alg. 9, 10), and a tournament variant of MaxPool.
+
+Wagh, Gupta, Chandran, "SecureNN", PoPETs 2019(3), with PROTOCOLS.md section 5's erratum for DMaxPool
+(rotation by +g). Built on ``securenn.drelu`` (one PrivateCompare per comparison) and Beaver products;
+conventions as in ``securenn``.
+
+Costs per window (bytes summed over all parties; rounds = longest chain of dependent messages):
+  maxpool over n: n - 1 steps of 277 B, 4 rounds;  tournament over n: n - 1 comparisons of 277 B with
+  the index, 253 B without, ceil(log2 n) levels of 4 rounds;  dmaxpool over n: 8 (n + 2) B, 2 rounds.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from mpcnp.protocols import dealer, pond, securenn
+from mpcnp.protocols.dealer import add_public, deal, flat, recv_array, shared, trivial
+from mpcnp.protocols.pond import Shared
+from mpcnp.protocols.sharing import rerandomize
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
+
+__all__ = ["maxpool", "tournament_max", "dmaxpool"]
+
+
+# ---- MaxPool (PETS Alg. 9) and a tournament variant --------------------------------------------------
+def _step(ctx: Context, best: Shared, other: Shared, index: Shared | None = None,
+          other_index=None) -> tuple[Shared, Shared | None]:
+    """One comparison step of every window at once: best (and its index) become other (and
+    other_index, a Shared or a public integer) where other > best; ties keep best.
+
+    One DReLU of best - other, then one Beaver product of the 0/1 bit with the value difference
+    stacked on the index difference, so both SelectShares open the bit's mask once and share a round.
+    """
+    shape, on = best.shape, ctx.is_server
+    keep = securenn.drelu(ctx, shared(best.share - other.share if on else None, shape))    # 1 where best >= other
+    take = shared(add_public(ctx, np.negative(keep.share), 1) if on else None, (1,) + shape)
+    moves = None
+    if on:
+        moves = [other.share - best.share]
+        if index is not None:
+            target = other_index.share if isinstance(other_index, Shared) else trivial(ctx, other_index, shape)
+            moves.append(target - index.share)
+        moves = np.stack(moves)
+    rows = 1 if index is None else 2
+    moved = pond.product(ctx, take, shared(moves, (rows,) + shape), pond.MUL).share
+    new_best = shared(rerandomize(ctx, best.share + moved[0]) if on else None, shape)
+    if index is None:
+        return new_best, None
+    return new_best, shared(rerandomize(ctx, index.share + moved[1]) if on else None, shape)
+
+
+def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
+    """MaxPool (PETS Alg. 9): the maximum of each window and its index.
+
+    ``x`` has shape (n, *batch): element k of every window on axis 0. Returns (max, index), both of
+    shape batch, the index as a ring integer in [0, n). A running max and index; step k compares
+    element k with the running max of every window at once, so the pool costs n - 1 sequential steps.
+    Tie rule: the first maximal element wins (its index is returned), as numpy.argmax.
+    Exact when all pairwise differences lie in [-2^63, 2^63) (always, for values below 2^62 in
+    magnitude, as fixed-point encoding guarantees).
+    Cost per window and step: DReLU (213 bytes, 3 rounds), then one product of the bit with the stacked
+    value and index differences (64 bytes, 1 round): 277 bytes, 4 rounds. PETS: 744 bytes, 9 rounds.
+    """
+    n, batch = x.shape[0], x.shape[1:]
+    if n == 0:
+        raise ValueError("maxpool needs at least one element per window")
+    on = ctx.is_server
+    best = shared(x.share[0] if on else None, batch)
+    index = shared(np.zeros(batch, np.uint64) if on else None, batch)
+    for k in range(1, n):
+        best, index = _step(ctx, best, shared(x.share[k] if on else None, batch), index, k)
+    return best, index
+
+
+def tournament_max(ctx: Context, x: Shared, with_index: bool = False) -> tuple[Shared, Shared | None]:
+    """The maximum of each window (and its index) by a tournament: ceil(log2 n) sequential steps.
+
+    A variant of PETS Alg. 9 with the same n - 1 comparisons per window in fewer rounds: each step
+    pairs neighbouring candidates (0 with 1, 2 with 3, ...) of every window and keeps the larger; an odd
+    one out moves on at the end. Candidates thus stay in index order, and ``maxpool``'s tie rule holds:
+    the first maximal element wins. ``x`` has shape (n, *batch). Returns (max, index or None).
+    Cost per comparison: 277 bytes with the index, 253 without (the product then opens one difference);
+    4 rounds per level.
+    """
+    n, batch = x.shape[0], x.shape[1:]
+    if n == 0:
+        raise ValueError("the maximum of an empty window is undefined")
+    on = ctx.is_server
+    values = x
+    index = None
+    if with_index:
+        positions = np.arange(n, dtype=np.uint64).reshape((n,) + (1,) * len(batch))
+        index = shared(trivial(ctx, positions, x.shape) if on else None, x.shape)
+    while values.shape[0] > 1:
+        count, half = values.shape[0], values.shape[0] // 2
+
+        def pick(v: Shared | None, start: int, stop: int, step: int = 1) -> Shared | None:
+            if v is None:
+                return None
+            length = len(range(start, stop, step))
+            return shared(v.share[start:stop:step] if on else None, (length,) + batch)
+
+        best, best_index = _step(ctx, pick(values, 0, 2 * half, 2), pick(values, 1, 2 * half, 2),
+                                 pick(index, 0, 2 * half, 2), pick(index, 1, 2 * half, 2))
+        if count % 2:
+            best = _concat(best, pick(values, count - 1, count))
+            best_index = None if index is None else _concat(best_index, pick(index, count - 1, count))
+        values, index = best, best_index
+    top = shared(values.share[0] if on else None, batch)
+    return top, None if index is None else shared(index.share[0] if on else None, batch)
+
+
+def _concat(head: Shared, tail: Shared) -> Shared:
+    shape = (head.shape[0] + tail.shape[0],) + head.shape[1:]
+    return shared(None if head.share is None else np.concatenate([head.share, tail.share]), shape)
+
+
+# ---- DMaxPool (PETS Alg. 10) -------------------------------------------------------------------------
+def dmaxpool(ctx: Context, index: Shared, n: int) -> Shared:
+    """DMaxPool (PETS Alg. 10): shares of the one-hot vector of length n at the shared index.
+
+    ``index`` holds ring integers in [0, n), n a power of two; returns shape (n, *index.shape): entry i
+    is 1 where index = i. The servers hold a common random r; server0 sends ind_0 + r, server1 ind_1; the
+    producer opens k = (ind + r) mod n and deals the one-hot E at k; the servers rotate by g = r mod n:
+    D_i = E_{(i + g) mod n} (the erratum of PROTOCOLS.md; the paper prints i - g). k is uniform, so the
+    producer learns nothing.
+    Cost: 2 rounds; 8 (n + 2) bytes per window: 16 for the index, 8n for server1's share of E
+    (server0's is PRF-compressed). PETS: 16 (n + 1).
+    """
+    if n < 1 or n & (n - 1):
+        raise ValueError(f"dmaxpool needs a power-of-two window size, got {n}")
+    size = int(np.prod(index.shape, dtype=np.int64))
+    shape = (n,) + index.shape
+    g = None
+    if ctx.is_server:
+        r = dealer.common_stream(ctx).uint64(size)
+        g = (r & np.uint64(n - 1)).astype(np.intp)
+        # 1. the masked index to the producer
+        ctx.send(PRODUCER, flat(index) + (r if ctx.name == SERVER0 else np.uint64(0)))
+    hot = None
+    if ctx.name == PRODUCER:
+        # 2. the producer's one-hot vector at k = (ind + r) mod n
+        k = recv_array(ctx, SERVER0, np.uint64, (size,)) + recv_array(ctx, SERVER1, np.uint64, (size,))
+        k &= np.uint64(n - 1)
+        hot = np.zeros((n, size), np.uint64)
+        hot[k.astype(np.intp), np.arange(size)] = 1
+        hot = hot.reshape(-1)
+    e_j = deal(ctx, hot, n * size)
+    if not ctx.is_server:
+        return shared(None, shape)
+    # 3. rotate by +g
+    rows = (np.arange(n)[:, np.newaxis] + g[np.newaxis, :]) & (n - 1)
+    d = np.take_along_axis(e_j.reshape(n, size), rows, axis=0)
+    return shared(rerandomize(ctx, d).reshape(shape), shape)

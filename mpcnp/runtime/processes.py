@@ -1,0 +1,201 @@
+"""The processes backend: one forked OS process per party, ZeroMQ over loopback tcp with CurveZMQ.
+
+Start-up: the parent draws a Curve key pair per party (per run, from the OS CSPRNG through libsodium)
+before forking, so no ZeroMQ context exists across the fork. Each child binds its ROUTER to
+tcp://127.0.0.1:0 (the OS picks a free port: no race between choosing and binding), reports the
+endpoint over its pipe, receives every party's endpoint and connects. Then it runs ``party_main`` and
+sends its Outcome back over the pipe.
+
+Supervision: the parent waits on the pipes and the process sentinels together. A child that dies
+(killed, crashed) is reported at once as a PartyError naming it; after any failure the other
+children get ``FAILURE_GRACE`` seconds to report, then are terminated; every child is reaped and
+every pipe closed before ``run`` returns or raises, so no process or port is left behind.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from multiprocessing.connection import Connection, wait
+from typing import Callable
+
+import zmq
+
+from mpcnp import ring
+from mpcnp.net import CurveConfig, ZmqTransport
+from mpcnp.runtime.context import Config, PartyError
+from mpcnp.runtime.launch import ABORTED, FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, finish, party_main
+
+_BIND = "tcp://127.0.0.1:0"
+
+
+def _portable(outcome: Outcome) -> Outcome:
+    """The outcome, or a version of it whose value/cause can cross the pipe (pickle)."""
+    try:
+        pickle.dumps(outcome)
+        return outcome
+    except Exception as exc:  # noqa: BLE001 - any pickling failure
+        if outcome.kind == OK:
+            return Outcome(outcome.party, OWN, error=PartyError(
+                outcome.party, TypeError(f"the return value cannot travel back to the caller: {exc}")))
+        error = outcome.error
+        return Outcome(outcome.party, outcome.kind, error=PartyError(
+            error.party, f"{type(error.cause).__name__}: {error.cause}"), when=outcome.when)
+
+
+def _child(name: str, conn: Connection, keys: dict, parties: tuple, config: Config,
+           fn: Callable, args: tuple, kwargs: dict) -> None:
+    """Body of one party's process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+    ring.set_num_threads(1)  # three parties share the cores (PERFORMANCE.md)
+    public, secret = keys[name]
+    curve = CurveConfig(public, secret, {p: keys[p][0] for p in parties if p != name})
+    transport = None
+    try:
+        transport = ZmqTransport(name, _BIND, curve=curve, linger=config.timeout)
+        conn.send(("endpoint", transport.endpoint))
+        if not conn.poll(config.timeout):
+            return
+        transport.connect(conn.recv())
+        outcome = party_main(name, parties, transport, config, fn, args, kwargs)
+    except BaseException as exc:  # noqa: BLE001 - start-up failures must reach the parent too
+        outcome = Outcome(name, OWN, error=PartyError(name, exc))
+    # Report before closing: close() lingers on messages queued for peers that may be gone already.
+    conn.send(("outcome", _portable(outcome)))
+    if transport is not None:
+        transport.close()
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is not None and code < 0:
+        try:
+            return f"process died from signal {signal.Signals(-code).name}"
+        except ValueError:
+            return f"process died from signal {-code}"
+    return f"process exited with code {code} before reporting"
+
+
+class _Children:
+    """The forked parties and their pipes; ``stop`` leaves nothing running."""
+
+    def __init__(self, parties, config, fn, args, kwargs):
+        mp_context = multiprocessing.get_context("fork")
+        keys = {}
+        for name in parties:
+            public, secret = zmq.curve_keypair()
+            keys[name] = (public.decode(), secret.decode())
+        self.conns: dict[str, Connection] = {}
+        self.procs: dict[str, multiprocessing.Process] = {}
+        for name in parties:
+            parent_end, child_end = mp_context.Pipe()
+            proc = mp_context.Process(target=_child, name=f"mpcnp-{name}", daemon=True,
+                                      args=(name, child_end, keys, parties, config, fn, args, kwargs))
+            proc.start()
+            child_end.close()
+            self.conns[name], self.procs[name] = parent_end, proc
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.is_alive():
+                proc.terminate()
+        deadline = time.monotonic() + 1.0
+        for proc in self.procs.values():
+            proc.join(max(0.0, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                proc.join()
+        for conn in self.conns.values():
+            conn.close()
+
+
+def _gather_endpoints(children: _Children, timeout: float) -> dict[str, str] | Outcome:
+    """Every child's bound endpoint, or the Outcome of the first child that failed to start."""
+    endpoints: dict[str, str] = {}
+    deadline = time.monotonic() + timeout
+    lookup = {conn: name for name, conn in children.conns.items()}
+    sentinels = {proc.sentinel: name for name, proc in children.procs.items()}
+    while len(endpoints) < len(children.conns):
+        pending = [c for c, n in lookup.items() if n not in endpoints]
+        ready = wait(pending + list(sentinels), max(0.0, deadline - time.monotonic()))
+        if not ready:
+            missing = next(n for n in children.conns if n not in endpoints)
+            return Outcome(missing, OBSERVED, error=PartyError(missing, TimeoutError(
+                f"did not start within {timeout:g} s")))
+        for item in ready:
+            if item in lookup:
+                name = lookup[item]
+                try:
+                    tag, payload = item.recv()
+                except EOFError:
+                    continue  # its sentinel reports the death
+                if tag == "outcome":
+                    return payload
+                endpoints[name] = payload
+            elif sentinels[item] not in endpoints:
+                name = sentinels[item]
+                children.procs[name].join()
+                return Outcome(name, OBSERVED, error=PartyError(
+                    name, _describe_exit(children.procs[name].exitcode)))
+    return endpoints
+
+
+def _collect(children: _Children, timeout: float) -> dict[str, Outcome]:
+    """Every party's Outcome; a death is final at once, and the others get FAILURE_GRACE after it."""
+    outcomes: dict[str, Outcome] = {}
+    lookup = {conn: name for name, conn in children.conns.items()}
+    sentinels = {proc.sentinel: name for name, proc in children.procs.items()}
+    deadline = None
+    while len(outcomes) < len(children.conns):
+        waiting = [c for c, n in lookup.items() if n not in outcomes]
+        waiting += [s for s, n in sentinels.items() if n not in outcomes]
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        ready = wait(waiting, remaining)
+        if not ready:
+            break
+        # Read every pipe before any sentinel: a child that reported and then exited is not dead.
+        for item in sorted(ready, key=lambda r: r not in lookup):
+            name = lookup.get(item) or sentinels[item]
+            if name in outcomes:
+                continue
+            if item in lookup:
+                try:
+                    _, outcome = item.recv()
+                except EOFError:
+                    continue
+            else:
+                children.procs[name].join()
+                outcome = Outcome(name, OBSERVED, error=PartyError(
+                    name, _describe_exit(children.procs[name].exitcode)))
+            outcomes[name] = outcome
+            if outcome.kind != OK and (deadline is None or deadline > time.monotonic() + FAILURE_GRACE):
+                deadline = time.monotonic() + FAILURE_GRACE
+            elif deadline is None:
+                deadline = time.monotonic() + timeout
+    failed = any(o.kind != OK for o in outcomes.values())
+    for name in children.conns:
+        if name not in outcomes:
+            reason = ("stopped answering after another party failed" if failed else
+                      f"did not finish within {timeout:g} s of the other parties")
+            outcomes[name] = Outcome(name, ABORTED if failed else OBSERVED,
+                                     error=PartyError(name, TimeoutError(reason)))
+    return outcomes
+
+
+def run_processes(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...], config: Config) -> dict:
+    """Each party a forked process; channels are CurveZMQ over loopback tcp. See the module docstring."""
+    if not hasattr(os, "fork"):
+        raise RuntimeError("the processes backend needs os.fork (POSIX); use backend='threads'")
+    children = _Children(parties, config, fn, args, kwargs)
+    try:
+        started = _gather_endpoints(children, config.timeout)
+        if isinstance(started, Outcome):
+            outcomes = {started.party: started}
+        else:
+            for conn in children.conns.values():
+                conn.send(started)
+            outcomes = _collect(children, config.timeout)
+    finally:
+        children.stop()
+    return finish(outcomes)

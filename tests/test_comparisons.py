@@ -1,0 +1,193 @@
+"""Comparisons, where, relu, maxpool2d, max, argmax and divide on private tensors, against NumPy.
+
+Inputs are first rounded to multiples of 2^-f (``quantize``): the ring then holds them exactly, and
+SecureNN's results are compared with NumPy on the rounded values by equality. Exceptions, with their
+tolerance: ``where`` with a private condition (one truncating multiplication: atol = 2^-f, the one unit
+in the last place local truncation may lose) and Pond's dispatch (a fake ``approx`` stands in for the
+approximations; only which function is called is tested).
+"""
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import mpcnp
+import mpcnp as mp
+from mpcnp import comparisons as cmp
+from helpers import FRAC_BITS, ULP, quantize, run_private
+from strategies import PRODUCT_BOUND, broadcastable_pair, real_arrays
+
+LIMIT = 2.0 ** (62 - FRAC_BITS)            # encoding refuses magnitudes from here on
+HALF = 2.0 ** (61 - FRAC_BITS)             # operands below this differ by less than LIMIT: exact
+RNG = np.random.default_rng(2019)
+
+OPS = {"<": (lambda x, y: x < y, np.less), "<=": (lambda x, y: x <= y, np.less_equal),
+       ">": (lambda x, y: x > y, np.greater), ">=": (lambda x, y: x >= y, np.greater_equal)}
+
+
+def edge_reals() -> np.ndarray:
+    """0, +-1 ulp, +-2^k for every k in range and their neighbours (+-1 ulp where float64 can hold it,
+    else the nearest float64), and the largest encodable magnitudes, all quantized."""
+    powers = 2.0 ** np.arange(-FRAC_BITS, 62 - FRAC_BITS)
+    near = np.concatenate([powers + ULP, powers - ULP, np.nextafter(powers, 0.0), np.nextafter(powers, np.inf)])
+    largest = np.nextafter(LIMIT, 0.0)      # 2^(62 - f) - 2^-7: LIMIT - ULP is not a float64
+    values = quantize(np.concatenate([[0.0, ULP, -ULP, largest, -largest], powers, -powers, near, -near]))
+    return np.unique(values[np.abs(values) < LIMIT])
+
+
+@pytest.mark.parametrize("op", list(OPS))
+def test_comparisons_with_zero_and_relu_at_the_edges(op):
+    x = edge_reals()
+    private_op, numpy_op = OPS[op]
+    np.testing.assert_array_equal(run_private(lambda t: private_op(t, 0.0), x), numpy_op(x, 0.0))
+    np.testing.assert_array_equal(run_private(lambda t: private_op(0.0, t), x), numpy_op(0.0, x))
+    if op == "<":
+        np.testing.assert_array_equal(run_private(cmp.relu, x), np.maximum(x, 0.0))
+
+
+def test_pairwise_comparisons_at_the_edges_of_the_exact_range():
+    # |a - b| up to just below 2^(62 - f): the largest difference DReLU is exact for
+    top = np.nextafter(HALF, 0.0)           # HALF - ULP is not a float64; a - b reaches 2^(62 - f) - 2^-7
+    a = np.array([top, -top, top, 1.0, ULP, 0.0, -ULP, 5.0])
+    b = np.array([-top, top, top, 1.0 + ULP, 0.0, -ULP, ULP, 5.0])
+    for op, (private_op, numpy_op) in OPS.items():
+        np.testing.assert_array_equal(run_private(private_op, a, b), numpy_op(a, b), err_msg=op)
+
+
+@settings(max_examples=60)
+@given(st.data())
+def test_comparisons_match_numpy(data):
+    a_shape, b_shape = data.draw(broadcastable_pair())
+    a = quantize(data.draw(real_arrays(a_shape, bound=HALF - 1)))
+    b = quantize(data.draw(real_arrays(b_shape, bound=HALF - 1)))
+    op = data.draw(st.sampled_from(list(OPS)))
+    private_op, numpy_op = OPS[op]
+    expected = numpy_op(a, b).astype(np.float64)
+    np.testing.assert_array_equal(run_private(private_op, a, b), expected)
+    np.testing.assert_array_equal(run_private(private_op, a, b, private_mask=[True, False]), expected)
+    np.testing.assert_array_equal(run_private(private_op, a, b, private_mask=[False, True]), expected)
+    np.testing.assert_array_equal(run_private(lambda x: private_op(x, mp.public(b)), a), expected)
+
+
+def test_comparison_of_public_operands_is_public():
+    result = cmp.less(np.array([1.0, 3.0]), 2.0)
+    assert isinstance(result, mp.PublicTensor)
+    np.testing.assert_array_equal(result.value, [1.0, 0.0])
+
+
+@settings(max_examples=20)
+@given(st.data())
+def test_where_and_relu_match_numpy(data):
+    a_shape, b_shape = data.draw(broadcastable_pair())
+    # |a - b| <= 2 PRODUCT_BOUND keeps the truncation failure rate of where's product below 2^-25
+    a = quantize(data.draw(real_arrays(a_shape, bound=PRODUCT_BOUND)))
+    b = quantize(data.draw(real_arrays(b_shape, bound=PRODUCT_BOUND)))
+    expected = np.where(a > b, a, b)
+    # a private condition from a comparison: one truncating multiplication by exactly 0.0 or 1.0
+    np.testing.assert_allclose(run_private(lambda x, y: cmp.where(x > y, x, y), a, b), expected, rtol=0, atol=ULP)
+    cond = a > 0
+    np.testing.assert_array_equal(run_private(lambda x: cmp.where(cond, x, -1.5), a), np.where(cond, a, -1.5))
+    np.testing.assert_array_equal(run_private(cmp.relu, a), np.maximum(a, 0.0))
+
+
+@pytest.mark.parametrize("shape, kernel, stride", [((1, 2, 4, 4), 2, None), ((2, 3, 5, 7), (2, 3), None),
+                                                    ((1, 1, 5, 5), 3, 1), ((1, 2, 6, 6), 3, 2),
+                                                    ((1, 1, 3, 3), 1, None)])
+def test_maxpool2d_matches_numpy_with_ties(shape, kernel, stride):
+    x = RNG.integers(-3, 4, shape).astype(np.float64) / 4   # many ties
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
+    sh, sw = (kh, kw) if stride is None else (stride, stride)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    np.testing.assert_array_equal(run_private(lambda t: cmp.maxpool2d(t, kernel, stride), x),
+                                  windows.max(axis=(-2, -1)))
+
+
+@pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2)])
+def test_max_and_argmax_match_numpy_with_ties(axis):
+    x = RNG.integers(-2, 3, (3, 5, 4)).astype(np.float64)
+    np.testing.assert_array_equal(run_private(lambda t: cmp.max(t, axis=axis), x), np.max(x, axis=axis))
+    np.testing.assert_array_equal(run_private(lambda t: cmp.max(t, axis=axis, keepdims=True), x),
+                                  np.max(x, axis=axis, keepdims=True))
+    if not isinstance(axis, tuple):
+        # ties: the first maximal element wins, as in NumPy
+        np.testing.assert_array_equal(run_private(lambda t: cmp.argmax(t, axis=axis), x), np.argmax(x, axis=axis))
+
+
+@settings(max_examples=15)
+@given(st.data())
+def test_max_and_argmax_of_random_vectors(data):
+    n = data.draw(st.integers(1, 9))
+    x = quantize(data.draw(real_arrays((n,), bound=HALF - 1)))
+    np.testing.assert_array_equal(run_private(cmp.max, x), np.max(x))
+    np.testing.assert_array_equal(run_private(cmp.argmax, x), np.argmax(x))
+
+
+def test_divide_is_exact_floor_division_in_fixed_point():
+    f = FRAC_BITS
+    x = quantize(np.array([0.0, 1.0, -1.0, 3.5, -7.25, 1000.0, -2047.0, ULP, 0.1]))
+    y = quantize(np.array([1.0, 3.0, 3.0, 0.5, 2.0, 7.0, 1.0, 1.0, 0.3]))
+    ring_x, ring_y = (x * 2 ** f).astype(np.int64), (y * 2 ** f).astype(np.int64)
+    expected = np.array([(int(a) << f) // int(b) for a, b in zip(ring_x, ring_y)]) / 2.0 ** f
+    np.testing.assert_array_equal(run_private(lambda a, b: cmp.divide(a, b, integer_bits=12), x, y), expected)
+    np.testing.assert_array_equal(run_private(lambda b: cmp.divide(1.0, b, integer_bits=2), y[1:4]),
+                                  np.array([(1 << 2 * f) // int(b) for b in ring_y[1:4]]) / 2.0 ** f)
+
+
+@pytest.mark.processes
+def test_comparisons_on_processes_backend():
+    x = edge_reals()[:40]
+    np.testing.assert_array_equal(run_private(lambda t: t >= 0.0, x, backend="processes"), x >= 0.0)
+    np.testing.assert_array_equal(run_private(cmp.relu, x, backend="processes"), np.maximum(x, 0.0))
+
+
+# ---- Pond: dispatch to mpcnp.approx ----------------------------------------------------------------------------
+@pytest.fixture
+def fake_approx(monkeypatch):
+    """A stand-in for mpcnp.approx that records its calls: step exact (via SecureNN), relu and
+    reciprocal constant (1.0, 0.5), so that the results show which function was used."""
+    calls = []
+
+    def step(x):
+        calls.append("step")
+        return cmp._fixed_bits(x._ctx, mpcnp.protocols.securenn.drelu(x._ctx, (-x)._value), negate=True)
+
+    def relu(x):
+        calls.append("relu")
+        return x * 0.0 + 1.0
+
+    def reciprocal(x):
+        calls.append("reciprocal")
+        return x * 0.0 + 0.5
+
+    module = types.SimpleNamespace(step=step, relu=relu, reciprocal=reciprocal)
+    monkeypatch.setitem(sys.modules, "mpcnp.approx", module)
+    monkeypatch.setattr(mpcnp, "approx", module, raising=False)
+    return calls
+
+
+def test_pond_uses_the_approximations(fake_approx):
+    x = np.array([-2.0, -0.5, 0.5, 3.0])
+    for op, (private_op, numpy_op) in OPS.items():
+        got = run_private(lambda t: private_op(t, 0.25), x, protocol="pond")
+        np.testing.assert_array_equal(got, numpy_op(x, 0.25), err_msg=op)
+    np.testing.assert_array_equal(run_private(cmp.relu, x, protocol="pond"), np.ones(4))
+    np.testing.assert_allclose(run_private(cmp.max, x, protocol="pond"), 3.0, atol=ULP)
+    np.testing.assert_allclose(run_private(lambda a: cmp.divide(a, a), x, protocol="pond"), x * 0.5, rtol=0,
+                               atol=ULP)   # one truncating product
+    assert set(fake_approx) == {"step", "relu", "reciprocal"}
+
+
+def test_pond_comparisons_and_relu_with_the_approximations():
+    # inside approx's stated intervals: step within 5e-6 + 3 units away from |x| < 0.25, relu within
+    # 0.035 + 80 units on [-8, 8] (mpcnp.approx docstrings)
+    x = np.array([-7.5, -3.0, -0.5, 0.75, 2.0, 7.9])
+    np.testing.assert_allclose(run_private(lambda t: t > 0.25, x, protocol="pond"), x > 0.25, rtol=0,
+                               atol=5e-6 + 3 * ULP)
+    np.testing.assert_allclose(run_private(lambda t: cmp.less_equal(t, 0.25), x, protocol="pond"), x <= 0.25,
+                               rtol=0, atol=5e-6 + 3 * ULP)
+    np.testing.assert_allclose(run_private(cmp.relu, x, protocol="pond"), np.maximum(x, 0.0), rtol=0,
+                               atol=0.035 + 80 * ULP)

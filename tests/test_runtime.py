@@ -1,0 +1,327 @@
+"""The runtime: mp.run on both backends, failures, counters, and a real three-process cluster."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mpcnp as mp
+from mpcnp.net import header_bytes
+
+BACKENDS = ["threads", pytest.param("processes", marks=pytest.mark.processes)]
+CORE = ("server0", "server1", "producer")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def sum_and_reveal():
+    a = mp.private(lambda: np.array([[1.5, -2.0, 3.25]]), owner="alice")
+    b = mp.private(lambda: np.array([[0.5, 0.75, -1.0]]), owner="bob")
+    return (a + b).reveal(to="carol")
+
+
+def test_two_owners_sum_revealed_to_a_third(backend):
+    results = mp.run(sum_and_reveal, parties=["alice", "bob", "carol"], backend=backend)
+    assert set(results) == {*CORE, "alice", "bob", "carol"}
+    np.testing.assert_array_equal(results["carol"], [[2.0, -1.25, 2.25]])
+    assert all(results[p] is None for p in results if p != "carol")
+
+
+def test_party_names_and_args_reach_fn(backend):
+    def fn(x, *, scale):
+        return mp.party(), x * scale
+
+    results = mp.run(fn, 2, scale=3, parties=["client"], backend=backend)
+    assert results == {name: (name, 6) for name in (*CORE, "client")}
+
+
+def test_closures_and_lambdas_run_unpickled(backend):
+    local_state = {"secret": np.arange(3.0)}  # never pickled: processes fork
+    results = mp.run(lambda: mp.private(lambda: local_state["secret"], owner="server1").reveal(),
+                     backend=backend)
+    np.testing.assert_array_equal(results["server0"], np.arange(3.0))
+
+
+def test_input_sharing_is_one_message_of_the_data(backend):
+    """The owner sends its data once, to server1 (server0's share comes from their PRF stream);
+    server0 and the producer get only the shape (PROTOCOLS.md section 2)."""
+    shape = (5, 7)
+
+    def fn():
+        before = mp.stats()
+        mp.private(lambda: np.ones(shape), owner="alice")
+        after = mp.stats()
+        return {k: after[k] - before[k] for k in after}
+
+    costs = mp.run(fn, parties=["alice"], backend=backend)
+    data = 8 * np.prod(shape)
+    shape_message = 8 * len(shape)
+    assert costs["alice"]["payload_bytes_sent"] == data + 2 * shape_message
+    assert costs["alice"]["bytes_sent"] == data + 2 * shape_message + 3 * header_bytes(len(shape)) - \
+        2 * (header_bytes(len(shape)) - header_bytes(1))
+    assert costs["server1"]["payload_bytes_received"] == data
+    assert costs["server0"]["payload_bytes_received"] == shape_message
+    assert costs["producer"]["payload_bytes_received"] == shape_message
+    for party in CORE:
+        assert costs[party]["payload_bytes_sent"] == 0
+
+
+def test_counters_equal_array_bytes_plus_framing(backend):
+    def fn():
+        x = mp.private(lambda: np.ones((3, 4)), owner="server0")
+        before = mp.stats()
+        x.reveal(to="server1")
+        after = mp.stats()
+        return {k: after[k] - before[k] for k in after}
+
+    costs = mp.run(fn, backend=backend)
+    assert costs["server0"]["bytes_sent"] == 3 * 4 * 8 + header_bytes(2)
+    assert costs["server0"]["messages_sent"] == 1
+    assert costs["server1"]["bytes_received"] == 3 * 4 * 8 + header_bytes(2)
+    assert costs["producer"]["bytes_received"] == 0
+
+
+@pytest.mark.parametrize("culprit", CORE + ("alice",))
+def test_an_exception_on_any_party_is_a_party_error_everywhere(backend, culprit):
+    def fn():
+        x = mp.private(lambda: np.ones(4), owner="alice")
+        if mp.party() == culprit:
+            raise KeyError("lost the plot")
+        return (x * x).reveal()
+
+    start = time.monotonic()
+    with pytest.raises(mp.PartyError) as info:
+        mp.run(fn, parties=["alice"], backend=backend, timeout=5)
+    assert time.monotonic() - start < 5
+    assert info.value.party == culprit
+    assert "lost the plot" in str(info.value)
+    assert isinstance(info.value.cause, KeyError)
+
+
+def test_surviving_parties_see_the_party_error(backend):
+    """Parties waiting on the failed one raise PartyError themselves, naming it."""
+    seen = {}
+
+    def fn():
+        try:
+            x = mp.private(lambda: np.ones(2), owner="server0")
+            y = x * x  # server1 needs the producer's c1 here: every party is inside fn afterwards
+            if mp.party() == "server1":
+                raise RuntimeError("server1 gives up")
+            return (y * x).reveal()
+        except mp.PartyError as exc:
+            seen[mp.party()] = exc.party  # visible in the threads backend only
+            raise
+
+    with pytest.raises(mp.PartyError, match="server1"):
+        mp.run(fn, backend=backend, timeout=5)
+    if backend == "threads":
+        assert seen == {"server0": "server1", "producer": "server1"}
+
+
+def test_silent_party_times_out(backend):
+    def fn():
+        x = mp.private(lambda: np.ones(2), owner="server0")
+        if mp.party() == "producer":
+            time.sleep(30)
+        return (x * x).reveal()
+
+    timeout = 1.5
+    start = time.monotonic()
+    with pytest.raises(mp.PartyError) as info:
+        mp.run(fn, backend=backend, timeout=timeout)
+    assert time.monotonic() - start < timeout + 2
+    assert info.value.party == "producer"
+    assert isinstance(info.value.cause, TimeoutError)
+
+
+@pytest.mark.processes
+def test_killed_party_process_leaves_no_children(tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+
+    def fn():
+        (pids / mp.party()).write_text(str(os.getpid()))
+        x = mp.private(lambda: np.ones(2), owner="server0")
+        if mp.party() == "server1":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return (x * x).reveal()
+
+    timeout = 5
+    start = time.monotonic()
+    with pytest.raises(mp.PartyError, match="SIGKILL") as info:
+        mp.run(fn, backend="processes", timeout=timeout)
+    assert time.monotonic() - start < timeout + 2
+    assert info.value.party == "server1"
+    for pid_file in pids.iterdir():
+        pid = int(pid_file.read_text())
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+@pytest.mark.processes
+def test_unpicklable_result_is_reported():
+    with pytest.raises(mp.PartyError, match="cannot travel back"):
+        mp.run(lambda: (lambda: 1), backend="processes", timeout=5)
+
+
+def test_bad_arguments_fail_fast():
+    with pytest.raises(ValueError, match="appear once"):
+        mp.run(lambda: 1, parties=["alice", "alice"])
+    with pytest.raises(ValueError, match="core party"):
+        mp.run(lambda: 1, parties=["server0"])
+    with pytest.raises(ValueError, match="unknown backend"):
+        mp.run(lambda: 1, backend="gpu")
+    with pytest.raises(ValueError, match="unknown protocol"):
+        mp.run(lambda: 1, protocol="spdz")
+    with pytest.raises(ValueError, match="frac_bits"):
+        mp.run(lambda: 1, frac_bits=40)
+    with pytest.raises(RuntimeError, match="not inside an mpcnp party"):
+        mp.party()
+
+
+def test_unknown_party_names_are_named(backend):
+    with pytest.raises(mp.PartyError, match="unknown party 'mallory'"):
+        mp.run(lambda: mp.private(np.ones(2)).reveal(to="mallory"), backend=backend, timeout=5)
+    with pytest.raises(mp.PartyError, match="unknown party 'mallory'"):
+        mp.run(lambda: mp.private(np.ones(2), owner="mallory"), backend=backend, timeout=5)
+
+
+def test_runs_are_independent(backend):
+    """Fresh keys per run: two runs sharing the same input give different shares."""
+    def fn():
+        return mp.private(lambda: np.zeros(4), owner="alice").share
+
+    first = mp.run(fn, parties=["alice"], backend=backend)["server0"]
+    second = mp.run(fn, parties=["alice"], backend=backend)["server0"]
+    assert not np.array_equal(first, second)
+
+
+# ---- a cluster of real processes started by `python -m mpcnp party` ------------------------------------
+PROGRAM = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import mpcnp as mp
+
+    def main(n):
+        x = mp.private(lambda: np.arange(n, dtype=float), owner="server0")
+        y = mp.private(lambda: np.full(n, 0.5), owner="server1")
+        return (x * y + x).reveal(to="producer")
+
+    result = mp.run(main, int(sys.argv[1]), timeout=float(sys.argv[2]))
+    print("RESULT", mp.party() if False else list(result)[0], result[list(result)[0]] is not None, flush=True)
+    if result.get("producer") is not None:
+        print("VALUE", list(result["producer"]), flush=True)
+""")
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def make_cluster(tmp_path: Path, names=CORE) -> tuple[Path, dict]:
+    ports = free_ports(len(names))
+    entries, keys = {}, {}
+    for name, port in zip(names, ports):
+        key_file = tmp_path / f"{name}.key"
+        out = subprocess.run([sys.executable, "-m", "mpcnp", "keygen", "--out", str(key_file)],
+                             check=True, capture_output=True, text=True)
+        public = json.loads(out.stdout)["public_key"]
+        entries[name] = {"address": f"127.0.0.1:{port}", "public_key": public}
+        keys[name] = key_file
+    config = tmp_path / "cluster.json"
+    config.write_text(json.dumps(entries))
+    return config, keys
+
+
+def start_party(config: Path, name: str, key: Path, script: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mpcnp", "party", "--config", str(config), "--name", name,
+                             "--key", str(key), str(script), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_all(procs: dict, timeout: float) -> dict:
+    outputs = {}
+    for name, proc in procs.items():
+        try:
+            outputs[name] = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            outputs[name] = proc.communicate()
+            outputs[name] = ("", f"TIMEOUT {outputs[name][1]}")
+    return outputs
+
+
+@pytest.mark.processes
+def test_cluster_of_three_party_processes(tmp_path):
+    config, keys = make_cluster(tmp_path)
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    procs = {name: start_party(config, name, keys[name], script, "4", "20") for name in CORE}
+    # A stranger writes garbage to server0's port mid-start: ZeroMQ refuses it, the run goes on.
+    port = json.loads(config.read_text())["server0"]["address"].rsplit(":", 1)[1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", int(port)), timeout=1) as stranger:
+                stranger.sendall(os.urandom(4096))
+            break
+        except OSError:
+            time.sleep(0.05)
+    outputs = finish_all(procs, timeout=60)
+    for name, proc in procs.items():
+        assert proc.returncode == 0, (name, outputs[name])
+    value_line = [l for l in outputs["producer"][0].splitlines() if l.startswith("VALUE")]
+    assert value_line, outputs["producer"]
+    np.testing.assert_allclose(eval(value_line[0][6:]), np.arange(4) * 1.5, atol=2 ** -15)
+
+
+@pytest.mark.processes
+def test_cluster_refuses_a_peer_with_the_wrong_key(tmp_path):
+    config, keys = make_cluster(tmp_path)
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    # server1 runs with a cluster file of its own that lists a key the others do not know.
+    impostor = json.loads(config.read_text())
+    impostor_key = tmp_path / "impostor.key"
+    out = subprocess.run([sys.executable, "-m", "mpcnp", "keygen", "--out", str(impostor_key)],
+                         check=True, capture_output=True, text=True)
+    impostor["server1"]["public_key"] = json.loads(out.stdout)["public_key"]
+    impostor_config = tmp_path / "impostor.json"
+    impostor_config.write_text(json.dumps(impostor))
+    # 10 s: three interpreters start on two shared cores; the honest pair must reach each other in time
+    procs = {"server0": start_party(config, "server0", keys["server0"], script, "4", "10"),
+             "producer": start_party(config, "producer", keys["producer"], script, "4", "10"),
+             "server1": start_party(impostor_config, "server1", impostor_key, script, "4", "10")}
+    outputs = finish_all(procs, timeout=40)
+    for name in ("server0", "producer"):
+        assert procs[name].returncode != 0
+        assert "PartyError" in outputs[name][1] and "server1" in outputs[name][1], outputs[name][1]
+
+
+def test_party_command_refuses_a_key_that_does_not_match(tmp_path):
+    config, keys = make_cluster(tmp_path)
+    script = tmp_path / "program.py"
+    script.write_text(PROGRAM)
+    proc = start_party(config, "server0", keys["server1"], script, "4", "4")
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert "does not match" in err
