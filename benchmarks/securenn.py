@@ -11,6 +11,8 @@ the input (ReLU) or per window (maxpool); rounds the largest per-party increase 
 The backend is "processes" when it exists (one OS process per party, ZeroMQ on loopback), otherwise
 "threads"; ``--backend`` chooses. ``--profile`` prints each party's cProfile of one repetition.
 
+``MPCNP_RING=numpy`` in the environment runs every kernel (ring and Z_p) in NumPy.
+
 Usage: python benchmarks/securenn.py [--reps 7] [--backend processes|threads] [--profile]
 """
 from __future__ import annotations
@@ -30,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 import mpcnp as mp  # noqa: E402
 from mpcnp import comparisons, ring  # noqa: E402
+from mpcnp.protocols import zp  # noqa: E402
 from mpcnp.runtime.context import CORE_PARTIES, current  # noqa: E402
 
 
@@ -103,8 +106,8 @@ def main() -> None:
             args.backend = "processes"
         except ImportError:
             args.backend = "threads"
-    print(f"backend: {args.backend}; ring kernels: {ring.BACKEND}; {os.cpu_count()} CPUs; "
-          f"load average {os.getloadavg()[0]:.2f}; {args.reps} repetitions")
+    print(f"backend: {args.backend}; ring kernels: {ring.BACKEND}; Z_p kernels: {zp.KERNELS}; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; {args.reps} repetitions")
 
     rng = np.random.default_rng(7)
     relu_input = rng.normal(0.0, 4.0, 100_000)

@@ -1,6 +1,9 @@
 """Command line of mpcnp.
 
   python -m mpcnp                    the version and the ring kernels in use
+  python -m mpcnp demo [--images N] [--backend threads|processes]
+                                     private prediction: a model owner's network classifies a
+                                     client's images; only the client sees the result
   python -m mpcnp party --config cluster.json --name NAME [--key KEYFILE] script.py [ARGS]
                                      run script.py as party NAME of a cluster (mp.run inside it
                                      runs only that party, over CurveZMQ to the cluster's hosts)
@@ -21,6 +24,11 @@ def _info(_args) -> int:
     print(f"mpcnp {mpcnp.__version__}")
     print(f"ring kernels: {ring.BACKEND} ({ring.num_threads()} threads)")
     return 0
+
+
+def _demo(args) -> int:
+    from mpcnp import demo
+    return demo.main(args.demo_args)
 
 
 def _party(args) -> int:
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpcnp", description="mpcnp: secure computation on NumPy")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("info", help="the version and the ring kernels in use (the default)")
+    demo = commands.add_parser("demo", help="private prediction on the in-process default", add_help=False)
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     party = commands.add_parser("party", help="run a script as one party of a cluster")
     party.add_argument("--config", required=True, help="the cluster file (JSON)")
     party.add_argument("--name", required=True, help="which party of the cluster file this process is")
@@ -65,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     keygen = commands.add_parser("keygen", help="make a Curve key pair")
     keygen.add_argument("--out", help="write the pair to this key file (mode 0600)")
     args = parser.parse_args(argv)
-    handler = {"party": _party, "keygen": _keygen}.get(args.command, _info)
+    handler = {"demo": _demo, "party": _party, "keygen": _keygen}.get(args.command, _info)
     return handler(args)
 
 

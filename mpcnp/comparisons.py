@@ -104,8 +104,9 @@ def where(cond, a, b) -> Tensor:
 
 
 def relu(x) -> Tensor:
-    """max(x, 0) elementwise. SecureNN: exact for every encodable value (PETS Alg. 7 on the default
-    DReLU), 4 rounds and 253 bytes per element; Pond: ``approx.relu``."""
+    """max(x, 0) elementwise. SecureNN: exact for every encodable value (securenn.relu: PETS Alg. 7 on
+    the default DReLU, the product folded into it), 3 rounds and 221 bytes per element; Pond:
+    ``approx.relu``."""
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.maximum(plain(x), 0.0))
     ctx = x._ctx
@@ -173,9 +174,9 @@ def _axes(ndim: int, axis) -> tuple[int, ...]:
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
     """The maximum over ``axis`` (None: all; an int or a tuple), as numpy.max.
 
-    SecureNN: a tournament, ceil(log2 n) sequential levels of DReLU and one product (4 rounds each),
-    n - 1 comparisons of 253 bytes per result element; exact. Pond: the same tournament with
-    approx.step.
+    SecureNN: a tournament, ceil(log2 n) sequential levels of one ReLU (max(a, b) = b + relu(a - b),
+    3 rounds each), n - 1 comparisons of 221 bytes per result element; exact. Pond: the same
+    tournament with approx.step.
     """
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.max(plain(x), axis=axis, keepdims=keepdims))
@@ -190,7 +191,8 @@ def argmax(x, axis=None) -> Tensor:
     """The index of the maximum along ``axis`` (None: of the flattened array), as numpy.argmax, as a
     private fixed-point value. Ties: the first maximal element wins, as in NumPy (SecureNN exactly;
     Pond only when the values differ by more than approx.step's transition width).
-    SecureNN cost: as ``max``, with 277 bytes per comparison (the index rides in the same product).
+    SecureNN cost: as ``max``, with 261 bytes per comparison and 4 rounds per level (one more product
+    for the index).
     """
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.argmax(plain(x), axis=axis).astype(np.float64))
@@ -205,7 +207,7 @@ def maxpool2d(x, kernel, stride=None) -> Tensor:
     """Max pooling of NCHW ``x`` over kernel windows (an int or pair); stride defaults to the kernel.
 
     SecureNN: every window of the tensor is batched into each step of a tournament over the kh * kw
-    window elements (maxpool.tournament_max: a 2x2 pool takes 2 sequential steps of 4 rounds), 253
+    window elements (maxpool.tournament_max: a 2x2 pool takes 2 sequential steps of 3 rounds), 221
     bytes per comparison, kh * kw - 1 comparisons per window; exact, with the first maximal element
     winning ties. Pond: the same tournament with approx.step.
     """

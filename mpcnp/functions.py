@@ -4,7 +4,8 @@ Comparisons and ReLU live in ``mpcnp.comparisons``, the approximations in ``mpcn
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -13,7 +14,7 @@ from mpcnp.protocols import pond
 from mpcnp.runtime.context import SERVER0, current
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, plain, shape_proxy
 
-__all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d"]
+__all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation"]
 
 
 def matmul(a, b):
@@ -119,3 +120,23 @@ def avgpool2d(x, kernel, stride=None) -> Tensor:
     if isinstance(x, PrivateTensor):
         return x._linear(window_sum) / (kh * kw)
     return PublicTensor(window_sum(plain(x)) / (kh * kw))
+
+
+@contextlib.contextmanager
+def truncation(mode: str) -> Iterator[None]:
+    """Within the block, products truncate ``"local"``ly (the default) or ``"exact"``ly.
+
+    Local truncation (SecureML) is free but yields garbage with probability about |v| * 2^(2f - 64)
+    per element of a product v; exact truncation (protocols.pond.truncate_exact) is always within one
+    unit in the last place, for one extra bit product (40 bytes per element, one round). Use it for
+    long runs, large tensors or frac_bits above 16. Every party must enter the block (SPMD).
+    """
+    if mode not in pond.TRUNCATIONS:
+        raise ValueError(f"unknown truncation {mode!r}; choose one of {', '.join(pond.TRUNCATIONS)}")
+    ctx = current()
+    previous = ctx.state.get("truncation", "local")
+    ctx.state["truncation"] = mode
+    try:
+        yield
+    finally:
+        ctx.state["truncation"] = previous

@@ -16,7 +16,8 @@ import warnings
 import numpy as np
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
-__all__ = ["BACKEND", "PRF", "prf_keystream", "matmul", "conv2d", "num_threads", "set_num_threads"]
+__all__ = ["BACKEND", "PRF", "prf_keystream", "matmul", "matmul_shape", "matmul_kernels", "conv2d", "conv2d_shape",
+           "conv2d_geometry", "num_threads", "set_num_threads"]
 
 RING_DTYPE = np.dtype(np.uint64)
 

@@ -238,12 +238,11 @@ class PrivateTensor(Tensor):
         else:
             encoded, shift = fixedpoint.encode_factor(factor, self._ctx.config.frac_bits)
         shape = op.out_shape(*((encoded.shape, self.shape) if reverse else (self.shape, encoded.shape)))
-        if self.share is None:
-            return self._new(None, shape)
-        share = op.apply(encoded, self.share) if reverse else op.apply(self.share, encoded)
-        if shift:
-            share = fixedpoint.truncate_share(share, self._ctx.server_index, shift)
-        return self._new(share, shape)
+        share = None
+        if self.share is not None:
+            share = op.apply(encoded, self.share) if reverse else op.apply(self.share, encoded)
+        result = pond.Shared(share, shape)
+        return PrivateTensor(self._ctx, pond.truncate(self._ctx, result, shift) if shift else result)
 
     def _product(self, other, op: pond.Bilinear, reverse: bool = False) -> "PrivateTensor":
         if isinstance(other, PrivateTensor):

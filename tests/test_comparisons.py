@@ -21,8 +21,8 @@ from mpcnp import comparisons as cmp
 from helpers import FRAC_BITS, ULP, quantize, run_private
 from strategies import PRODUCT_BOUND, broadcastable_pair, real_arrays
 
-LIMIT = 2.0 ** (62 - FRAC_BITS)            # encoding refuses magnitudes from here on
-HALF = 2.0 ** (61 - FRAC_BITS)             # operands below this differ by less than LIMIT: exact
+LIMIT = 2.0 ** (62 - FRAC_BITS)            # encoding refuses magnitudes from here on; any two encodable
+LARGEST = np.nextafter(LIMIT, 0.0)         # operands differ by less than 2^(63 - f): comparisons exact
 RNG = np.random.default_rng(2019)
 
 OPS = {"<": (lambda x, y: x < y, np.less), "<=": (lambda x, y: x <= y, np.less_equal),
@@ -34,8 +34,8 @@ def edge_reals() -> np.ndarray:
     else the nearest float64), and the largest encodable magnitudes, all quantized."""
     powers = 2.0 ** np.arange(-FRAC_BITS, 62 - FRAC_BITS)
     near = np.concatenate([powers + ULP, powers - ULP, np.nextafter(powers, 0.0), np.nextafter(powers, np.inf)])
-    largest = np.nextafter(LIMIT, 0.0)      # 2^(62 - f) - 2^-7: LIMIT - ULP is not a float64
-    values = quantize(np.concatenate([[0.0, ULP, -ULP, largest, -largest], powers, -powers, near, -near]))
+    # LARGEST = 2^(62 - f) - 2^-7: LIMIT - ULP is not a float64
+    values = quantize(np.concatenate([[0.0, ULP, -ULP, LARGEST, -LARGEST], powers, -powers, near, -near]))
     return np.unique(values[np.abs(values) < LIMIT])
 
 
@@ -50,10 +50,11 @@ def test_comparisons_with_zero_and_relu_at_the_edges(op):
 
 
 def test_pairwise_comparisons_at_the_edges_of_the_exact_range():
-    # |a - b| up to just below 2^(62 - f): the largest difference DReLU is exact for
-    top = np.nextafter(HALF, 0.0)           # HALF - ULP is not a float64; a - b reaches 2^(62 - f) - 2^-7
-    a = np.array([top, -top, top, 1.0, ULP, 0.0, -ULP, 5.0])
-    b = np.array([-top, top, top, 1.0 + ULP, 0.0, -ULP, ULP, 5.0])
+    # |a - b| up to 2^(63 - f) - 2^-6, the largest difference of two encodable values: beyond the
+    # 2^(62 - f) that PETS' DReLU is exact for, within the 2^(63 - f) of the default DReLU
+    top = LARGEST
+    a = np.array([top, -top, top, 1.0, ULP, 0.0, -ULP, 5.0, top, -top, top / 2])
+    b = np.array([-top, top, top, 1.0 + ULP, 0.0, -ULP, ULP, 5.0, -ULP, ULP, -top])
     for op, (private_op, numpy_op) in OPS.items():
         np.testing.assert_array_equal(run_private(private_op, a, b), numpy_op(a, b), err_msg=op)
 
@@ -62,8 +63,8 @@ def test_pairwise_comparisons_at_the_edges_of_the_exact_range():
 @given(st.data())
 def test_comparisons_match_numpy(data):
     a_shape, b_shape = data.draw(broadcastable_pair())
-    a = quantize(data.draw(real_arrays(a_shape, bound=HALF - 1)))
-    b = quantize(data.draw(real_arrays(b_shape, bound=HALF - 1)))
+    a = quantize(data.draw(real_arrays(a_shape, bound=LIMIT - 1)))
+    b = quantize(data.draw(real_arrays(b_shape, bound=LIMIT - 1)))
     op = data.draw(st.sampled_from(list(OPS)))
     private_op, numpy_op = OPS[op]
     expected = numpy_op(a, b).astype(np.float64)
@@ -121,15 +122,17 @@ def test_max_and_argmax_match_numpy_with_ties(axis):
 @given(st.data())
 def test_max_and_argmax_of_random_vectors(data):
     n = data.draw(st.integers(1, 9))
-    x = quantize(data.draw(real_arrays((n,), bound=HALF - 1)))
+    x = quantize(data.draw(real_arrays((n,), bound=LIMIT - 1)))
     np.testing.assert_array_equal(run_private(cmp.max, x), np.max(x))
     np.testing.assert_array_equal(run_private(cmp.argmax, x), np.argmax(x))
 
 
 def test_divide_is_exact_floor_division_in_fixed_point():
     f = FRAC_BITS
-    x = quantize(np.array([0.0, 1.0, -1.0, 3.5, -7.25, 1000.0, -2047.0, ULP, 0.1]))
-    y = quantize(np.array([1.0, 3.0, 3.0, 0.5, 2.0, 7.0, 1.0, 1.0, 0.3]))
+    # the last two at the preconditions' edge, |x| 2^(2f) + 2^(12 + 2f) y just below 2^63 (beyond 2^62)
+    x = quantize(np.array([0.0, 1.0, -1.0, 3.5, -7.25, 1000.0, -2047.0, ULP, 0.1, 2.0 ** 29 + 0.5, -2.0 ** 29]))
+    y = quantize(np.array([1.0, 3.0, 3.0, 0.5, 2.0, 7.0, 1.0, 1.0, 0.3, 2.0 ** 18 - 1, 2.0 ** 18 - 1]))
+    assert np.all(np.abs(x) * 2.0 ** (2 * f) + 2.0 ** (12 + 2 * f) * y < 2.0 ** 63)
     ring_x, ring_y = (x * 2 ** f).astype(np.int64), (y * 2 ** f).astype(np.int64)
     expected = np.array([(int(a) << f) // int(b) for a, b in zip(ring_x, ring_y)]) / 2.0 ** f
     np.testing.assert_array_equal(run_private(lambda a, b: cmp.divide(a, b, integer_bits=12), x, y), expected)

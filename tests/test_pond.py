@@ -223,3 +223,53 @@ def test_avgpool2d(data):
     expected = windows.mean(axis=(-2, -1))
     np.testing.assert_allclose(run_private(lambda a: mp.avgpool2d(a, k, stride), x), expected,
                                rtol=2 ** -50, atol=ULP * 1.01)
+
+
+# ---- truncation ---------------------------------------------------------------------------------
+def wrong_products(mode: str, n: int = 20_000):
+    """How many of n products 2^14 * (+-2^14) come out wrong: |v| 2^(2f) = 2^60, so local
+    truncation fails with probability about 2^60 / 2^64 = 1/16 per element."""
+    def program():
+        x = mp.private(lambda: np.full(n, 2.0 ** 14), owner="alice")
+        y = mp.private(lambda: np.where(np.arange(n) % 2, 1.0, -1.0) * 2.0 ** 14, owner="alice")
+        with mp.truncation(mode):
+            before = mp.stats()
+            z = x * y
+            after = mp.stats()
+        return z.reveal(to="alice"), after["payload_bytes_sent"] - before["payload_bytes_sent"]
+
+    results = mp.run(program, parties=["alice"])
+    expected = np.where(np.arange(n) % 2, 1.0, -1.0) * 2.0 ** 28
+    wrong = int(np.sum(np.abs(results["alice"][0] - expected) > ULP))
+    return wrong, sum(r[1] for r in results.values())
+
+
+def test_local_truncation_fails_at_the_documented_rate():
+    wrong, _ = wrong_products("local")
+    assert abs(wrong - 20_000 / 16) < 6 * np.sqrt(20_000 / 16)
+
+
+def test_exact_truncation_never_fails_and_costs_one_bit_product():
+    wrong, total = wrong_products("exact")
+    assert wrong == 0
+    assert total == 40 * 20_000 + 40 * 20_000  # the product itself, then the bit product
+
+
+@given(st.data())
+def test_exact_truncation_within_one_unit(data):
+    a, b = data.draw(st.tuples(real_arrays((7,), bound=2.0 ** 15), real_arrays((7,), bound=2.0 ** 15)))
+    qa, qb = quantize(a), quantize(b)
+
+    def program():
+        x, y = mp.private(lambda: a, owner="alice"), mp.private(lambda: b, owner="alice")
+        with mp.truncation("exact"):
+            return (x * y).reveal(to="alice"), (x * 0.3).reveal(to="alice")
+
+    product, scaled = mp.run(program, parties=["alice"])["alice"]
+    np.testing.assert_allclose(product, qa * qb, rtol=0, atol=ULP * 1.01)
+    assert_within(scaled, qa * 0.3, public_factor_tolerance(qa, np.array(0.3), np.multiply))
+
+
+def test_unknown_truncation_is_refused():
+    with pytest.raises(mp.PartyError, match="unknown truncation"):
+        mp.run(lambda: mp.truncation("sloppy").__enter__())

@@ -235,6 +235,17 @@ def test_drelu_and_relu_edges(share0, method):
     assert relus == [max(v, 0) for v in values]
 
 
+@pytest.mark.parametrize("method", securenn.DRELU_METHODS)
+def test_drelu_and_relu_on_the_numpy_kernels(monkeypatch, method):
+    # the path taken without the compiled extension (test_zp.py compares the kernels bit for bit)
+    for name in ("map_draws", "bit_shares", "compare_masks", "any_zero"):
+        monkeypatch.setattr(zp, name, getattr(zp, name + "_numpy"))
+    values = edge_values(method)[::3]
+    bits, relus = drelu_relu(values, method=method)
+    assert bits == [int(v >= 0) for v in values]
+    assert relus == [max(v, 0) for v in values]
+
+
 def test_pets_drelu_is_exact_only_below_2_62():
     # the ranges the edge cases assume are tight: 2a overflows at 2^62 and the PETS chain flips
     bits, _ = drelu_relu([(1 << 62) - 1, 1 << 62, -(1 << 62) - 1], method="pets")

@@ -90,12 +90,12 @@ def every_draw() -> np.ndarray:
 
 
 @needs_c
-@pytest.mark.parametrize("modulus", [2, 63, 64, 66, 67, 255, 256])
-def test_map_draws_c_equals_numpy(modulus):
+@pytest.mark.parametrize("modulus, offset", [(2, 0), (63, 0), (64, 0), (66, 1), (67, 0), (255, 1), (256, 0)])
+def test_map_draws_c_equals_numpy(modulus, offset):
     v = every_draw()
     out_c, out_np = np.empty(v.size, np.uint8), np.empty(v.size, np.uint8)
-    bad_c = zp.map_draws(v.copy(), modulus, out_c)
-    bad_np = zp.map_draws_numpy(v.copy(), modulus, out_np)
+    bad_c = zp.map_draws(v.copy(), modulus, offset, out_c)
+    bad_np = zp.map_draws_numpy(v.copy(), modulus, offset, out_np)
     np.testing.assert_array_equal(out_c, out_np)
     np.testing.assert_array_equal(bad_c, bad_np)
     assert bad_c.size == (1 << 16) % modulus
@@ -104,17 +104,18 @@ def test_map_draws_c_equals_numpy(modulus):
 @needs_c
 def test_uniform_draws_the_same_stream_with_either_kernel(monkeypatch):
     key = bytes(range(16, 32))
-    with_c = [zp.uniform(ring.PRF(key), m, (64, 9000)) for m in (66, 67, 63)]
+    with_c = [zp.uniform(ring.PRF(key), m, (64, 9000), offset) for m, offset in ((66, 1), (67, 0), (63, 0))]
     monkeypatch.setattr(zp, "map_draws", zp.map_draws_numpy)
-    with_numpy = [zp.uniform(ring.PRF(key), m, (64, 9000)) for m in (66, 67, 63)]
+    with_numpy = [zp.uniform(ring.PRF(key), m, (64, 9000), offset) for m, offset in ((66, 1), (67, 0), (63, 0))]
     for a, b in zip(with_c, with_numpy):
         np.testing.assert_array_equal(a, b)
 
 
-def column_slice(array: np.ndarray, width: int) -> np.ndarray:
-    """``array`` as columns 3 .. 3 + n of a wider read-only array, as the protocols pass blocks."""
+def column_slice(array: np.ndarray, margin: int) -> np.ndarray:
+    """``array`` as columns 3 .. 3 + n of a read-only array ``margin`` columns wider, as the protocols
+    pass blocks of received messages."""
     rows, n = array.shape
-    wide = np.zeros((rows, n + width), dtype=array.dtype)
+    wide = np.zeros((rows, n + 3 + margin), dtype=array.dtype)
     wide[:, 3:3 + n] = array
     wide.flags.writeable = False
     return wide[:, 3:3 + n]

@@ -1,19 +1,20 @@
 """MaxPool and DMaxPool of SecureNN (PETS Alg. 9, 10), and a tournament variant of MaxPool.
 
 Wagh, Gupta, Chandran, "SecureNN", PoPETs 2019(3), with PROTOCOLS.md section 5's erratum for DMaxPool
-(rotation by +g). Built on ``securenn.drelu`` (one PrivateCompare per comparison) and Beaver products;
+(rotation by +g). Built on ``securenn.relu`` (one PrivateCompare per comparison) and Beaver products;
 conventions as in ``securenn``.
 
 Costs per window (bytes summed over all parties; rounds = longest chain of dependent messages):
-  maxpool over n: n - 1 steps of 277 B, 4 rounds;  tournament over n: n - 1 comparisons of 277 B with
-  the index, 253 B without, ceil(log2 n) levels of 4 rounds;  dmaxpool over n: 8 (n + 2) B, 2 rounds.
+  maxpool over n: n - 1 steps of 261 B, 4 rounds;  tournament over n: n - 1 comparisons of 261 B and
+  ceil(log2 n) levels of 4 rounds with the index, 221 B and 3 rounds without;  dmaxpool over n:
+  8 (n + 2) B, 2 rounds.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from mpcnp.protocols import dealer, pond, securenn
-from mpcnp.protocols.dealer import add_public, deal, flat, recv_array, shared, trivial
+from mpcnp.protocols.dealer import deal, flat, recv_array, shared, trivial
 from mpcnp.protocols.pond import Shared
 from mpcnp.protocols.sharing import rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
@@ -27,25 +28,20 @@ def _step(ctx: Context, best: Shared, other: Shared, index: Shared | None = None
     """One comparison step of every window at once: best (and its index) become other (and
     other_index, a Shared or a public integer) where other > best; ties keep best.
 
-    One DReLU of best - other, then one Beaver product of the 0/1 bit with the value difference
-    stacked on the index difference, so both SelectShares open the bit's mask once and share a round.
+    max(best, other) = other + ReLU(best - other): ``securenn.relu`` gives the value and the bit
+    keep = [best >= other] (221 bytes, 3 rounds); the index is other_index + keep (index - other_index),
+    one more Beaver product (40 bytes, 1 round).
     """
     shape, on = best.shape, ctx.is_server
-    keep = securenn.drelu(ctx, shared(best.share - other.share if on else None, shape))    # 1 where best >= other
-    take = shared(add_public(ctx, np.negative(keep.share), 1) if on else None, (1,) + shape)
-    moves = None
-    if on:
-        moves = [other.share - best.share]
-        if index is not None:
-            target = other_index.share if isinstance(other_index, Shared) else trivial(ctx, other_index, shape)
-            moves.append(target - index.share)
-        moves = np.stack(moves)
-    rows = 1 if index is None else 2
-    moved = pond.product(ctx, take, shared(moves, (rows,) + shape), pond.MUL).share
-    new_best = shared(rerandomize(ctx, best.share + moved[0]) if on else None, shape)
+    gain, keep = securenn.relu(ctx, shared(best.share - other.share if on else None, shape))
+    new_best = shared(rerandomize(ctx, other.share + gain.share) if on else None, shape)
     if index is None:
         return new_best, None
-    return new_best, shared(rerandomize(ctx, index.share + moved[1]) if on else None, shape)
+    target = None
+    if on:
+        target = other_index.share if isinstance(other_index, Shared) else trivial(ctx, other_index, shape)
+    moved = pond.product(ctx, keep, shared(index.share - target if on else None, shape), pond.MUL)
+    return new_best, shared(rerandomize(ctx, target + moved.share) if on else None, shape)
 
 
 def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
@@ -57,8 +53,8 @@ def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
     Tie rule: the first maximal element wins (its index is returned), as numpy.argmax.
     Exact when all pairwise differences lie in [-2^63, 2^63) (always, for values below 2^62 in
     magnitude, as fixed-point encoding guarantees).
-    Cost per window and step: DReLU (213 bytes, 3 rounds), then one product of the bit with the stacked
-    value and index differences (64 bytes, 1 round): 277 bytes, 4 rounds. PETS: 744 bytes, 9 rounds.
+    Cost per window and step: ReLU of the difference (221 bytes, 3 rounds), then one product for the
+    index (40 bytes, 1 round): 261 bytes, 4 rounds. PETS: 744 bytes, 9 rounds.
     """
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:
@@ -78,8 +74,8 @@ def tournament_max(ctx: Context, x: Shared, with_index: bool = False) -> tuple[S
     pairs neighbouring candidates (0 with 1, 2 with 3, ...) of every window and keeps the larger; an odd
     one out moves on at the end. Candidates thus stay in index order, and ``maxpool``'s tie rule holds:
     the first maximal element wins. ``x`` has shape (n, *batch). Returns (max, index or None).
-    Cost per comparison: 277 bytes with the index, 253 without (the product then opens one difference);
-    4 rounds per level.
+    Cost per comparison: 261 bytes and 4 rounds per level with the index, 221 bytes and 3 rounds
+    without.
     """
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:

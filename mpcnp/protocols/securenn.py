@@ -16,7 +16,7 @@ PROTOCOLS.md section 6.
 
 Costs per element (bytes summed over all parties; rounds = longest chain of dependent messages):
   private_compare 128 B, 1 round (126 B on 63 bits);  share_convert 224 B, 4;  compute_msb 224 B, 4;
-  drelu 213 B, 3;  drelu_pets 448 B, 7;  relu 253 B, 4 (pets: 488 B, 8);  select_share 40 B, 1;
+  drelu 213 B, 3;  drelu_pets 448 B, 7;  relu 221 B, 3 (pets: 488 B, 8);  select_share 40 B, 1;
   division per quotient bit 237 B, 4 (the divisor's mask is opened once, +16 B in the first step).
 """
 from __future__ import annotations
@@ -57,6 +57,8 @@ def private_compare(ctx: Context, x_bits: np.ndarray | None, r: np.ndarray | Non
     Cost: 1 round; 2 * bits bytes per element (each server sends one byte per bit), 128 at 64 bits
     as PETS Table 2.
     """
+    if not 1 <= bits <= zp.BITS:
+        raise ValueError(f"PrivateCompare compares 1 to {zp.BITS} bits, got {bits}")
     if n == 0:
         return np.zeros(0, dtype=np.uint8) if ctx.name == PRODUCER else None
     if ctx.is_server:
@@ -215,11 +217,20 @@ def drelu(ctx: Context, a: Shared, method: str = "falcon") -> Shared:
     """
     if method == "pets":
         return drelu_pets(ctx, a)
-    if method != "falcon":
+    _check_method(method)
+    return _one_compare(ctx, a, times_a=False)[0]
+
+
+def _check_method(method: str) -> None:
+    if method not in DRELU_METHODS:
         raise ValueError(f"unknown DReLU method {method!r}; choose one of {', '.join(DRELU_METHODS)}")
+
+
+def _one_compare(ctx: Context, a: Shared, times_a: bool) -> tuple[Shared, Shared | None]:
+    """``drelu``'s default method: (shares of DReLU(a), shares of DReLU(a) * a if ``times_a``)."""
     n = int(np.prod(a.shape, dtype=np.int64))
     if n == 0:
-        return shared(a.share, a.shape)
+        return shared(a.share, a.shape), (shared(a.share, a.shape) if times_a else None)
     # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of the bits of r'
     r = dealer.random_shares(ctx, n)
     x = beta = None
@@ -235,14 +246,24 @@ def drelu(ctx: Context, a: Shared, method: str = "falcon") -> Shared:
         x = x_j + recv_array(ctx, other, np.uint64, (n,))
     # 3. beta' = beta XOR (r' > x') to the producer
     beta1 = private_compare(ctx, r_bits, None if x is None else x & _LOW63, beta, n, bits=63)
-    # 4. z = beta' XOR MSB(r) from the producer
+    # 4. z = beta' XOR MSB(r) from the producer, and z r for the product with a = x - r
     z = None if beta1 is None else beta1.astype(np.uint64) ^ (r >> _TOP)
-    z_j = deal(ctx, z, n)
+    if times_a:
+        dealt = deal(ctx, None if z is None else np.concatenate([z, z * r]), 2 * n)
+        z_j, zr_j = (None, None) if dealt is None else (dealt[:n], dealt[n:])
+    else:
+        z_j = deal(ctx, z, n)
     if not ctx.is_server:
-        return shared(None, a.shape)
-    # 5. DReLU = z XOR (1 XOR beta XOR MSB(x))
-    bit = xor_public(ctx, z_j, _ONE ^ beta.astype(np.uint64) ^ (x >> _TOP))
-    return shared(rerandomize(ctx, bit).reshape(a.shape), a.shape)
+        return shared(None, a.shape), (shared(None, a.shape) if times_a else None)
+    # 5. DReLU = z XOR c for c = 1 XOR beta XOR MSB(x), a bit public to the servers
+    c = _ONE ^ beta.astype(np.uint64) ^ (x >> _TOP)
+    bit = shared(rerandomize(ctx, xor_public(ctx, z_j, c)).reshape(a.shape), a.shape)
+    if not times_a:
+        return bit, None
+    # 6. z a = z x - z r; DReLU * a = z a where c = 0, a - z a where c = 1
+    za_j = z_j * x - zr_j
+    product = np.where(c == 1, flat(a) - za_j, za_j)
+    return bit, shared(rerandomize(ctx, product).reshape(a.shape), a.shape)
 
 
 def drelu_pets(ctx: Context, a: Shared) -> Shared:
@@ -265,15 +286,23 @@ def drelu_pets(ctx: Context, a: Shared) -> Shared:
 def relu(ctx: Context, a: Shared, method: str = "falcon") -> tuple[Shared, Shared]:
     """ReLU (PETS Alg. 7): (shares of max(a, 0), shares of DReLU(a)); the bit is kept for backprop.
 
-    DReLU (``drelu`` with ``method``), then one Beaver product of the 0/1 bit with a, which needs no
-    truncation (the bit carries no fractional bits). Exact for every a with the default method, for
-    |a| < 2^62 with "pets". Gives a a Beaver mask if it had none (pond's mask cache).
-    Cost: 4 rounds, 253 bytes per element (213 + 40); "pets": 8 rounds, 488 bytes. PETS: 10 rounds,
-    704 bytes.
+    ReLU(a) = DReLU(a) * a. Default method: the product comes with ``drelu``'s single comparison for
+    8 more bytes and no round. There the servers hold the public x = a + r and the producer knows r
+    and the bit z it deals (DReLU = z XOR c, c public to the servers), so it also deals shares of
+    z r: z a = z x - z r is local, and DReLU * a is z a where c = 0 and a - z a where c = 1. The
+    producer sees nothing new and the servers get one more uniform share. Exact for every a.
+    ``method="pets"``: ``drelu_pets``, then one Beaver product of the 0/1 bit with a (no truncation:
+    the bit carries no fractional bits; gives a a Beaver mask if it had none); exact for |a| < 2^62.
+    Cost: 3 rounds, 221 bytes per element (213 + 8); "pets": 8 rounds, 488 bytes (448 + 40). PETS:
+    10 rounds, 704 bytes.
     """
-    bit = drelu(ctx, a, method)
-    value = pond.product(ctx, bit, a, pond.MUL)
-    return shared(rerandomize(ctx, value.share), value.shape), bit
+    if method == "pets":
+        bit = drelu_pets(ctx, a)
+        value = pond.product(ctx, bit, a, pond.MUL)
+        return shared(rerandomize(ctx, value.share), value.shape), bit
+    _check_method(method)
+    bit, value = _one_compare(ctx, a, times_a=True)
+    return value, bit
 
 
 def select_share(ctx: Context, alpha: Shared, x: Shared, y: Shared) -> Shared:

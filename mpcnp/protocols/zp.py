@@ -87,58 +87,58 @@ def _rows_ld(a: np.ndarray) -> int:
 
 
 # ---- randomness -------------------------------------------------------------------------------------
-def uniform(prf: ring.PRF, modulus: int, shape) -> np.ndarray:
-    """Exactly uniform integers in [0, modulus) as uint8, for 2 <= modulus <= 256.
+def uniform(prf: ring.PRF, modulus: int, shape, offset: int = 0) -> np.ndarray:
+    """Exactly uniform integers in [offset, offset + modulus) as uint8, for 2 <= modulus <= 256 - offset.
 
-    Each value is floor(v * m / 2^16) for 16 PRF bits v. Of the 2^16 values of v, the
+    Each value is offset + floor(v * m / 2^16) for 16 PRF bits v. Of the 2^16 values of v, the
     (2^16 mod m) whose v * m mod 2^16 falls below 2^16 mod m are rejected: every output then has
     exactly floor(2^16 / m) preimages. Rejected positions (probability < m / 2^16 each) draw again
     from the same stream, block by block of BITS * CHUNK values in C order, so two parties holding
     the stream draw identical arrays of the same shape.
     """
-    if not 2 <= modulus <= 256:
-        raise ValueError(f"modulus must be in [2, 256], got {modulus}")
+    if not (0 <= offset and 2 <= modulus <= 256 - offset):
+        raise ValueError(f"need 2 <= modulus <= 256 - offset and offset >= 0, got modulus {modulus}, "
+                         f"offset {offset}")
     out = np.empty(shape, dtype=np.uint8)
     flat = out.reshape(-1)
     block = BITS * CHUNK
     for start in range(0, flat.size, block):
         part = flat[start:start + block]
-        positions = map_draws(prf.fill(_scratch("draws", part.size, np.uint16)), modulus, part)
+        positions = map_draws(prf.fill(_scratch("draws", part.size, np.uint16)), modulus, offset, part)
         while len(positions):
             digits = np.empty(len(positions), dtype=np.uint8)
-            again = map_draws(prf.fill(np.empty(len(positions), dtype=np.uint16)), modulus, digits)
+            again = map_draws(prf.fill(np.empty(len(positions), dtype=np.uint16)), modulus, offset, digits)
             part[positions] = digits
             positions = positions[again]
     return out
 
 
-def map_draws_numpy(v: np.ndarray, modulus: int, out: np.ndarray) -> np.ndarray:
-    """out = floor(v * m / 2^16) for uint16 draws v; returns the rejected positions (see ``uniform``).
-
-    Overwrites ``v``.
+def map_draws_numpy(v: np.ndarray, modulus: int, offset: int, out: np.ndarray) -> np.ndarray:
+    """out = offset + floor(v * m / 2^16) for uint16 draws v; returns the rejected positions (see
+    ``uniform``). Overwrites ``v``.
     """
     wide = _scratch("wide", v.size, np.uint32)
     wide[...] = v
     wide *= np.uint32(modulus)
     wide >>= np.uint32(16)
+    if offset:
+        wide += np.uint32(offset)
     out[...] = wide
     bad = _scratch("bad", v.size, np.bool_)
     np.less(np.multiply(v, np.uint16(modulus), out=v), np.uint16((1 << 16) % modulus), out=bad)
     return np.flatnonzero(bad) if bad.any() else np.zeros(0, dtype=np.intp)
 
 
-def _map_draws_c(v: np.ndarray, modulus: int, out: np.ndarray) -> np.ndarray:
+def _map_draws_c(v: np.ndarray, modulus: int, offset: int, out: np.ndarray) -> np.ndarray:
     rejected = _scratch("rejected", v.size, np.int64)
-    count = _lib.mpcnp_zp_uniform(_ptr("uint16_t", v), v.size, modulus, _ptr("uint8_t", out),
+    count = _lib.mpcnp_zp_uniform(_ptr("uint16_t", v), v.size, modulus, offset, _ptr("uint8_t", out),
                                   _ptr("int64_t", rejected))
     return rejected[:count].copy()
 
 
 def uniform_nonzero(prf: ring.PRF, shape) -> np.ndarray:
     """Exactly uniform elements of Z_p^* = {1, ..., p - 1} as uint8."""
-    values = uniform(prf, P - 1, shape)
-    values += np.uint8(1)
-    return values
+    return uniform(prf, P - 1, shape, offset=1)
 
 
 # ---- Z_p arithmetic on uint8 ------------------------------------------------------------------------
