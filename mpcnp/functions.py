@@ -92,7 +92,7 @@ def conv2d(x, w, stride=1, padding=0) -> Tensor:
 
 
 def _float_conv2d(x: np.ndarray, w: np.ndarray, stride, padding, shape) -> np.ndarray:
-    (ph0, ph1), (pw0, pw1), (sh, sw) = ring.conv2d_geometry(x.shape, w.shape, stride, padding)
+    ((ph0, ph1), (pw0, pw1)), (sh, sw) = ring.conv2d_geometry(x.shape, w.shape, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (ph0, ph1), (pw0, pw1)))
     kh, kw = w.shape[2:]
     windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]

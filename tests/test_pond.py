@@ -198,6 +198,8 @@ def test_conv2d_against_direct_reference(data):
                   public_factor_tolerance(quantize(x), w, reference))
     assert_within(run_private(conv, x, w, private_mask=[False, True]), reference(x, quantize(w)),
                   public_factor_tolerance(quantize(w), x, lambda v, u: reference(u, v)))
+    np.testing.assert_allclose(run_private(conv, x, w, private_mask=[False, False]), reference(x, w),
+                               rtol=1e-12, atol=1e-12)  # public with public: float64 throughout
 
 
 def test_conv2d_cost_is_input_and_kernel_sized():
