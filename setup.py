@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["mpcnp", "mpcnp.*"]),
-    package_data={"mpcnp": ["_ring.c"]},
+    package_data={"mpcnp": ["_ring.c", "_zp.c"]},
     setup_requires=["cffi>=1.15"],
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],

@@ -1,4 +1,4 @@
-"""cffi builder for mpcnp._ring, the compiled ring kernels (see _ring.c).
+"""cffi builder for mpcnp._ring, the compiled kernels: _ring.c (GEMM) and _zp.c (SecureNN's Z_p).
 
 Used by setup.py through ``cffi_modules``. The extension is marked optional: if it cannot be compiled,
 installation continues and mpcnp uses its NumPy kernels.
@@ -34,7 +34,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mpcnp._ring",
-    (_here / "_ring.c").read_text(),
+    # one translation unit: _zp.c uses the includes of _ring.c
+    (_here / "_ring.c").read_text() + "\n" + (_here / "_zp.c").read_text(),
     extra_compile_args=_compile_args,
     libraries=["pthread"],
     optional=True,

@@ -142,9 +142,9 @@ def _securenn() -> bool:
 def clamp(x: PrivateTensor, lo: int, hi: int | None = None) -> PrivateTensor:
     """x clipped to [lo, hi] (hi None: no upper bound) with SecureNN's exact comparisons.
 
-    x * [lo < x < hi] + lo [x <= lo] + hi [x >= hi]: both comparisons in one batched DReLU (7 rounds),
-    then one product whose value lies in [lo, hi], so that its truncation failure rate stays small
-    however large x is: 8 rounds in all. Integer bounds multiply exactly. Protocol "securenn" only.
+    x * [lo < x < hi] + lo [x <= lo] + hi [x >= hi]: both comparisons in one batched DReLU (3 rounds,
+    see protocols.securenn.drelu), then one product whose value lies in [lo, hi], so that its
+    truncation failure rate stays small however large x is: 4 rounds in all. Integer bounds multiply exactly. Protocol "securenn" only.
     """
     from mpcnp import comparisons
     if hi is None:
@@ -173,7 +173,7 @@ def sigmoid(x: Operand) -> Tensor:
     at frac_bits=16, 1.3e-3 at 12, 3.4e-5 at 20). Cost: 5 rounds, 19 elementwise products.
     Protocol "pond": outside [-10, 10] the polynomial diverges (error 9e-4 at |x| = 10.1, 0.2 at
     10.5, meaningless beyond 11). Protocol "securenn": x is first clamped to [-10, 10] (``clamp``:
-    one batched comparison and one product, 7 more rounds), so the error is below
+    one batched comparison and one product, 4 more rounds), so the error is below
     4.5e-5 + 3.2e-5 + 8 units everywhere.
     """
     if not isinstance(x, PrivateTensor):
@@ -188,7 +188,7 @@ def tanh(x: Operand) -> Tensor:
     Accurate on [-5, 5] within 6.4e-5 + 14 units (approximation + fixed point; measured max 1.7e-4
     at frac_bits=16, 2.4e-3 at 12, 6.8e-5 at 20). Cost: 5 rounds, 19 elementwise products.
     Protocol "pond": outside [-5, 5] the polynomial diverges (error 2e-3 at |x| = 5.05, 0.4 at 5.25,
-    meaningless beyond 5.5). Protocol "securenn": x is first clamped to [-5, 5] (7 more rounds, one
+    meaningless beyond 5.5). Protocol "securenn": x is first clamped to [-5, 5] (4 more rounds, one
     comparison and one product), so the error is below 9.1e-5 + 6.4e-5 + 14 units everywhere.
     """
     if not isinstance(x, PrivateTensor):
@@ -279,7 +279,7 @@ def exp(x: Operand) -> Tensor:
     polynomial's terms grow (truncation failures 1e-5 per element at -32, f = 16) and it is
     meaningless below -40; above 6 the relative error grows slowly (6e-3 at 12) while truncation
     failures become likely (2^-15 at 12). Protocol "securenn": x is first clamped from below at -16
-    (``clamp``: one comparison and one product, 8 more rounds), so any x <= 6 is accurate.
+    (``clamp``: one comparison and one product, 4 more rounds), so any x <= 6 is accurate.
     """
     if not isinstance(x, PrivateTensor):
         return _public(np.exp, x)
@@ -368,8 +368,8 @@ def softmax(x: Operand, axis: int = -1) -> Tensor:
     Max abs error on an output p: (30 p + 3) units, i.e. 4.6e-4 p + 4.6e-5 at frac_bits=16
     (measured at most (20 p + 1.7) units at frac_bits 12 and 16 on random inputs with n = 1..100,
     both protocols; at 20 the cap on 2^k doubles the p term).
-    Cost: max (securenn: ceil(log2 n) levels of 8 rounds) + exp (6 rounds, 10 products per element;
-    securenn: + 8 rounds for the clamp) + reciprocal on the sums (2 rounds per step, log_3.4(2n) + 3
+    Cost: max (securenn: ceil(log2 n) levels of 3 rounds) + exp (6 rounds, 10 products per element;
+    securenn: + 4 rounds for the clamp) + reciprocal on the sums (2 rounds per step, log_3.4(2n) + 3
     steps under securenn, log_3.4(800 n) + 3 under pond) + 1 round for the final product.
     """
     if not isinstance(x, PrivateTensor):

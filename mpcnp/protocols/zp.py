@@ -44,8 +44,9 @@ def _load_kernels():
         return None, None
     from mpcnp import _ring
     if not hasattr(_ring.lib, "mpcnp_zp_compare_masks"):
-        warnings.warn("mpcnp: the compiled ring kernels predate the Z_p kernels (rebuild with "
-                      "`pip install -e .`); SecureNN uses its NumPy kernels", ring.KernelWarning, stacklevel=3)
+        warnings.warn("mpcnp: the compiled ring kernels predate the Z_p kernels (rebuild: `pip install -e .` "
+                      "or `python setup.py build_ext --inplace`); SecureNN uses its NumPy kernels",
+                      ring.KernelWarning, stacklevel=3)
         return None, None
     return _ring.ffi, _ring.lib
 
