@@ -23,6 +23,7 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6.80"]},
+    # setuptools, wheel and cffi: tests/test_build.py builds a wheel without build isolation
+    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15"]},
     zip_safe=False,
 )

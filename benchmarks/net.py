@@ -191,7 +191,7 @@ def cell(row, seconds):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of every case (default 3)")
+    parser.add_argument("--rounds", type=int, default=5, help="runs of every case (default 5)")
     args = parser.parse_args()
     n_small, reps = (200, 5) if args.quick else (1000, 15)
     cases = {

@@ -10,6 +10,7 @@ Setting the environment variable ``MPCNP_RING=numpy`` before import forces the N
 """
 from __future__ import annotations
 
+import importlib
 import os
 import warnings
 
@@ -30,13 +31,12 @@ def _load_backend():
     if os.environ.get("MPCNP_RING", "").strip().lower() == "numpy":
         return None, None, "numpy"
     try:
-        from mpcnp import _ring
+        _ring = importlib.import_module("mpcnp._ring")
     except ImportError as exc:
-        warnings.warn(
-            f"mpcnp: compiled ring kernels unavailable ({exc}); using NumPy kernels, which are much slower",
-            KernelWarning,
-            stacklevel=3,
-        )
+        # warn_explicit with a file that has no source keeps the warning to one line
+        warnings.warn_explicit(
+            f"mpcnp: compiled ring kernels unavailable ({exc}; was a C compiler present at install "
+            f"time?); using the NumPy kernels, which are much slower", KernelWarning, "mpcnp", 0)
         return None, None, "numpy"
     name = "c-avx512" if _ring.lib.mpcnp_has_avx512() else "c-portable"
     return _ring.ffi, _ring.lib, name

@@ -497,6 +497,10 @@ def test_key_files(tmp_path):
         write_key_file(tmp_path / "k.json")
     with pytest.raises(ValueError, match="does not belong"):
         write_key_file(tmp_path / "other.json", keygen()[0], keygen()[1])
+    public, secret = keygen()
+    assert secret not in repr(CurveConfig(public, secret, {"server1": keygen()[0]}))
+    with pytest.raises(ValueError, match="does not belong"):
+        CurveConfig(keygen()[0], secret)
 
 
 def test_cluster_file_with_keys(tmp_path, monkeypatch):

@@ -41,11 +41,12 @@ def key_bytes(key: str | bytes, what: str) -> bytes:
 class CurveConfig:
     """This party's Curve key pair and every peer's public key (all Z85, 40 characters).
 
-    Raises ValueError for a malformed key or two parties sharing a public key (a key names a party).
+    Raises ValueError for a malformed key, a secret key not matching the public key, or two parties
+    sharing a public key (a key names a party).
     """
 
     public_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     peer_keys: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -57,6 +58,8 @@ class CurveConfig:
         object.__setattr__(self, "peer_keys", {p: text(k) for p, k in self.peer_keys.items()})
         own = key_bytes(self.public_key, "public_key")
         key_bytes(self.secret_key, "secret_key")
+        if zmq.curve_public(self.secret_key.encode()) != self.public_key.encode():
+            raise ValueError(f"the secret key does not belong to the public key {self.public_key}")
         seen = {own: "this party"}
         for peer, key in self.peer_keys.items():
             raw = key_bytes(key, f"the public key of {peer}")

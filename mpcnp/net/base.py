@@ -58,35 +58,35 @@ class Transport(ABC):
         self._peer_set = frozenset(peers)
 
     def _check_peer(self, peer: str) -> None:
+        """Raise the error that makes ``peer`` unusable now, if any (called off the fast path)."""
         if peer not in self._peer_set:
             known = ", ".join(self.peers) or "none yet"
             raise ValueError(f"unknown party {peer!r}: the peers of {self.name} are {known}")
         if self._closed:
             raise NetError(f"the transport of {self.name} is closed")
+        self._raise_if_aborted()
 
-    # ---- sending ------------------------------------------------------------------------------
+    # ---- sending (the checks are written out: these run for every message) ---------------------
     def send(self, to: str, array: np.ndarray) -> None:
         """Queue ``array`` for party ``to``; returns without waiting for delivery.
 
         Any whitelisted dtype (framing.DTYPES), shape and contiguity (non-contiguous: one copy).
         The caller must not modify ``array`` afterwards: both backends send it without copying.
         Raises ValueError for an unknown ``to``, TypeError for another type or dtype, PeerAborted
-        if an abort notice was already received.
+        if an abort notice was already received, NetError once closed.
         """
-        if to not in self._peer_set or self._closed:
+        if to not in self._peer_set or self._closed or self._aborted is not None:
             self._check_peer(to)
-        self._post(to, ARRAY, as_wire_array(array))
+        wire = as_wire_array(array)
+        self._deliver(to, ARRAY, self.stats.clock, wire)
+        self.stats.count_sent(wire.nbytes, wire.ndim)
 
     def send_json(self, to: str, obj: Any) -> None:
         """Send small metadata ``obj`` (anything json.dumps accepts) to ``to``; counted like arrays."""
         self._check_peer(to)
-        self._post(to, JSON, encode_json(obj))
-
-    def _post(self, to: str, kind: int, wire: np.ndarray) -> None:
-        if self._aborted is not None:
-            raise PeerAborted(*self._aborted)
-        self._deliver(to, kind, self.stats.clock, wire)
-        self.stats.count_sent(wire.nbytes, wire.ndim)
+        wire = encode_json(obj)
+        self._deliver(to, JSON, self.stats.clock, wire)
+        self.stats.count_sent(wire.nbytes, 1)
 
     # ---- receiving ----------------------------------------------------------------------------
     def recv(self, frm: str, timeout: float | None) -> np.ndarray:
@@ -95,24 +95,33 @@ class Transport(ABC):
         Waits at most ``timeout`` seconds (None: forever). Raises PeerTimeout(frm, timeout);
         PeerAborted(origin, reason) once an abort notice arrived from any peer; FrameError(frm, ...)
         for a malformed message from frm, or a json message where an array was expected;
-        HandshakeError when a peer refused our key; ValueError for an unknown ``frm``.
+        HandshakeError when a peer refused our key; ValueError for an unknown ``frm``; NetError
+        once closed.
         """
-        return self._receive(frm, timeout, ARRAY)
+        if frm not in self._peer_set or self._closed:
+            self._check_peer(frm)
+        kind, stamp, payload = self._next(frm, timeout,
+                                          None if timeout is None else time.monotonic() + timeout)
+        if kind != ARRAY:
+            self._mismatch(frm, ARRAY, kind)
+        self.stats.count_received(payload.nbytes, payload.ndim, stamp)
+        return payload
 
     def recv_json(self, frm: str, timeout: float | None) -> Any:
         """The next json message from ``frm``; errors as for recv."""
-        return decode_json(self._receive(frm, timeout, JSON), frm)
-
-    def _receive(self, frm: str, timeout: float | None, kind: int) -> np.ndarray:
         if frm not in self._peer_set or self._closed:
             self._check_peer(frm)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        got, stamp, payload = self._next(frm, timeout, deadline)
-        if got != kind:
-            raise FrameError(frm, f"expected a {KIND_NAMES[kind]} message, got {KIND_NAMES[got]} "
-                                  "(the parties' programs diverged)")
-        self.stats.count_received(payload.nbytes, payload.ndim, stamp)
-        return payload
+        kind, stamp, payload = self._next(frm, timeout,
+                                          None if timeout is None else time.monotonic() + timeout)
+        if kind != JSON:
+            self._mismatch(frm, JSON, kind)
+        self.stats.count_received(payload.nbytes, 1, stamp)
+        return decode_json(payload, frm)
+
+    @staticmethod
+    def _mismatch(frm: str, expected: int, got: int) -> None:
+        raise FrameError(frm, f"expected a {KIND_NAMES[expected]} message, got {KIND_NAMES[got]} "
+                              "(the parties' programs diverged)")
 
     def _raise_if_aborted(self) -> None:
         if self._aborted is not None:

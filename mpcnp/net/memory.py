@@ -62,6 +62,8 @@ class MemoryTransport(Transport):
         view.flags.writeable = False
         target = self._network._transports[to]
         with target._cond:
+            if target._closed:  # as over ZeroMQ, a message to a party that is gone is lost
+                return
             target._inbox[self.name].append((kind, stamp, view))
             target._cond.notify()
 

@@ -120,7 +120,10 @@ class ZmqTransport(Transport):
                 self._router.curve_secretkey = curve.secret_key.encode()
                 self._router.curve_publickey = curve.public_key.encode()
                 self._router.zap_domain = b"mpcnp"
-                self._router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)  # no handler -> refuse all
+                try:  # a draft option: refuse everyone should the ZAP handler be missing
+                    self._router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+                except zmq.ZMQError:
+                    pass  # the handler is bound before the ROUTER, so it cannot be missing
             self._set_tcp_options(self._router, bind)
             self._watch(self._router, None)
             try:
@@ -155,11 +158,11 @@ class ZmqTransport(Transport):
         if self._dealers:
             raise RuntimeError(f"{self.name}: connect() was already called")
         addresses = {p: a for p, a in addresses.items() if p != self.name}
-        self._set_peers(tuple(addresses))
         if self.curve is not None:
-            missing = [p for p in self.peers if p not in self.curve.peer_keys]
+            missing = [p for p in addresses if p not in self.curve.peer_keys]
             if missing:
                 raise ValueError(f"{self.name}: no public key for {', '.join(missing)}")
+        self._set_peers(tuple(addresses))
         for peer, address in addresses.items():
             dealer = self._ctx.socket(zmq.DEALER)
             dealer.routing_id = self.name.encode()
@@ -169,10 +172,13 @@ class ZmqTransport(Transport):
                 dealer.curve_publickey = self.curve.public_key.encode()
                 dealer.curve_secretkey = self.curve.secret_key.encode()
                 dealer.curve_serverkey = self.curve.peer_keys[peer].encode()
+            self._dealers[peer] = dealer  # closed by close(), whatever happens next
             self._set_tcp_options(dealer, address)
             self._watch(dealer, peer)
-            dealer.connect(address)
-            self._dealers[peer] = dealer
+            try:
+                dealer.connect(address)
+            except zmq.ZMQError as exc:
+                raise ValueError(f"{self.name}: bad endpoint {address!r} for {peer}: {exc}") from None
             self._inbox[peer] = deque()
             self._by_id[peer.encode()] = peer
             self._addresses[peer] = address
@@ -265,9 +271,11 @@ class ZmqTransport(Transport):
             try:
                 ident = router.recv()
             except zmq.Again:
+                ident = None
+            if ident is None:  # raised outside the except: no ZeroMQ internals in the traceback
                 self._check_handshakes()
                 if wait_ms == 0:
-                    raise PeerTimeout(frm, timeout, self._hint(frm)) from None
+                    raise PeerTimeout(frm, timeout, self._hint(frm))
                 continue
             sender, item = self._read(ident, router.recv(copy=False))
             if sender == frm and type(item) is tuple:
@@ -335,9 +343,12 @@ class ZmqTransport(Transport):
         return kind, stamp, array.reshape(shape)
 
     # ---- shutdown -----------------------------------------------------------------------------
-    def close(self) -> None:
-        """Stop the helper thread, close the sockets (waiting at most ``linger`` for unsent
-        messages), release the port. Idempotent."""
+    def close(self, linger: float | None = None) -> None:
+        """Stop the helper thread, close the sockets, release the port. Idempotent.
+
+        Messages not yet sent get ``linger`` seconds (default: the constructor's) to leave; after
+        a failure, a short linger keeps a dead peer from delaying the exit.
+        """
         if self._closed:
             return
         self._closed = True
@@ -350,5 +361,7 @@ class ZmqTransport(Transport):
                 pass
             self._watcher.join()
         for sock in [self._router, self._control, *self._dealers.values()]:
+            if linger is not None:
+                sock.linger = int(linger * 1000)
             sock.close()
         self._ctx.term()
