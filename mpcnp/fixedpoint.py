@@ -76,7 +76,8 @@ def decode(ring: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
     return ring.view(np.int64).astype(np.float64) * (2.0 ** -f)
 
 
-def truncate_share(share: np.ndarray, party: int, bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
+def truncate_share(share: np.ndarray, party: int, bits: int = DEFAULT_FRAC_BITS, *,
+                   in_place: bool = False) -> np.ndarray:
     """Local truncation by ``bits`` of one additive share (SecureML, Mohassel-Zhang S&P 2017, 4.1).
 
     server0 (``party=0``) shifts its share arithmetically right; server1 (``party=1``) computes
@@ -84,19 +85,27 @@ def truncate_share(share: np.ndarray, party: int, bits: int = DEFAULT_FRAC_BITS)
     except with probability about |x| / 2^64 for the untruncated ring value x (|v| * 2^(2f - 64) for a
     product v of two values with f fractional bits), when it is off by about 2^(64 - bits) units: then
     the result is garbage. With f = 16 and |v| < 2^10 that is below 2^-22 per element. Exact
-    truncation, with the producer's help, lives in the protocols.
+    truncation, with the producer's help, lives in the protocols. ``in_place``: ``share`` is the
+    caller's to overwrite (a fresh product), which saves allocating the result.
     """
     if share.dtype != np.uint64:
         raise TypeError(f"truncate_share expects uint64 shares, got {share.dtype}")
     if not 0 <= bits < 63:
         raise ValueError(f"truncation needs 0 <= bits < 63, got {bits}")
+    if party not in (0, 1):
+        raise ValueError(f"party must be 0 (server0) or 1 (server1), got {party}")
     shift = np.int64(bits)
+    # NumPy hands 0-d results over as scalars, which cannot be written to: those get a fresh array
+    writable = isinstance(share, np.ndarray) and share.ndim > 0 and share.flags.writeable
+    out = share if in_place and writable else np.empty(np.shape(share), dtype=np.uint64)
+    signed = out.view(np.int64)
     if party == 0:
-        return np.right_shift(share.view(np.int64), shift).view(np.uint64)
-    if party == 1:
-        negated = np.negative(share).view(np.int64)
-        return np.negative(np.right_shift(negated, shift).view(np.uint64))
-    raise ValueError(f"party must be 0 (server0) or 1 (server1), got {party}")
+        np.right_shift(np.asarray(share).view(np.int64), shift, out=signed)
+    else:
+        np.negative(share, out=out)
+        np.right_shift(signed, shift, out=signed)
+        np.negative(out, out=out)
+    return out
 
 
 def encode_factor(factor: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> tuple[np.ndarray, int]:

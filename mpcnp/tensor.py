@@ -242,7 +242,9 @@ class PrivateTensor(Tensor):
         if self.share is not None:
             share = op.apply(encoded, self.share) if reverse else op.apply(self.share, encoded)
         result = pond.Shared(share, shape)
-        return PrivateTensor(self._ctx, pond.truncate(self._ctx, result, shift) if shift else result)
+        if shift:
+            result = pond.truncate(self._ctx, result, shift, consume=True)
+        return PrivateTensor(self._ctx, result)
 
     def _product(self, other, op: pond.Bilinear, reverse: bool = False) -> "PrivateTensor":
         if isinstance(other, PrivateTensor):

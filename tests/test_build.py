@@ -19,9 +19,9 @@ print(ring.BACKEND, mp.run(main)["server0"].tolist())
 """
 
 
-def run_python(code: str, **env) -> subprocess.CompletedProcess:
+def run_python(code: str, cwd=None, **env) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          env={**os.environ, **env})
+                          cwd=cwd, env={**os.environ, **env})
 
 
 def test_forced_numpy_kernels_compute_the_same_results():
@@ -50,7 +50,9 @@ def test_install_without_a_c_compiler_falls_back_to_numpy(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         assert not [n for n in archive.namelist() if n.endswith(".so")]
         archive.extractall(installed)
-    result = run_python(PROGRAM, PYTHONPATH=str(installed))
+    # from tmp_path: "python -c" puts the working directory first on sys.path, and the source tree
+    # there would shadow the installed copy
+    result = run_python(PROGRAM, cwd=tmp_path, PYTHONPATH=str(installed))
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "numpy"
     warning_lines = [line for line in result.stderr.splitlines() if line.strip()]

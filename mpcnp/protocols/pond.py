@@ -58,7 +58,8 @@ def _draw_mask(ctx: Context, value: Shared) -> None:
     """Give ``value`` a fresh mask: server j draws a_j from its stream with the producer, the producer
     draws both and keeps a = a0 + a1. No communication."""
     if ctx.name == PRODUCER:
-        value.mask = ctx.prf(SERVER0).uint64(value.shape) + ctx.prf(SERVER1).uint64(value.shape)
+        value.mask = ctx.prf(SERVER0).uint64(value.shape)
+        value.mask += ctx.prf(SERVER1).uint64(value.shape)
     elif ctx.is_server:
         value.mask = ctx.prf(PRODUCER).uint64(value.shape)
 
@@ -101,9 +102,9 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
     shape = tuple(op.out_shape(x.shape, y.shape))
     open_masks(ctx, [x, y])
     if ctx.name == PRODUCER:
-        c = op.apply(x.mask, y.mask)
-        c0 = ctx.prf(SERVER0).uint64(shape)
-        ctx.send(SERVER1, c - c0)
+        c1 = op.apply(x.mask, y.mask)
+        c1 -= ctx.prf(SERVER0).uint64(shape)  # c1 = c - c0
+        ctx.send(SERVER1, c1)
         return Shared(None, shape)
     if not ctx.is_server:
         return Shared(None, shape)
@@ -114,7 +115,10 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
         if c.dtype != np.uint64 or c.shape != shape:
             raise PartyError(PRODUCER, f"sent a triple share of {c.dtype} {c.shape}, expected uint64 {shape}")
     e, f = x.opened, y.opened
-    z = c + op.apply(e, y.mask) + op.apply(x.mask, f)
+    # accumulate in place: every fresh multi-megabyte result costs page faults (PERFORMANCE.md)
+    z = op.apply(e, y.mask)
+    z += op.apply(x.mask, f)
+    z += c
     if ctx.name == SERVER0:
         z += op.apply(e, f)
     return Shared(z, shape)
@@ -123,15 +127,17 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
 TRUNCATIONS = ("local", "exact")
 
 
-def truncate(ctx: Context, value: Shared, bits: int | None = None) -> Shared:
+def truncate(ctx: Context, value: Shared, bits: int | None = None, consume: bool = False) -> Shared:
     """Shares of floor(x / 2^bits) (bits defaults to frac_bits), by the party's truncation mode:
-    ``"local"`` (SecureML: free, rarely garbage) or ``"exact"`` (one bit product: never garbage)."""
+    ``"local"`` (SecureML: free, rarely garbage) or ``"exact"`` (one bit product: never garbage).
+    ``consume``: ``value`` is a fresh product the caller hands over; its share may be overwritten."""
     bits = ctx.config.frac_bits if bits is None else bits
     if ctx.state.get("truncation", "local") == "exact":
         return truncate_exact(ctx, value, bits)
     if not ctx.is_server:
         return Shared(None, value.shape)
-    return Shared(fixedpoint.truncate_share(value.share, ctx.server_index, bits), value.shape)
+    share = fixedpoint.truncate_share(value.share, ctx.server_index, bits, in_place=consume)
+    return Shared(share, value.shape)
 
 
 _OFFSET = np.uint64(1 << 62)
@@ -174,4 +180,4 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
 
 def multiply(ctx: Context, x: Shared, y: Shared, op: Bilinear = MUL) -> Shared:
     """x (op) y for shared fixed-point x, y: a Beaver product then truncation by frac_bits."""
-    return truncate(ctx, product(ctx, x, y, op))
+    return truncate(ctx, product(ctx, x, y, op), consume=True)

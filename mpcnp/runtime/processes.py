@@ -13,6 +13,7 @@ every pipe closed before ``run`` returns or raises, so no process or port is lef
 """
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
 import pickle
@@ -45,11 +46,26 @@ def _portable(outcome: Outcome) -> Outcome:
             error.party, f"{type(error.cause).__name__}: {error.cause}"), when=outcome.when)
 
 
+def _keep_freed_memory() -> None:
+    """Let glibc reuse freed large blocks instead of returning them to the OS: protocols allocate
+    many multi-megabyte temporaries, and faulting their pages in again each time cost 20% of a
+    1e6-element multiply and a third of an exact ReLU (benchmarks/ops.py, securenn.py). Only in our
+    own party processes; a no-op where glibc's mallopt is missing."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_trim_threshold, (1 << 31) - 1)
+
+
 def _child(name: str, conn: Connection, keys: dict, parties: tuple, config: Config,
            fn: Callable, args: tuple, kwargs: dict) -> None:
     """Body of one party's process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     ring.set_num_threads(1)  # three parties share the cores (PERFORMANCE.md)
+    _keep_freed_memory()
     public, secret = keys[name]
     curve = CurveConfig(public, secret, {p: keys[p][0] for p in parties if p != name})
     transport = None
