@@ -8,6 +8,7 @@ parties (the barrier's one-byte messages excluded), rounds the largest per-party
 """
 from __future__ import annotations
 
+import argparse
 import cProfile
 import io
 import os
@@ -18,24 +19,15 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-import numpy as np
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))  # the source tree
 
 import mpcnp as mp  # noqa: E402
 from mpcnp.runtime.context import CORE_PARTIES, current  # noqa: E402
+from mpcnp.runtime.context import barrier as runtime_barrier  # noqa: E402
 
 
 def barrier() -> None:
-    """Two all-to-all exchanges among the core parties: everyone is here, and every clock is equal."""
-    ctx = current()
-    for _ in range(2):
-        for peer in CORE_PARTIES:
-            if peer != ctx.name:
-                ctx.send(peer, np.zeros(1, np.uint8))
-        for peer in CORE_PARTIES:
-            if peer != ctx.name:
-                ctx.recv(peer)
+    runtime_barrier(current())
 
 
 @dataclass
@@ -87,6 +79,15 @@ def measure(op: Callable, make_inputs: Sequence[Callable], reps: int, backend: s
     seconds = [max(r[0][i] for r in results.values()) for i in range(reps)]
     return Measurement(seconds, sum(r[1] for r in results.values()), max(r[2] for r in results.values()),
                        {p: r[3] for p, r in results.items()})
+
+
+def parse_args(description: str, reps: int = 7) -> argparse.Namespace:
+    """--reps, --backend (processes by default) and --profile, as every benchmark here takes them."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--backend", choices=["threads", "processes"], default="processes")
+    parser.add_argument("--profile", action="store_true")
+    return parser.parse_args()
 
 
 def describe_machine(backend: str, reps: int) -> str:

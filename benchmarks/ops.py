@@ -10,11 +10,9 @@ Usage: python benchmarks/ops.py [--reps 7] [--backend processes|threads] [--prof
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from harness import describe_machine, measure
+from harness import describe_machine, measure, parse_args
 
 import mpcnp as mp
 
@@ -35,11 +33,7 @@ def rows(rng: np.random.Generator):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--backend", choices=["threads", "processes"], default="processes")
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(__doc__.split("\n")[0])
     print(describe_machine(args.backend, args.reps))
     print(f"{'operation':28s}{'median':>10s}{'min':>10s}{'CrypTen':>10s}{'ratio':>8s}{'target':>9s}"
           f"{'MB':>8s}{'rounds':>8s}")

@@ -14,11 +14,9 @@ Usage: python benchmarks/securenn.py [--reps 7] [--backend processes|threads] [-
 """
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
 
-from harness import describe_machine, measure
+from harness import describe_machine, measure, parse_args
 
 import mpcnp as mp
 from mpcnp import comparisons
@@ -37,11 +35,7 @@ def report(name: str, layer, make_input, units: int, unit: str, args, target_ms:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--reps", type=int, default=7)
-    parser.add_argument("--backend", choices=["threads", "processes"], default="processes")
-    parser.add_argument("--profile", action="store_true")
-    args = parser.parse_args()
+    args = parse_args(__doc__.split("\n")[0])
     print(f"{describe_machine(args.backend, args.reps)}; Z_p kernels: {zp.KERNELS}")
     rng = np.random.default_rng(7)
     relu_input = rng.normal(0.0, 4.0, 100_000)

@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from mpcnp import fixedpoint, ring
+from mpcnp import fixedpoint
 from mpcnp.protocols import pond, sharing
 from mpcnp.runtime.context import SERVER0, Context, current
 

@@ -14,7 +14,7 @@ import pytest
 import mpcnp as mp
 from mpcnp.protocols import maxpool, securenn, zp
 from mpcnp.protocols.pond import Shared
-from mpcnp.runtime.context import CORE_PARTIES, SERVER0, SERVER1, current
+from mpcnp.runtime.context import SERVER0, SERVER1, barrier, current
 from test_securenn import L, RNG, mine, reconstruct, run, shares_of, signed
 
 
@@ -96,24 +96,13 @@ def test_division_matches_python():
 
 
 # ---- costs ---------------------------------------------------------------------------------------------------
-def equalise_clocks(ctx) -> None:
-    """Two all-to-all exchanges among the core parties: afterwards every Lamport clock is equal."""
-    for _ in range(2):
-        for peer in CORE_PARTIES:
-            if peer != ctx.name:
-                ctx.send(peer, np.zeros(1, np.uint8))
-        for peer in CORE_PARTIES:
-            if peer != ctx.name:
-                ctx.recv(peer)
-
-
 def measure(protocol, n: int) -> tuple[float, int]:
     """(payload bytes per element summed over the parties, depth in rounds) of the call that
     ``protocol(ctx)`` prepares (inputs are made before the clocks are equalised, the call after)."""
     def program():
         ctx = current()
         setup = protocol(ctx)
-        equalise_clocks(ctx)
+        barrier(ctx)  # every Lamport clock equal from here
         before = mp.stats()
         setup()
         after = mp.stats()

@@ -95,30 +95,30 @@ class ReLU(Module):
         return np.maximum(x, 0.0)
 
 
-class MaxPool2d(Module):
+class _Pool2d(Module):
+    """Pooling over kernel x kernel windows of NCHW input; stride defaults to the kernel."""
+
     def __init__(self, kernel: int, stride: int | None = None):
         self.params, self.kernel, self.stride = {}, kernel, stride
+
+    def forward_plain(self, x):
+        s = self.stride or self.kernel
+        windows = np.lib.stride_tricks.sliding_window_view(x, (self.kernel, self.kernel), axis=(2, 3))
+        return self._reduce(windows[:, :, ::s, ::s], axis=(-2, -1))
+
+
+class MaxPool2d(_Pool2d):
+    _reduce = staticmethod(np.max)
 
     def __call__(self, x):
         return mp.maxpool2d(x, self.kernel, self.stride)
 
-    def forward_plain(self, x):
-        s = self.stride or self.kernel
-        windows = np.lib.stride_tricks.sliding_window_view(x, (self.kernel, self.kernel), axis=(2, 3))
-        return windows[:, :, ::s, ::s].max(axis=(-2, -1))
 
-
-class AvgPool2d(Module):
-    def __init__(self, kernel: int, stride: int | None = None):
-        self.params, self.kernel, self.stride = {}, kernel, stride
+class AvgPool2d(_Pool2d):
+    _reduce = staticmethod(np.mean)
 
     def __call__(self, x):
         return mp.avgpool2d(x, self.kernel, self.stride)
-
-    def forward_plain(self, x):
-        s = self.stride or self.kernel
-        windows = np.lib.stride_tricks.sliding_window_view(x, (self.kernel, self.kernel), axis=(2, 3))
-        return windows[:, :, ::s, ::s].mean(axis=(-2, -1))
 
 
 class Flatten(Module):

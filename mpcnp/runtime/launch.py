@@ -117,6 +117,12 @@ def collect(results: "queue.Queue[Outcome]", parties: tuple[str, ...], timeout: 
             deadline = time.monotonic() + FAILURE_GRACE
         elif deadline is None:
             deadline = time.monotonic() + timeout
+    return fill_missing(outcomes, parties, timeout)
+
+
+def fill_missing(outcomes: dict[str, Outcome], parties, timeout: float) -> dict[str, Outcome]:
+    """Outcomes for the parties that never reported: stopped after a failure, or silent."""
+    failed = any(o.kind != OK for o in outcomes.values())
     for name in parties:
         if name not in outcomes:
             reason = ("stopped answering after another party failed" if failed else

@@ -27,7 +27,8 @@ import zmq
 from mpcnp import ring
 from mpcnp.net import CurveConfig, ZmqTransport
 from mpcnp.runtime.context import Config, PartyError
-from mpcnp.runtime.launch import ABORTED, FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, finish, party_main
+from mpcnp.runtime.launch import (FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, fill_missing, finish,
+                                  party_main)
 
 _BIND = "tcp://127.0.0.1:0"
 
@@ -189,14 +190,7 @@ def _collect(children: _Children, timeout: float) -> dict[str, Outcome]:
                 deadline = time.monotonic() + FAILURE_GRACE
             elif deadline is None:
                 deadline = time.monotonic() + timeout
-    failed = any(o.kind != OK for o in outcomes.values())
-    for name in children.conns:
-        if name not in outcomes:
-            reason = ("stopped answering after another party failed" if failed else
-                      f"did not finish within {timeout:g} s of the other parties")
-            outcomes[name] = Outcome(name, ABORTED if failed else OBSERVED,
-                                     error=PartyError(name, TimeoutError(reason)))
-    return outcomes
+    return fill_missing(outcomes, children.conns, timeout)
 
 
 def run_processes(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...], config: Config) -> dict:
