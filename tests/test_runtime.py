@@ -313,8 +313,8 @@ def test_cluster_refuses_a_peer_with_the_wrong_key(tmp_path):
              "server1": start_party(impostor_config, "server1", impostor_key, script, "4", "10")}
     outputs = finish_all(procs, timeout=40)
     for name in ("server0", "producer"):
-        assert procs[name].returncode != 0
-        assert "PartyError" in outputs[name][1] and "server1" in outputs[name][1], outputs[name][1]
+        assert procs[name].returncode != 0, outputs
+        assert "PartyError" in outputs[name][1] and "server1" in outputs[name][1], outputs
 
 
 def test_party_command_refuses_a_key_that_does_not_match(tmp_path):
@@ -325,3 +325,19 @@ def test_party_command_refuses_a_key_that_does_not_match(tmp_path):
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 2
     assert "does not match" in err
+
+
+def test_a_malformed_message_blames_its_sender(backend):
+    """A party that sends something the protocol cannot use is named, not the party that noticed."""
+    def fn():
+        if mp.party() == "alice":
+            from mpcnp.runtime.context import current
+            for peer in ("server0", "producer"):
+                current().send(peer, np.array([-3], dtype=np.int64))  # a "shape" no array can have
+            current().send("server1", np.zeros(2, dtype=np.uint64))
+            return None
+        return mp.private(np.ones(2), owner="alice").reveal()
+
+    with pytest.raises(mp.PartyError, match="malformed shape") as info:
+        mp.run(fn, parties=["alice"], backend=backend, timeout=5)
+    assert info.value.party == "alice"

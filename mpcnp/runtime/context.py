@@ -46,9 +46,10 @@ class PartyError(Exception):
     it when it could not travel between processes).
     """
 
-    def __init__(self, party: str, cause: BaseException | str):
+    def __init__(self, party: str, cause: BaseException | str, relayed: bool = False):
         self.party = party
         self.cause = cause
+        self.relayed = relayed  # learnt from another party's abort notice, not seen first-hand
         if isinstance(cause, BaseException):
             detail = f"{type(cause).__name__}: {cause}"
         else:
@@ -58,7 +59,7 @@ class PartyError(Exception):
             self.__cause__ = cause
 
     def __reduce__(self):
-        return (PartyError, (self.party, self.cause))
+        return (PartyError, (self.party, self.cause, self.relayed))
 
 
 def check_party_names(parties: Sequence[str]) -> tuple[str, ...]:
@@ -155,7 +156,7 @@ class Context:
             raise PartyError(peer, TimeoutError(
                 f"{self.name} received nothing from {peer} within {self.config.timeout:g} s")) from None
         except PeerAborted as exc:
-            raise PartyError(exc.origin, exc.reason) from None
+            raise PartyError(exc.origin, exc.reason, relayed=True) from None
         except NetError as exc:
             raise PartyError(getattr(exc, "peer", None) or peer, exc) from None
 

@@ -52,7 +52,7 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
             value = fn(*args, **kwargs)
         return Outcome(name, OK, value=value)
     except PartyError as exc:
-        kind = ABORTED if _is_abort(exc) else OBSERVED
+        kind = ABORTED if exc.relayed else OBSERVED
         transport.abort(exc.party, _describe(exc.cause))
         return Outcome(name, kind, error=exc)
     except BaseException as exc:  # noqa: BLE001 - any failure of user code ends the run for everyone
@@ -60,11 +60,6 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
         return Outcome(name, OWN, error=PartyError(name, exc))
     finally:
         deactivate(token)
-
-
-def _is_abort(exc: PartyError) -> bool:
-    # A PartyError built from a peer's abort notice carries that peer's description as a string.
-    return isinstance(exc.cause, str)
 
 
 def _describe(cause: BaseException | str) -> str:
