@@ -1,6 +1,7 @@
 """Installing and importing mpcnp: the forced NumPy kernels, and a machine without a C compiler."""
 import os
 import shutil
+import site
 import subprocess
 import sys
 import zipfile
@@ -19,9 +20,9 @@ print(ring.BACKEND, mp.run(main)["server0"].tolist())
 """
 
 
-def run_python(code: str, cwd=None, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                          cwd=cwd, env={**os.environ, **env})
+def run_python(code: str, *flags: str, cwd=None, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *flags, "-c", code], capture_output=True, text=True,
+                          timeout=120, cwd=cwd, env={**os.environ, **env})
 
 
 def test_forced_numpy_kernels_compute_the_same_results():
@@ -50,9 +51,11 @@ def test_install_without_a_c_compiler_falls_back_to_numpy(tmp_path):
     with zipfile.ZipFile(wheel) as archive:
         assert not [n for n in archive.namelist() if n.endswith(".so")]
         archive.extractall(installed)
-    # from tmp_path: "python -c" puts the working directory first on sys.path, and the source tree
-    # there would shadow the installed copy
-    result = run_python(PROGRAM, cwd=tmp_path, PYTHONPATH=str(installed))
+    # Only the wheel's copy may be importable: "python -c" puts the working directory first on
+    # sys.path (run from tmp_path), and an editable install of mpcnp registers an import hook from a
+    # .pth file, which -S (no site processing) leaves out; the dependencies come from site-packages.
+    paths = [str(installed), *site.getsitepackages()]
+    result = run_python(f"import sys; sys.path[:0] = {paths!r}\n" + PROGRAM, "-S", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] == "numpy"
     warning_lines = [line for line in result.stderr.splitlines() if line.strip()]

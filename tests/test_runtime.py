@@ -228,13 +228,22 @@ PROGRAM = textwrap.dedent("""
 
 
 def free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+    """Free ports below the ephemeral range, as a cluster's fixed ports should be: a party's port in
+    that range can be handed to another party's reconnecting socket as its source port before the
+    party binds it, and a TCP socket connecting to its own port connects to itself (self-connect)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    ports: list[int] = []
+    for port in np.random.default_rng().permutation(np.arange(20000, min(low, 32768))):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+        ports.append(int(port))
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports below the ephemeral range")
 
 
 def make_cluster(tmp_path: Path, names=CORE) -> tuple[Path, dict]:
@@ -288,7 +297,7 @@ def test_cluster_of_three_party_processes(tmp_path):
             time.sleep(0.05)
     outputs = finish_all(procs, timeout=60)
     for name, proc in procs.items():
-        assert proc.returncode == 0, (name, outputs[name])
+        assert proc.returncode == 0, (name, outputs)
     value_line = [l for l in outputs["producer"][0].splitlines() if l.startswith("VALUE")]
     assert value_line, outputs["producer"]
     np.testing.assert_allclose(eval(value_line[0][6:]), np.arange(4) * 1.5, atol=2 ** -15)
