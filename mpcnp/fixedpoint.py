@@ -113,8 +113,9 @@ def encode_factor(factor: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> tup
 
     k is chosen so the largest |factor| keeps ``frac_bits`` significant bits (k = frac_bits for
     factors of magnitude >= 1, more for smaller ones): multiplying shares by m and truncating by k
-    then has the relative error 2^-(frac_bits + 1) of the factor and the truncation failure rate of a
-    product whose result is x * factor.
+    then has the relative error 2^-(frac_bits + 1) of the factor, and for |factor| <= 1 the local
+    truncation failure rate of a product of x with a value of magnitude one, |x| 2^(2 frac_bits - 64)
+    per element (for larger factors, that of the product x * factor).
     """
     f = check_frac_bits(frac_bits)
     factor = np.asarray(factor, dtype=np.float64)

@@ -161,14 +161,15 @@ class Context:
             raise PartyError(getattr(exc, "peer", None) or peer, exc) from None
 
 
-def barrier(ctx: Context, parties: Sequence[str] = CORE_PARTIES) -> None:
+def barrier(ctx: Context, parties: Sequence[str] = CORE_PARTIES, exchanges: int = 2) -> None:
     """Wait until every party of ``parties`` reaches this point (all of them must call it).
 
-    Two all-to-all exchanges of one byte: after the first everyone has arrived, after the second every
-    Lamport clock (the ``rounds`` counter) is equal, so protocol costs can be measured from here.
+    All-to-all exchanges of one byte: after the first everyone has arrived (and, messages being FIFO
+    per pair, everything each sent before has been received); after the second every Lamport clock
+    (the ``rounds`` counter) is equal, so protocol costs can be measured from here.
     """
     others = [peer for peer in parties if peer != ctx.name]
-    for _ in range(2):
+    for _ in range(exchanges):
         for peer in others:
             ctx.send(peer, np.zeros(1, np.uint8))
         for peer in others:

@@ -17,7 +17,8 @@ from typing import Any, Callable
 import numpy as np
 
 from mpcnp.net import MemoryNetwork, Transport
-from mpcnp.runtime.context import (Config, Context, PartyError, activate, check_party_names, deactivate)
+from mpcnp.runtime.context import (Config, Context, PartyError, activate, barrier, check_party_names,
+                                   deactivate)
 
 BACKENDS = ("threads", "processes")
 # After the first failure, the other parties get this long to report before the caller gives up on them.
@@ -50,6 +51,9 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
         # only. errstate is context-local, so this holds for this party's code alone.
         with np.errstate(over="ignore"):
             value = fn(*args, **kwargs)
+        # Nobody leaves before everyone is done: a party that closed its channels early would drop
+        # messages still queued for a slower peer, or a connection that peer is still opening.
+        barrier(ctx, parties, exchanges=1)
         return Outcome(name, OK, value=value)
     except PartyError as exc:
         kind = ABORTED if exc.relayed else OBSERVED
