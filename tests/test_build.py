@@ -63,9 +63,16 @@ def test_install_without_a_c_compiler_falls_back_to_numpy(tmp_path):
     assert result.stdout.split(maxsplit=1)[1].strip() == "[[2.5, 0.0], [4.5, 16.0]]"
 
 
-@pytest.mark.skipif(shutil.which("gcc") is None and shutil.which("cc") is None,
-                    reason="needs a C compiler to compare with")
 def test_python_m_mpcnp_reports_the_kernels():
     result = subprocess.run([sys.executable, "-m", "mpcnp"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0
     assert "ring kernels:" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                    reason="this machine has no C compiler: the NumPy fallback is the expected result")
+def test_a_machine_with_a_compiler_gets_the_compiled_kernels():
+    """Where a C compiler exists the install must have built the extension: a broken build would
+    otherwise pass every test on the (slower) NumPy kernels."""
+    result = run_python("from mpcnp import ring; print(ring.BACKEND)", MPCNP_RING="")
+    assert result.stdout.strip() in ("c-avx512", "c-portable"), result.stderr
