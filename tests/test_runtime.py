@@ -350,3 +350,22 @@ def test_a_malformed_message_blames_its_sender(backend):
     with pytest.raises(mp.PartyError, match="malformed shape") as info:
         mp.run(fn, parties=["alice"], backend=backend, timeout=5)
     assert info.value.party == "alice"
+
+
+def test_root_cause_follows_blame_to_the_end_of_the_chain():
+    from mpcnp.runtime.launch import ABORTED, OBSERVED, OK, OWN, Outcome, root_cause
+
+    silent = TimeoutError("silent")
+    outcomes = [Outcome("server0", OBSERVED, error=mp.PartyError("server1", silent), when=1.0),
+                Outcome("server1", OBSERVED, error=mp.PartyError("producer", silent), when=1.1),
+                Outcome("producer", ABORTED, error=mp.PartyError("producer", "stopped"), when=2.0),
+                Outcome("alice", OK, value=1)]
+    assert root_cause(outcomes).party == "producer"
+    # an exception in a party's own code outranks any timeout it caused
+    outcomes.append(Outcome("bob", OWN, error=mp.PartyError("bob", KeyError("x")), when=3.0))
+    assert root_cause(outcomes).party == "bob"
+    # a cycle of blame stops instead of looping
+    loop = [Outcome("server0", OBSERVED, error=mp.PartyError("server1", silent), when=1.0),
+            Outcome("server1", OBSERVED, error=mp.PartyError("server0", silent), when=1.0)]
+    assert root_cause(loop).party in ("server0", "server1")
+    assert root_cause([Outcome("server0", OK, value=None)]) is None

@@ -144,11 +144,11 @@ class Context:
 
     def recv(self, frm: str) -> np.ndarray:
         """The next array from ``frm`` (read-only); PartyError if ``frm`` is silent or the run aborted."""
-        with self._party_errors(frm):
+        with self._party_errors(frm, receiving=True):
             return self.transport.recv(self.check_party(frm), self.config.timeout)
 
     @contextlib.contextmanager
-    def _party_errors(self, peer: str):
+    def _party_errors(self, peer: str, receiving: bool = False):
         """Channel failures as PartyErrors naming the party at fault (the peer, or the abort's origin)."""
         try:
             yield
@@ -156,6 +156,12 @@ class Context:
             raise PartyError(peer, TimeoutError(
                 f"{self.name} received nothing from {peer} within {self.config.timeout:g} s")) from None
         except PeerAborted as exc:
+            if receiving and exc.origin == self.name:
+                # Another party gave up waiting for us while we were waiting for ``peer``: we were not
+                # silent, ``peer`` is the suspect (the caller follows such chains to their end).
+                raise PartyError(peer, TimeoutError(
+                    f"{self.name} was still waiting for {peer} when the others gave up on "
+                    f"{self.name}")) from None
             raise PartyError(exc.origin, exc.reason, relayed=True) from None
         except NetError as exc:
             raise PartyError(getattr(exc, "peer", None) or peer, exc) from None
