@@ -156,9 +156,10 @@ class Context:
             raise PartyError(peer, TimeoutError(
                 f"{self.name} received nothing from {peer} within {self.config.timeout:g} s")) from None
         except PeerAborted as exc:
-            if receiving and exc.origin == self.name:
+            if receiving and exc.origin == self.name and exc.reason.startswith(TimeoutError.__name__):
                 # Another party gave up waiting for us while we were waiting for ``peer``: we were not
                 # silent, ``peer`` is the suspect (the caller follows such chains to their end).
+                # Notices describe their cause as "Type: message" (launch._describe).
                 raise PartyError(peer, TimeoutError(
                     f"{self.name} was still waiting for {peer} when the others gave up on "
                     f"{self.name}")) from None
