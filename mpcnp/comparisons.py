@@ -18,7 +18,7 @@ import numpy as np
 from mpcnp.protocols import maxpool, securenn
 from mpcnp.protocols.pond import Shared
 from mpcnp.runtime.context import SERVER0, Context
-from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, plain, shape_proxy
+from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain, shape_proxy
 
 __all__ = ["less", "less_equal", "greater", "greater_equal", "where", "relu", "maxpool2d", "max", "argmax",
            "divide"]
@@ -28,14 +28,6 @@ _ONE = np.uint64(1)
 
 def _pond(ctx: Context) -> bool:
     return ctx.config.protocol == "pond"
-
-
-def _private(value, ctx: Context) -> PrivateTensor:
-    """A public operand as a trivial sharing (server0 holds its encoding): local."""
-    if isinstance(value, PrivateTensor):
-        return value
-    zero = PrivateTensor(ctx, Shared(np.zeros((), np.uint64) if ctx.is_server else None, ()))
-    return zero + value
 
 
 def _fixed_bits(ctx: Context, bit: Shared, negate: bool = False) -> PrivateTensor:
@@ -250,7 +242,7 @@ def divide(x, y, integer_bits: int = 12) -> Tensor:
         return x * approx.reciprocal(y)
     if not 0 <= integer_bits <= 40:
         raise ValueError(f"integer_bits must be in [0, 40], got {integer_bits}")
-    x = _private(x, ctx)
+    x = as_private(x, ctx)
     f = ctx.config.frac_bits
     shape = tuple(np.broadcast_shapes(x.shape, y.shape))
     offset = 1 << (integer_bits + f)  # x / y + 2^integer_bits >= 0: the long division sees a nonnegative x

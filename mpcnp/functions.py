@@ -9,10 +9,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from mpcnp import fixedpoint, ring
+from mpcnp import ring
 from mpcnp.protocols import pond
-from mpcnp.runtime.context import SERVER0, current
-from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, plain, shape_proxy
+from mpcnp.runtime.context import current
+from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain, shape_proxy
 
 __all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation"]
 
@@ -26,20 +26,6 @@ def matmul(a, b):
     return PublicTensor(np.matmul(plain(a), plain(b)))
 
 
-def _as_private(value, ctx) -> PrivateTensor:
-    """A public value as a trivial sharing (server0 holds the encoding, server1 zeros): local."""
-    if isinstance(value, PrivateTensor):
-        return value
-    encoded = fixedpoint.encode(plain(value), ctx.config.frac_bits)
-    if ctx.name == SERVER0:
-        share = encoded
-    elif ctx.is_server:
-        share = np.zeros_like(encoded)
-    else:
-        share = None
-    return PrivateTensor(ctx, pond.Shared(share, encoded.shape))
-
-
 def _join(seq: Sequence, join) -> Tensor:
     seq = list(seq)
     if not seq:
@@ -47,7 +33,7 @@ def _join(seq: Sequence, join) -> Tensor:
     if not any(isinstance(t, PrivateTensor) for t in seq):
         return PublicTensor(join([plain(t) for t in seq]))
     ctx = current()
-    parts = [_as_private(t, ctx) for t in seq]
+    parts = [as_private(t, ctx) for t in seq]
     if ctx.is_server:
         share = join([p.share for p in parts])
         return PrivateTensor(ctx, pond.Shared(share, share.shape))

@@ -15,7 +15,7 @@ from mpcnp import fixedpoint
 from mpcnp.protocols import pond, sharing
 from mpcnp.runtime.context import SERVER0, Context, current
 
-__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public"]
+__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private"]
 
 _INT_LIMIT = 2.0 ** 31  # integral public factors below this multiply shares exactly, untruncated
 
@@ -301,6 +301,16 @@ class PrivateTensor(Tensor):
             return self._new(None, shape)
         magnitude = np.abs(divisor).astype(np.int64)
         return self._new(fixedpoint.divide_share(signed.share, self._ctx.server_index, magnitude), shape)
+
+
+def as_private(value, ctx: Context) -> PrivateTensor:
+    """A private tensor as is; a public value as a trivial sharing (server0 holds its encoding, server1
+    zeros): local, and revealing nothing since the value is public."""
+    if isinstance(value, PrivateTensor):
+        return value
+    encoded = fixedpoint.encode(plain(value), ctx.config.frac_bits)
+    share = encoded if ctx.name == SERVER0 else np.zeros_like(encoded) if ctx.is_server else None
+    return PrivateTensor(ctx, pond.Shared(share, encoded.shape))
 
 
 def private(value, owner: str = SERVER0) -> PrivateTensor:

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 import mpcnp as mp
-from mpcnp.protocols import dealer, securenn, zp
+from mpcnp.protocols import dealer, securenn, sharing, zp
 from mpcnp.protocols.pond import Shared
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, current
 from strategies import ring_elements
@@ -275,11 +275,12 @@ def test_drelu_and_relu_match_python(method, data):
 
 
 class ChosenMask:
-    """Stand-ins for DReLU's randomness: the producer's mask r (dealer.random_shares) and the servers'
-    common bit beta (their stream's first uint8 draw of n bytes) take the given values."""
+    """Stand-ins for DReLU's randomness: the producer's mask r (sharing.random_shares, as securenn
+    calls it) and the servers' common bit beta (their stream's first uint8 draw of n bytes) take the
+    given values."""
 
     def __init__(self, monkeypatch, r: list[int], beta: int):
-        real_shares, real_common = dealer.random_shares, dealer.common_stream
+        real_shares, real_common = sharing.random_shares, dealer.common_stream
         r = np.array(r, np.uint64)
         r0 = RNG.integers(0, L - 1, r.size, dtype=np.uint64, endpoint=True)
 
@@ -298,7 +299,7 @@ class ChosenMask:
             def __getattr__(self, name):
                 return getattr(self._prf, name)
 
-        monkeypatch.setattr(dealer, "random_shares", random_shares)
+        monkeypatch.setattr(securenn, "random_shares", random_shares)
         monkeypatch.setattr(dealer, "common_stream", lambda ctx: Common(real_common(ctx)))
 
 

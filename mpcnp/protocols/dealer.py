@@ -3,16 +3,16 @@
 PRF compression (PROTOCOLS.md section 2). A value the producer creates is dealt as shares whose
 server0 half both server0 and the producer draw from their pair stream; only server1's half is sent.
 A *random* value the producer needs no message at all: both halves come from pair streams
-(``random_shares``). Conventions as in ``securenn``: Shared values hold Z_L shares on the servers and
+(``sharing.random_shares``). Conventions as in ``securenn``: Shared values hold Z_L shares on the servers and
 None elsewhere; every function runs on every party.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from mpcnp.protocols import zp
+from mpcnp.protocols import sharing, zp
 from mpcnp.protocols.pond import Shared
-from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context, PartyError
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 
 def common_stream(ctx: Context):
@@ -20,44 +20,12 @@ def common_stream(ctx: Context):
     return ctx.prf(SERVER1 if ctx.name == SERVER0 else SERVER0)
 
 
-def recv_array(ctx: Context, frm: str, dtype, shape) -> np.ndarray:
-    """The next message from ``frm``, checked to be an array of ``dtype`` and ``shape``."""
-    value = ctx.recv(frm)
-    if value.dtype != dtype or value.shape != tuple(shape):
-        raise PartyError(frm, f"sent {value.dtype} of shape {value.shape}, expected {np.dtype(dtype)} "
-                              f"of shape {tuple(shape)}")
-    return value
-
-
-def random_shares(ctx: Context, n: int) -> np.ndarray | None:
-    """A uniform (n,) value r of Z_L known to the producer, and the servers' shares of it; no message.
-
-    Server j's share r_j comes from its stream with the producer, which draws both and returns
-    r = r_0 + r_1; the servers return r_j. Cost: 0 bytes, 0 rounds.
-    """
-    if ctx.name == PRODUCER:
-        return ctx.prf(SERVER0).uint64(n) + ctx.prf(SERVER1).uint64(n)
-    if ctx.is_server:
-        return ctx.prf(PRODUCER).uint64(n)
-    return None
-
-
 def deal(ctx: Context, value: np.ndarray | None, n: int, odd: bool = False) -> np.ndarray | None:
     """Shares over Z_L (or Z_{L-1} if ``odd``) of the producer's (n,) ``value``; the server's share.
-
-    PRF-compressed: server0's share comes from its stream with the producer; server1's is sent.
-    Cost: 8n bytes, producer to server1.
-    """
-    draw = zp.odd_uniform if odd else (lambda prf, size: prf.uint64(size))
-    if ctx.name == PRODUCER:
-        share0 = draw(ctx.prf(SERVER0), n)
-        ctx.send(SERVER1, zp.odd_sub(value, share0) if odd else value - share0)
-        return None
-    if ctx.name == SERVER0:
-        return draw(ctx.prf(PRODUCER), n)
-    if ctx.name == SERVER1:
-        return recv_array(ctx, PRODUCER, np.uint64, (n,))
-    return None
+    PRF-compressed (sharing.deal). Cost: 8n bytes, producer to server1."""
+    if odd:
+        return sharing.deal(ctx, value, (n,), zp.odd_uniform, zp.odd_sub)
+    return sharing.deal(ctx, value, (n,))
 
 
 def deal_bits(ctx: Context, x: np.ndarray | None, n: int, rows: int = zp.BITS) -> np.ndarray | None:
@@ -71,7 +39,7 @@ def deal_bits(ctx: Context, x: np.ndarray | None, n: int, rows: int = zp.BITS) -
     if ctx.name == SERVER0:
         return zp.uniform(ctx.prf(PRODUCER), zp.P, (rows, n))
     if ctx.name == SERVER1:
-        return recv_array(ctx, PRODUCER, np.uint8, (rows, n))
+        return sharing.recv_array(ctx, PRODUCER, np.uint8, (rows, n))
     return None
 
 
@@ -101,5 +69,4 @@ def trivial(ctx: Context, value, shape) -> np.ndarray:
     return add_public(ctx, np.zeros(shape, np.uint64), np.broadcast_to(np.asarray(value, np.uint64), shape))
 
 
-__all__ = ["common_stream", "recv_array", "random_shares", "deal", "deal_bits", "add_public", "xor_public",
-           "shared", "flat", "trivial"]
+__all__ = ["common_stream", "deal", "deal_bits", "add_public", "xor_public", "shared", "flat", "trivial"]

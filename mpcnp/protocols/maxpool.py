@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 from mpcnp.protocols import dealer, pond, securenn
-from mpcnp.protocols.dealer import deal, flat, recv_array, shared, trivial
+from mpcnp.protocols.dealer import deal, flat, shared, trivial
 from mpcnp.protocols.pond import Shared
-from mpcnp.protocols.sharing import rerandomize
+from mpcnp.protocols.sharing import recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 __all__ = ["maxpool", "tournament_max", "dmaxpool"]

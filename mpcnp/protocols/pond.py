@@ -20,7 +20,8 @@ from typing import Callable
 import numpy as np
 
 from mpcnp import fixedpoint, ring
-from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context, PartyError
+from mpcnp.protocols import sharing
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 
 @dataclass(eq=False)
@@ -55,13 +56,8 @@ def conv2d_op(stride, padding) -> Bilinear:
 
 
 def _draw_mask(ctx: Context, value: Shared) -> None:
-    """Give ``value`` a fresh mask: server j draws a_j from its stream with the producer, the producer
-    draws both and keeps a = a0 + a1. No communication."""
-    if ctx.name == PRODUCER:
-        value.mask = ctx.prf(SERVER0).uint64(value.shape)
-        value.mask += ctx.prf(SERVER1).uint64(value.shape)
-    elif ctx.is_server:
-        value.mask = ctx.prf(PRODUCER).uint64(value.shape)
+    """Give ``value`` a fresh mask: a_j on server j, a = a0 + a1 on the producer. No communication."""
+    value.mask = sharing.random_shares(ctx, value.shape)
 
 
 def _exchange(ctx: Context, parts: list[np.ndarray]) -> list[np.ndarray]:
@@ -72,10 +68,7 @@ def _exchange(ctx: Context, parts: list[np.ndarray]) -> list[np.ndarray]:
         ctx.send(other, part)
     opened = []
     for part in parts:
-        theirs = ctx.recv(other)
-        if theirs.dtype != np.uint64 or theirs.shape != part.shape:
-            raise PartyError(other, f"sent {theirs.dtype} {theirs.shape} to open, expected uint64 {part.shape}")
-        opened.append(part + theirs)
+        opened.append(part + sharing.recv_array(ctx, other, np.uint64, part.shape))
     return opened
 
 
@@ -101,19 +94,9 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
     """
     shape = tuple(op.out_shape(x.shape, y.shape))
     open_masks(ctx, [x, y])
-    if ctx.name == PRODUCER:
-        c1 = op.apply(x.mask, y.mask)
-        c1 -= ctx.prf(SERVER0).uint64(shape)  # c1 = c - c0
-        ctx.send(SERVER1, c1)
-        return Shared(None, shape)
+    c = sharing.deal(ctx, op.apply(x.mask, y.mask) if ctx.name == PRODUCER else None, shape)
     if not ctx.is_server:
         return Shared(None, shape)
-    if ctx.name == SERVER0:
-        c = ctx.prf(PRODUCER).uint64(shape)
-    else:
-        c = ctx.recv(PRODUCER)
-        if c.dtype != np.uint64 or c.shape != shape:
-            raise PartyError(PRODUCER, f"sent a triple share of {c.dtype} {c.shape}, expected uint64 {shape}")
     e, f = x.opened, y.opened
     # accumulate in place: every fresh multi-megabyte result costs page faults (PERFORMANCE.md)
     z = op.apply(e, y.mask)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import numpy as np
 
 from mpcnp.protocols import dealer, pond, zp
-from mpcnp.protocols.dealer import add_public, deal, deal_bits, flat, recv_array, shared, xor_public
+from mpcnp.protocols.dealer import add_public, deal, deal_bits, flat, shared, xor_public
 from mpcnp.protocols.pond import Shared
-from mpcnp.protocols.sharing import rerandomize
+from mpcnp.protocols.sharing import random_shares, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 __all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pets", "relu", "select_share",
@@ -232,7 +232,7 @@ def _one_compare(ctx: Context, a: Shared, times_a: bool) -> tuple[Shared, Shared
     if n == 0:
         return shared(a.share, a.shape), (shared(a.share, a.shape) if times_a else None)
     # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of the bits of r'
-    r = dealer.random_shares(ctx, n)
+    r = random_shares(ctx, n)
     x = beta = None
     if ctx.is_server:
         # 2. open x = a + r

@@ -4,12 +4,12 @@ Additive sharing over Z_2^64: x = x0 + x1, x0 held by server0 and x1 by server1.
 """
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 
-from mpcnp import fixedpoint
-from mpcnp.runtime.context import SERVER0, SERVER1, SERVERS, Context, PartyError
+from mpcnp import fixedpoint, ring
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError
 
 Share = np.ndarray  # uint64 on the servers; None elsewhere
 
@@ -61,6 +61,53 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     return None, shape
 
 
+def recv_array(ctx: Context, frm: str, dtype, shape) -> np.ndarray:
+    """The next message from ``frm``, checked to be an array of ``dtype`` and ``shape``."""
+    value = ctx.recv(frm)
+    if value.dtype != dtype or value.shape != tuple(shape):
+        raise PartyError(frm, f"sent {value.dtype} of shape {value.shape}, expected {np.dtype(dtype)} "
+                              f"of shape {tuple(shape)}")
+    return value
+
+
+def _uniform(prf: ring.PRF, shape) -> np.ndarray:
+    return prf.uint64(shape)
+
+
+def random_shares(ctx: Context, shape) -> Share | None:
+    """A uniform value r known to the producer, shared by the servers, with no message.
+
+    Server j's share comes from its PRF stream with the producer, which draws both and returns
+    r = r0 + r1; the servers return r_j; other parties None. Cost: 0 bytes, 0 rounds.
+    """
+    if ctx.name == PRODUCER:
+        value = ctx.prf(SERVER0).uint64(shape)
+        value += ctx.prf(SERVER1).uint64(shape)
+        return value
+    if ctx.is_server:
+        return ctx.prf(PRODUCER).uint64(shape)
+    return None
+
+
+def deal(ctx: Context, value: np.ndarray | None, shape,
+         draw: Callable[[ring.PRF, tuple], np.ndarray] = _uniform,
+         subtract: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.subtract) -> Share | None:
+    """Shares of the producer's ``value`` (ignored elsewhere); returns this server's share.
+
+    PRF-compressed (PROTOCOLS.md section 2): server0's share is drawn, on both ends, from its stream
+    with the producer; only server1's share ``value - share0`` travels. ``draw`` and ``subtract``
+    give the ring (Z_L by default). Cost: one message of |value| elements, producer to server1.
+    """
+    if ctx.name == PRODUCER:
+        ctx.send(SERVER1, subtract(value, draw(ctx.prf(SERVER0), shape)))
+        return None
+    if ctx.name == SERVER0:
+        return draw(ctx.prf(PRODUCER), shape)
+    if ctx.name == SERVER1:
+        return recv_array(ctx, PRODUCER, np.uint64, shape)
+    return None
+
+
 def zero_share(ctx: Context, shape: tuple[int, ...]) -> Share | None:
     """Shares of zero between the servers from their common PRF stream: no communication."""
     if ctx.name == SERVER0:
@@ -101,12 +148,10 @@ def reveal(ctx: Context, share: Share | None, shape: tuple[int, ...], to) -> np.
                 ctx.send(peer, share)
     if ctx.name not in receivers:
         return None
-    parts = {server: (share if server == ctx.name else ctx.recv(server)) for server in SERVERS}
-    for server, part in parts.items():
-        if part.dtype != np.uint64 or part.shape != tuple(shape):
-            raise PartyError(server, f"revealed a share of dtype {part.dtype} and shape {part.shape}, "
-                                     f"expected uint64 {tuple(shape)}")
+    parts = {server: (share if server == ctx.name else recv_array(ctx, server, np.uint64, shape))
+             for server in SERVERS}
     return parts[SERVER0] + parts[SERVER1]
 
 
-__all__ = ["share_input", "zero_share", "rerandomize", "reveal", "resolve_receivers"]
+__all__ = ["share_input", "recv_array", "random_shares", "deal", "zero_share", "rerandomize", "reveal",
+           "resolve_receivers"]
