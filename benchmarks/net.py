@@ -1,8 +1,9 @@
 """Benchmark of the channel layer against bare pyzmq, two parties.
 
-Backends: the memory transport (two threads); ZmqTransport over tcp loopback with CURVE, over ipc
-plain, and over tcp plain (insecure=True, to separate our overhead from CURVE's) in two forked
-processes; bare pyzmq PAIR sockets over tcp (plain and CURVE) and ipc, measured in the same run.
+Backends: the memory transport (two threads, the threads backend); ZmqTransport over ipc plain (the
+processes backend's channels), over tcp loopback with CURVE (a cluster's) and over tcp plain
+(insecure=True, to separate our overhead from CURVE's) in two forked processes; bare pyzmq PAIR
+sockets over tcp (plain and CURVE) and ipc, measured in the same run.
 Rows: ping-pong of a 64-byte array (median round trip), simultaneous exchange (both send, then
 both receive; median per exchange), and one-way transfer of 1, 8 and 64 MiB arrays (median time
 from send until a small acknowledgement returns, reported as GB/s).

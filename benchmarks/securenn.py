@@ -6,7 +6,7 @@ CrypTen 0.4 takes 177-249 ms and 314-335 ms, TF Encrypted's SecureNN ReLU 1.33 s
 Timing as in benchmarks/harness.py (barriers, fresh private inputs, the slowest party per repetition,
 median and minimum over repetitions). Bytes are payload bytes summed over the parties, per element of
 the input (ReLU) or per window (maxpool); rounds the largest per-party increase of the Lamport clock.
-``--backend`` chooses processes (the default: one OS process per party, ZeroMQ on loopback) or threads;
+``--backend`` chooses processes (the default: one OS process per party, ZeroMQ over ipc) or threads;
 ``--profile`` prints each party's cProfile of one repetition. ``MPCNP_RING=numpy`` in the environment
 runs every kernel (ring and Z_p) in NumPy.
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -169,6 +170,40 @@ def test_killed_party_process_leaves_no_children(tmp_path):
         pid = int(pid_file.read_text())
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def _socket_directory() -> tuple[str, int]:
+    """Inside a processes-backend party: the directory of this party's ipc socket and its mode."""
+    from mpcnp.runtime.context import current
+    endpoint = current().transport.endpoint
+    assert endpoint.startswith("ipc://"), endpoint
+    directory = os.path.dirname(endpoint[len("ipc://"):])
+    return directory, os.stat(directory).st_mode & 0o777
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("fails", [False, True])
+def test_processes_channels_live_in_a_private_directory_that_goes_away(fails):
+    """The processes backend's sockets sit in one 0700 directory per run (so no other local user can
+    reach them), and the directory is gone when run returns, after a killed party too."""
+    def fn():
+        where = _socket_directory()
+        mp.private(np.ones(2), owner="server0").reveal()
+        if fails and mp.party() == "producer":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return where
+
+    if fails:
+        before = set(Path(tempfile.gettempdir()).glob("mpcnp-*"))
+        with pytest.raises(mp.PartyError, match="SIGKILL"):
+            mp.run(fn, backend="processes", timeout=5)
+        assert set(Path(tempfile.gettempdir()).glob("mpcnp-*")) <= before
+        return
+    results = mp.run(fn, backend="processes", timeout=5)
+    assert len({directory for directory, _ in results.values()}) == 1
+    directory, mode = results["server0"]
+    assert mode == 0o700
+    assert not os.path.exists(directory)
 
 
 @pytest.mark.processes

@@ -1,4 +1,4 @@
-"""ZeroMQ channels between processes: the processes backend and clusters of hosts.
+"""ZeroMQ channels between processes: the processes backend (over ipc) and clusters of hosts (tcp).
 
 Topology. Each party binds one ROUTER (its inbox) and, for every peer, connects one DEALER to the
 peer's ROUTER with ``routing_id = own name``; so the ROUTER learns the sender of every message from

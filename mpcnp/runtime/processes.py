@@ -1,15 +1,23 @@
-"""The processes backend: one forked OS process per party, ZeroMQ over loopback tcp with CurveZMQ.
+"""The processes backend: one forked OS process per party, ZeroMQ over ipc in a private directory.
 
-Start-up: the parent draws a Curve key pair per party (per run, from the OS CSPRNG through libsodium)
-before forking, so no ZeroMQ context exists across the fork. Each child binds its ROUTER to
-tcp://127.0.0.1:0 (the OS picks a free port: no race between choosing and binding), reports the
-endpoint over its pipe, receives every party's endpoint and connects. Then it runs ``party_main`` and
-sends its Outcome back over the pipe.
+Channels. Every party binds its ROUTER to a Unix-domain socket ``ipc://DIR/N`` in a directory the
+parent creates per run with mode 0700 (``tempfile.mkdtemp``): only this user (and root) can reach
+it, so no other local user can connect or listen in, and names are fixed before anyone binds (no
+port races, nothing left bound: the directory goes when ``run`` returns). That is the protection
+CurveZMQ gave the same processes on loopback tcp, whose peers are authenticated and encrypted against
+exactly those local users, without CurveZMQ's cost: 16 MB each way under CURVE took 35 ms of a
+1e6-element Pond multiply on two cores (~73 ms on tcp + CURVE, ~37 ms on ipc; benchmarks/ops.py). The
+channels are plain only here and in memory; clusters, whose channels cross tcp, always use CurveZMQ
+(cluster_mode.py).
+
+Start-up: each child binds, reports its endpoint over its pipe, receives every party's endpoint and
+connects. Then it runs ``party_main`` and sends its Outcome back over the pipe. No ZeroMQ context
+exists across the fork.
 
 Supervision: the parent waits on the pipes and the process sentinels together. A child that dies
 (killed, crashed) is reported at once as a PartyError naming it; after any failure the other
 children get ``FAILURE_GRACE`` seconds to report, then are terminated; every child is reaped and
-every pipe closed before ``run`` returns or raises, so no process or port is left behind.
+every pipe closed before ``run`` returns or raises, so no process or socket file is left behind.
 """
 from __future__ import annotations
 
@@ -17,20 +25,29 @@ import ctypes
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
+import tempfile
 import time
 from multiprocessing.connection import Connection, wait
 from typing import Callable
 
-import zmq
-
 from mpcnp import ring
-from mpcnp.net import CurveConfig, ZmqTransport
+from mpcnp.net import ZmqTransport
 from mpcnp.runtime.context import Config, PartyError
 from mpcnp.runtime.launch import (FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, fill_missing, finish,
                                   party_main)
 
-_BIND = "tcp://127.0.0.1:0"
+_SUN_PATH_MAX = 103  # bytes of a Unix-domain socket path, NUL excluded (107 on Linux, 103 on macOS)
+
+
+def _private_directory(parties: int) -> str:
+    """A fresh 0700 directory for the run's sockets, under TMPDIR unless that makes paths too long."""
+    directory = tempfile.mkdtemp(prefix="mpcnp-")
+    if len(os.fsencode(directory)) + 1 + len(str(parties)) > _SUN_PATH_MAX:
+        os.rmdir(directory)
+        directory = tempfile.mkdtemp(prefix="mpcnp-", dir="/tmp")
+    return directory
 
 
 def _portable(outcome: Outcome) -> Outcome:
@@ -61,17 +78,15 @@ def _keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def _child(name: str, conn: Connection, keys: dict, parties: tuple, config: Config,
+def _child(name: str, conn: Connection, endpoint: str, parties: tuple, config: Config,
            fn: Callable, args: tuple, kwargs: dict) -> None:
     """Body of one party's process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
     ring.set_num_threads(1)  # three parties share the cores (PERFORMANCE.md)
     _keep_freed_memory()
-    public, secret = keys[name]
-    curve = CurveConfig(public, secret, {p: keys[p][0] for p in parties if p != name})
     transport = None
     try:
-        transport = ZmqTransport(name, _BIND, curve=curve, linger=config.timeout)
+        transport = ZmqTransport(name, endpoint, linger=config.timeout)
         conn.send(("endpoint", transport.endpoint))
         if not conn.poll(config.timeout):
             return
@@ -99,16 +114,14 @@ class _Children:
 
     def __init__(self, parties, config, fn, args, kwargs):
         mp_context = multiprocessing.get_context("fork")
-        keys = {}
-        for name in parties:
-            public, secret = zmq.curve_keypair()
-            keys[name] = (public.decode(), secret.decode())
+        self.directory = _private_directory(len(parties))
         self.conns: dict[str, Connection] = {}
         self.procs: dict[str, multiprocessing.Process] = {}
-        for name in parties:
+        for index, name in enumerate(parties):
             parent_end, child_end = mp_context.Pipe()
+            endpoint = f"ipc://{self.directory}/{index}"
             proc = mp_context.Process(target=_child, name=f"mpcnp-{name}", daemon=True,
-                                      args=(name, child_end, keys, parties, config, fn, args, kwargs))
+                                      args=(name, child_end, endpoint, parties, config, fn, args, kwargs))
             proc.start()
             child_end.close()
             self.conns[name], self.procs[name] = parent_end, proc
@@ -125,6 +138,7 @@ class _Children:
                 proc.join()
         for conn in self.conns.values():
             conn.close()
+        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def _gather_endpoints(children: _Children, timeout: float) -> dict[str, str] | Outcome:
@@ -194,7 +208,8 @@ def _collect(children: _Children, timeout: float) -> dict[str, Outcome]:
 
 
 def run_processes(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...], config: Config) -> dict:
-    """Each party a forked process; channels are CurveZMQ over loopback tcp. See the module docstring."""
+    """Each party a forked process; channels are ZeroMQ over ipc in a private directory. See the
+    module docstring."""
     if not hasattr(os, "fork"):
         raise RuntimeError("the processes backend needs os.fork (POSIX); use backend='threads'")
     children = _Children(parties, config, fn, args, kwargs)
