@@ -110,12 +110,15 @@ def avgpool2d(x, kernel, stride=None) -> Tensor:
 
 @contextlib.contextmanager
 def truncation(mode: str) -> Iterator[None]:
-    """Within the block, products truncate ``"local"``ly (the default) or ``"exact"``ly.
+    """Within the block, products truncate and divisions by public integers (``x / 3``, ``mean``,
+    ``avgpool2d``) divide ``"local"``ly (the default) or ``"exact"``ly.
 
     Local truncation (SecureML) is free but yields garbage with probability about |v| * 2^(2f - 64)
-    per element of a product v; exact truncation (protocols.pond.truncate_exact) is always within one
-    unit in the last place, for one extra bit product (40 bytes per element, one round). Use it for
-    long runs, large tensors or frac_bits above 16. Every party must enter the block (SPMD).
+    per element of a product v, and local division about |x| * 2^(f - 64) per element of x; exact
+    truncation (protocols.pond.truncate_exact) is always within one unit in the last place and exact
+    division (pond.divide_exact) within two, each for one extra bit product (40 bytes per element,
+    one round). Use it for long runs, large tensors or frac_bits above 16. Every party must enter the
+    block (SPMD).
     """
     if mode not in pond.TRUNCATIONS:
         raise ValueError(f"unknown truncation {mode!r}; choose one of {', '.join(pond.TRUNCATIONS)}")

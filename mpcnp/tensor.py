@@ -293,14 +293,13 @@ class PrivateTensor(Tensor):
         return self * (1.0 / divisor)
 
     def _divide_integer(self, divisor: np.ndarray) -> "PrivateTensor":
-        """Local division by public nonzero integers (fixedpoint.divide_share), signs applied first."""
+        """Division by public nonzero integers, signs applied first: local (fixedpoint.divide_share),
+        or exact under ``mp.truncation("exact")`` (pond.divide_exact)."""
+        broadcast_shape(self.shape, divisor.shape)  # a mismatch names both shapes
         sign = np.where(divisor < 0, -1, 1)
         signed = self if np.all(sign > 0) else self * sign
-        shape = broadcast_shape(self.shape, divisor.shape)
-        if signed.share is None:
-            return self._new(None, shape)
         magnitude = np.abs(divisor).astype(np.int64)
-        return self._new(fixedpoint.divide_share(signed.share, self._ctx.server_index, magnitude), shape)
+        return PrivateTensor(self._ctx, pond.divide(self._ctx, signed._value, magnitude))
 
 
 def as_private(value, ctx: Context) -> PrivateTensor:

@@ -273,6 +273,60 @@ def test_exact_truncation_within_one_unit(data):
     assert_within(scaled, qa * 0.3, public_factor_tolerance(qa, np.array(0.3), np.multiply))
 
 
+def wrong_quotients(mode: str, n: int = 20_000):
+    """How many of n quotients (+-2^44) / d come out wrong, for d cycling through 3, 7, 10, 1000:
+    |x| = 2^(44 + 16) = 2^60, so local division fails with probability about 1/16 per element."""
+    divisors = np.resize(np.array([3, 7, 10, 1000]), n)
+    values = np.where(np.arange(n) % 2, 1.0, -1.0) * 2.0 ** 44
+
+    def program():
+        x = mp.private(lambda: values, owner="alice")
+        with mp.truncation(mode):
+            before = mp.stats()
+            z = x / divisors
+            after = mp.stats()
+        return z.reveal(to="alice"), after["payload_bytes_sent"] - before["payload_bytes_sent"]
+
+    results = mp.run(program, parties=["alice"])
+    wrong = int(np.sum(np.abs(results["alice"][0] - values / divisors) > 2 * ULP))
+    return wrong, sum(r[1] for r in results.values())
+
+
+def test_local_division_fails_at_the_documented_rate():
+    wrong, total = wrong_quotients("local")
+    assert abs(wrong - 20_000 / 16) < 6 * np.sqrt(20_000 / 16)
+    assert total == 0
+
+
+def test_exact_division_never_fails_and_costs_one_bit_product():
+    wrong, total = wrong_quotients("exact")
+    assert wrong == 0
+    assert total == 40 * 20_000
+
+
+@given(st.data())
+def test_exact_division_within_two_units(data):
+    """Exact division by public integers: x / d within two units in the last place (divide_exact),
+    for any encodable x, negative divisors and divisors broadcast against x."""
+    shape = data.draw(st.sampled_from([(0,), (1,), (5,), (2, 3)]))
+    a = data.draw(real_arrays(shape))
+    divisor = data.draw(st.sampled_from([1, 3, -7, 2 ** 20, np.array([3, -10, 641]), np.array([[5], [-9]])]))
+    qa = quantize(a)
+
+    def program():
+        with mp.truncation("exact"):
+            return (mp.private(lambda: a, owner="alice") / divisor).reveal(to="alice")
+
+    try:
+        expected = qa / divisor  # broadcasting (or its error) as NumPy's
+    except ValueError:
+        with pytest.raises(mp.PartyError, match="could not be broadcast"):
+            mp.run(program, parties=["alice"])
+        return
+    np.testing.assert_allclose(mp.run(program, parties=["alice"])["alice"], expected, rtol=0,
+                               atol=2 * ULP * 1.01)
+
+
 def test_unknown_truncation_is_refused():
     with pytest.raises(mp.PartyError, match="unknown truncation"):
         mp.run(lambda: mp.truncation("sloppy").__enter__())

@@ -123,25 +123,31 @@ def truncate(ctx: Context, value: Shared, bits: int | None = None, consume: bool
     return Shared(share, value.shape)
 
 
+def divide(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
+    """Shares of x / d for public positive integers ``divisor`` (broadcast against x), by the party's
+    truncation mode: ``"local"`` (fixedpoint.divide_share: free, rarely garbage) or ``"exact"``."""
+    shape = tuple(np.broadcast_shapes(value.shape, np.shape(divisor)))
+    if ctx.state.get("truncation", "local") == "exact":
+        return divide_exact(ctx, value, divisor)
+    if not ctx.is_server:
+        return Shared(None, shape)
+    return Shared(fixedpoint.divide_share(value.share, ctx.server_index, divisor), shape)
+
+
 _OFFSET = np.uint64(1 << 62)
 
 
-def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
-    """Truncation by ``bits`` that is always within one unit: no wrap failures. Needs |x| < 2^62.
+def _offset_and_wrap(ctx: Context, value: Shared) -> tuple[np.ndarray, np.ndarray] | None:
+    """The wrap bit of x + 2^62 for |x| < 2^62: on the servers (x'_j, shares of w), else None.
 
-    With x' = x + 2^62 in [0, 2^63), the shares x'0 + x'1 (as integers) wrap past 2^64 exactly when
-    MSB(x'0) OR MSB(x'1) (if neither is set the sum is below 2^64; if one is, the sum is at least 2^63
-    and, being x' + w 2^64 with x' < 2^63, must have wrapped). Each server knows its own MSB, so the
-    wrap bit w = m0 + m1 - m0 m1 costs one Beaver product of two bits; then
-    floor(x / 2^bits) - c = (x'0 >> bits) + (x'1 >> bits) - w 2^(64 - bits) - 2^(62 - bits), where c
-    in {0, 1} is the dropped carry out of the low bits; server0 adds one unit, so the result is within
-    one unit of x / 2^bits, like local truncation, and never off by more. The wrap bit is computed
-    with the producer's triple, in the spirit of ShareConvert's (PROTOCOLS.md section 3); the known-MSB
-    argument is that of Huang, Lu, Hong, Ding, "Cheetah", USENIX Security 2022.
-    Cost: one product of bits: 40 bytes per element, 1 counted round.
+    With x' = x + 2^62 in [0, 2^63) and x'_0 = x_0 + 2^62, x'_1 = x_1, the shares x'_0 + x'_1 (as
+    integers) wrap past 2^64 exactly when MSB(x'_0) OR MSB(x'_1): if neither is set the sum is below
+    2^64; if one is, the sum is at least 2^63 and, being x' + w 2^64 with x' < 2^63, must have
+    wrapped. Each server knows its own MSB, so w = m0 + m1 - m0 m1 costs one Beaver product of two
+    bits with the producer's triple, in the spirit of ShareConvert's (PROTOCOLS.md section 3). The
+    known-MSB argument is that of Huang, Lu, Hong, Ding, "Cheetah", USENIX Security 2022.
+    Cost: 40 bytes per element of x, 1 counted round.
     """
-    if not 0 < bits < 62:
-        raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
     shape = value.shape
     if ctx.is_server:
         shifted = value.share + _OFFSET if ctx.name == SERVER0 else value.share
@@ -153,11 +159,55 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
         m0, m1 = Shared(None, shape), Shared(None, shape)
     both = product(ctx, m0, m1, MUL)  # shares of m0 * m1
     if not ctx.is_server:
-        return Shared(None, shape)
-    wrap = msb - both.share           # shares of m0 + m1 - m0 m1
+        return None
+    return shifted, msb - both.share
+
+
+def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
+    """Truncation by ``bits`` that is always within one unit: no wrap failures. Needs |x| < 2^62.
+
+    With the wrap bit w of x' = x + 2^62 (``_offset_and_wrap``),
+    floor(x / 2^bits) - c = (x'0 >> bits) + (x'1 >> bits) - w 2^(64 - bits) - 2^(62 - bits), where c
+    in {0, 1} is the dropped carry out of the low bits; server0 adds one unit, so the result is within
+    one unit of x / 2^bits, like local truncation, and never off by more.
+    Cost: one product of bits: 40 bytes per element, 1 counted round.
+    """
+    if not 0 < bits < 62:
+        raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
+    parts = _offset_and_wrap(ctx, value)
+    if parts is None:
+        return Shared(None, value.shape)
+    shifted, wrap = parts
     result = (shifted >> np.uint64(bits)) - (wrap << np.uint64(64 - bits))
     if ctx.name == SERVER0:
         result -= np.uint64((1 << (62 - bits)) - 1)
+    return Shared(result, value.shape)
+
+
+def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
+    """x / d for public integers 1 <= d < 2^62 (broadcast against x), always within two units: no
+    wrap failures. Needs |x| < 2^62.
+
+    With the wrap bit w of x' = x + 2^62 (``_offset_and_wrap``), x'_j = q_j d + r_j and
+    2^64 = Q d + R: q_0 + q_1 - w Q = (x' - r_0 - r_1 + w R) / d, whose distance to x' / d lies in
+    (-1, 2); taking floor(2^62 / d) off leaves x / d within two units. The truncation of
+    ``truncate_exact`` is the case d = 2^bits (R = 0), done there with shifts.
+    Cost: one product of bits: 40 bytes per element of x, 1 counted round.
+    """
+    divisor = np.asarray(divisor)
+    if divisor.dtype.kind not in "iu" or (divisor < 1).any() or (divisor >= 1 << 62).any():
+        raise ValueError("exact division needs integer divisors in [1, 2^62)")
+    divisor = divisor.astype(np.uint64)
+    shape = tuple(np.broadcast_shapes(value.shape, divisor.shape))
+    parts = _offset_and_wrap(ctx, value)
+    if parts is None:
+        return Shared(None, shape)
+    shifted, wrap = parts
+    top = np.uint64((1 << 64) - 1)
+    wraps = top // divisor + (top % divisor == divisor - np.uint64(1))  # floor(2^64 / d)
+    result = shifted // divisor - wrap * wraps
+    if ctx.name == SERVER0:
+        result -= np.uint64(1 << 62) // divisor
     return Shared(result, shape)
 
 
