@@ -424,6 +424,21 @@ def test_curve_client_pinned_to_a_wrong_server_key():
             s0.recv("server1", 1.0)
 
 
+def test_wait_ready_keeps_messages_and_honours_an_abort():
+    """While a party waits for a peer still starting, what the others send is kept for later
+    receives, and an abort notice (a peer that failed meanwhile) ends the wait naming the culprit."""
+    with network("curve", absent=("client",)) as net:
+        net["producer"].send("server0", np.arange(3))
+        with pytest.raises(PeerTimeout) as info:
+            net["server0"].wait_ready(1.0)
+        assert info.value.peer == "client"
+        np.testing.assert_array_equal(net["server0"].recv("producer", WAIT), np.arange(3))
+        net["producer"].abort("client", "HandshakeError: refused our key")
+        with pytest.raises(PeerAborted) as aborted:
+            net["server0"].wait_ready(WAIT)
+        assert (aborted.value.origin, aborted.value.reason) == ("client", "HandshakeError: refused our key")
+
+
 def test_server_reports_refused_keys_when_a_peer_stays_silent(caplog):
     with network("curve", absent=("client",)) as net:
         stranger_keys = tuple(k.decode() for k in zmq.curve_keypair())

@@ -60,6 +60,7 @@ INLINE_BYTES = 64 * 1024
 CURVE_CHUNK_BYTES = 1 << 20
 PLAIN_CHUNK_BYTES = 64 << 20
 _SLICE_MS = 100         # how often a waiting recv looks at handshake failures
+_READY_SLICE_MS = 20    # how often wait_ready looks at the handshakes
 
 
 class ZmqTransport(Transport):
@@ -186,21 +187,26 @@ class ZmqTransport(Transport):
     def wait_ready(self, timeout: float) -> None:
         """Block until the handshake with every peer's ROUTER succeeded.
 
-        Raises HandshakeError for a refused key or mismatched configuration, PeerTimeout naming
-        the first peer not reached within ``timeout`` seconds.
+        Messages arriving meanwhile are filed for later receives; an abort notice (a peer that
+        failed while we were still starting) raises PeerAborted. Raises HandshakeError for a refused
+        key or mismatched configuration, PeerTimeout naming the first peer not reached within
+        ``timeout`` seconds.
         """
         deadline = time.monotonic() + timeout
         watcher = self._watcher
-        with watcher.cond:
-            while True:
+        while True:
+            with watcher.cond:
                 self._check_handshakes()
                 missing = [p for p in self.peers if p not in watcher.connected]
-                if not missing:
-                    return
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise PeerTimeout(missing[0], timeout, self._hint(missing[0]))
-                watcher.cond.wait(remaining)
+            if not missing:
+                return
+            self._raise_if_aborted()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise PeerTimeout(missing[0], timeout, self._hint(missing[0]))
+            pulled = self._pull(min(_READY_SLICE_MS, math.ceil(remaining * 1000)))
+            if pulled is not None and pulled[0] is not None:
+                self._inbox[pulled[0]].append(pulled[1])
 
     def _check_handshakes(self) -> None:
         failures = self._watcher.failures
@@ -252,7 +258,6 @@ class ZmqTransport(Transport):
     def _next(self, frm: str, timeout: float | None,
               deadline: float | None) -> tuple[int, int, np.ndarray]:
         queue = self._inbox[frm]
-        router = self._router
         while True:
             if queue or self._aborted is not None:
                 self._raise_if_aborted()
@@ -260,28 +265,34 @@ class ZmqTransport(Transport):
                 if isinstance(item, FrameError):
                     raise item
                 return item
-            # A blocking recv bounded by RCVTIMEO wakes up faster than zmq_poll + recv.
             wait_ms = _SLICE_MS
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining < _SLICE_MS / 1000:
                     wait_ms = max(0, math.ceil(remaining * 1000))
-            if wait_ms != self._rcvtimeo:
-                router.rcvtimeo = self._rcvtimeo = wait_ms
-            try:
-                ident = router.recv()
-            except zmq.Again:
-                ident = None
-            if ident is None:  # raised outside the except: no ZeroMQ internals in the traceback
+            pulled = self._pull(wait_ms)
+            if pulled is None:
                 self._check_handshakes()
                 if wait_ms == 0:
                     raise PeerTimeout(frm, timeout, self._hint(frm))
                 continue
-            sender, item = self._read(ident, router.recv(copy=False))
+            sender, item = pulled
             if sender == frm and type(item) is tuple:
                 return item  # the common case: no detour through the queue
             if sender is not None:
                 self._inbox[sender].append(item)
+
+    def _pull(self, wait_ms: int) -> tuple[str | None, tuple | FrameError] | None:
+        """The next message on the ROUTER as ``_read`` gives it, or None after ``wait_ms``."""
+        router = self._router
+        # A blocking recv bounded by RCVTIMEO wakes up faster than zmq_poll + recv.
+        if wait_ms != self._rcvtimeo:
+            router.rcvtimeo = self._rcvtimeo = wait_ms
+        try:
+            ident = router.recv()
+        except zmq.Again:
+            return None
+        return self._read(ident, router.recv(copy=False))
 
     def _read(self, ident: bytes, frame: zmq.Frame) -> tuple[str | None, tuple | FrameError]:
         """The rest of one message whose routing id and first frame were read: (sender, message

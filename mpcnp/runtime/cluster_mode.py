@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from mpcnp.net import Cluster, HandshakeError, NetError, PeerTimeout
+from mpcnp.net import Cluster, HandshakeError, NetError, PeerAborted, PeerTimeout
 from mpcnp.runtime.context import Config, PartyError
 
 _binding: "Binding | None" = None
@@ -62,9 +62,12 @@ def run_bound(binding: Binding, fn: Callable, args: tuple, kwargs: dict,
     try:
         try:
             transport.wait_ready(config.timeout)
+        except PeerAborted as exc:  # a peer failed while we were starting: its notice names the culprit
+            raise PartyError(exc.origin, exc.reason, relayed=True) from None
         except (HandshakeError, PeerTimeout) as exc:
-            peer = getattr(exc, "peer", binding.name)
-            raise PartyError(peer, exc) from None
+            # Tell the peers reached so far, so that they name the culprit rather than us when we go.
+            transport.abort(exc.peer, f"{type(exc).__name__}: {exc}")
+            raise PartyError(exc.peer, exc) from None
         outcome = party_main(binding.name, names, transport, config, fn, args, kwargs)
     finally:
         transport.close()
