@@ -95,16 +95,16 @@ def where(cond, a, b) -> Tensor:
     return a * chosen + b * (1.0 - chosen)  # integral public factors multiply shares exactly
 
 
-def relu(x) -> Tensor:
+def relu(x, bound: int = 8) -> Tensor:
     """max(x, 0) elementwise. SecureNN: exact for every encodable value (securenn.relu: PETS Alg. 7 on
-    the default DReLU, the product folded into it), 3 rounds and 221 bytes per element; Pond:
-    ``approx.relu``."""
+    the default DReLU, the product folded into it), 3 rounds and 221 bytes per element; ``bound`` is
+    not needed. Pond: ``approx.relu``, a polynomial accurate on [-bound, bound] (error 0.0044 bound)."""
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.maximum(plain(x), 0.0))
     ctx = x._ctx
     if _pond(ctx):
         from mpcnp import approx
-        return approx.relu(x)
+        return approx.relu(x, bound)
     value, _ = securenn.relu(ctx, x._value)
     return PrivateTensor(ctx, value)
 

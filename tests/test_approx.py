@@ -180,6 +180,27 @@ def test_polynomials_diverge_just_outside_under_pond():
     assert np.all(near[:2] > 0.1) and np.all(near[2:] > 10)
 
 
+@pytest.mark.parametrize("frac_bits", [12, 16])
+@pytest.mark.parametrize("bound", [1, 21, 128])
+def test_relu_on_other_intervals(bound, frac_bits):
+    """relu(x, bound=B) = (x + B p(x / B)) / 2: accurate on [-B, B] within 0.0044 B + 10 B units,
+    and diverging just outside like the default B = 8."""
+    x = grid(-bound, bound, frac_bits, count=4001)
+    got = run_private(lambda t: approx.relu(t, bound), x, protocol="pond", frac_bits=frac_bits)
+    error = np.abs(got - np.maximum(x, 0))
+    assert error.max() <= 0.0044 * bound + 10 * bound * 2.0 ** -frac_bits
+    assert error.max() > 0.004 * bound   # the polynomial's own error, not noise: the scaling is real
+    outside = errors(lambda t: approx.relu(t, bound), [-1.05 * bound, 1.05 * bound],
+                     lambda v: np.maximum(v, 0))
+    assert np.all(outside > 0.1 * bound)
+
+
+def test_relu_refuses_a_bad_bound():
+    for bound in (0, 2.5, -8, True, 2 ** 21):
+        with pytest.raises(ValueError, match="relu's bound"):
+            approx.relu(np.ones(2), bound)
+
+
 def test_exp_just_below_its_interval_stays_near_zero():
     x = grid(-24, -16, 16, count=2001)
     assert np.all(errors(approx.exp, x, np.exp) <= 2 * 2.0 ** -16)

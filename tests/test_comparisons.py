@@ -158,8 +158,8 @@ def fake_approx(monkeypatch):
         calls.append("step")
         return cmp._fixed_bits(x._ctx, mpcnp.protocols.securenn.drelu(x._ctx, (-x)._value), negate=True)
 
-    def relu(x):
-        calls.append("relu")
+    def relu(x, bound=8):
+        calls.append(f"relu {bound}")
         return x * 0.0 + 1.0
 
     def reciprocal(x):
@@ -178,10 +178,11 @@ def test_pond_uses_the_approximations(fake_approx):
         got = run_private(lambda t: private_op(t, 0.25), x, protocol="pond")
         np.testing.assert_array_equal(got, numpy_op(x, 0.25), err_msg=op)
     np.testing.assert_array_equal(run_private(cmp.relu, x, protocol="pond"), np.ones(4))
+    np.testing.assert_array_equal(run_private(lambda t: cmp.relu(t, 32), x, protocol="pond"), np.ones(4))
     np.testing.assert_allclose(run_private(cmp.max, x, protocol="pond"), 3.0, atol=ULP)
     np.testing.assert_allclose(run_private(lambda a: cmp.divide(a, a), x, protocol="pond"), x * 0.5, rtol=0,
                                atol=ULP)   # one truncating product
-    assert set(fake_approx) == {"step", "relu", "reciprocal"}
+    assert set(fake_approx) == {"step", "relu 8", "relu 32", "reciprocal"}
 
 
 def test_pond_comparisons_and_relu_with_the_approximations():

@@ -83,13 +83,14 @@ class Conv2d(Module):
 
 
 class ReLU(Module):
-    """Exact under protocol="securenn", Pond's polynomial under protocol="pond"."""
+    """Exact under protocol="securenn"; under protocol="pond", Pond's polynomial, accurate for inputs
+    in [-bound, bound] (``mp.relu``)."""
 
-    def __init__(self):
-        self.params = {}
+    def __init__(self, bound: int = 8):
+        self.params, self.bound = {}, bound
 
     def __call__(self, x):
-        return mp.relu(x)
+        return mp.relu(x, self.bound)
 
     def forward_plain(self, x):
         return np.maximum(x, 0.0)
