@@ -49,7 +49,7 @@ def binding() -> Binding | None:
 def run_bound(binding: Binding, fn: Callable, args: tuple, kwargs: dict,
               names: tuple[str, ...], config: Config) -> dict:
     """Run ``fn`` as the bound party; the run's parties must be exactly those of the cluster file."""
-    from mpcnp.runtime.launch import OK, party_main
+    from mpcnp.runtime.launch import OK, _describe, party_main
 
     listed = set(binding.cluster.names)
     if set(names) != listed:
@@ -65,9 +65,11 @@ def run_bound(binding: Binding, fn: Callable, args: tuple, kwargs: dict,
         except PeerAborted as exc:  # a peer failed while we were starting: its notice names the culprit
             raise PartyError(exc.origin, exc.reason, relayed=True) from None
         except (HandshakeError, PeerTimeout) as exc:
-            # Tell the peers reached so far, so that they name the culprit rather than us when we go.
-            transport.abort(exc.peer, f"{type(exc).__name__}: {exc}")
-            raise PartyError(exc.peer, exc) from None
+            # A silent peer is a TimeoutError, as in the run itself. Tell the peers reached so far,
+            # so that they name the culprit rather than us when we go.
+            cause = TimeoutError(str(exc)) if isinstance(exc, PeerTimeout) else exc
+            transport.abort(exc.peer, _describe(cause))
+            raise PartyError(exc.peer, cause) from None
         outcome = party_main(binding.name, names, transport, config, fn, args, kwargs)
     finally:
         transport.close()
