@@ -26,11 +26,6 @@ def _info(_args) -> int:
     return 0
 
 
-def _demo(args) -> int:
-    from mpcnp import demo
-    return demo.main(args.demo_args)
-
-
 def _party(args) -> int:
     from mpcnp.net import load_cluster
     from mpcnp.runtime import cluster_mode
@@ -63,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpcnp", description="mpcnp: secure computation on NumPy")
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("info", help="the version and the ring kernels in use (the default)")
-    demo = commands.add_parser("demo", help="private prediction on the in-process default", add_help=False)
-    demo.add_argument("demo_args", nargs=argparse.REMAINDER)
+    # the demo parses its own options (--help included): they reach it as the unknown arguments
+    commands.add_parser("demo", help="private prediction on the in-process default", add_help=False)
     party = commands.add_parser("party", help="run a script as one party of a cluster")
     party.add_argument("--config", required=True, help="the cluster file (JSON)")
     party.add_argument("--name", required=True, help="which party of the cluster file this process is")
@@ -74,8 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     party.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     keygen = commands.add_parser("keygen", help="make a Curve key pair")
     keygen.add_argument("--out", help="write the pair to this key file (mode 0600)")
-    args = parser.parse_args(argv)
-    handler = {"demo": _demo, "party": _party, "keygen": _keygen}.get(args.command, _info)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "demo":
+        from mpcnp import demo
+        return demo.main(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    handler = {"party": _party, "keygen": _keygen}.get(args.command, _info)
     return handler(args)
 
 

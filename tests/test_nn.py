@@ -68,3 +68,13 @@ def test_demo_runs_and_agrees_with_plaintext(capsys):
     # 0.0044 B of exact, and the network's logits within 2 of the plaintext ones
     fitted = [row for label, row in rows.items() if label not in ("securenn", "pond B=8")]
     assert len(fitted) == 1 and fitted[0][1] == "100.0%" and float(fitted[0][2]) < 2.0
+
+
+def test_demo_command_passes_its_options_through(capsys):
+    """`python -m mpcnp demo --images N` as the usage line says (argparse once swallowed them)."""
+    from mpcnp.__main__ import main
+    assert main(["demo", "--images", "3"]) == 0
+    assert "on 3 client images" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["keygen", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
