@@ -3,12 +3,11 @@
 Channels. Every party binds its ROUTER to a Unix-domain socket ``ipc://DIR/N`` in a directory the
 parent creates per run with mode 0700 (``tempfile.mkdtemp``): only this user (and root) can reach
 it, so no other local user can connect or listen in, and names are fixed before anyone binds (no
-port races, nothing left bound: the directory goes when ``run`` returns). That is the protection
-CurveZMQ gave the same processes on loopback tcp, whose peers are authenticated and encrypted against
-exactly those local users, without CurveZMQ's cost: 16 MB each way under CURVE took 35 ms of a
-1e6-element Pond multiply on two cores (~73 ms on tcp + CURVE, ~37 ms on ipc; benchmarks/ops.py). The
-channels are plain only here and in memory; clusters, whose channels cross tcp, always use CurveZMQ
-(cluster_mode.py).
+port races, nothing left bound: the directory goes when ``run`` returns). CurveZMQ on loopback tcp
+protected these processes against exactly those local users, by authenticating and encrypting
+every message, at a price: 16 MB each way under CURVE took 35 ms of a 1e6-element Pond multiply on
+two cores (~73 ms on tcp + CURVE, ~37 ms on ipc; benchmarks/ops.py). The channels are plain only
+here and in memory; clusters, whose channels cross tcp, always use CurveZMQ (cluster_mode.py).
 
 Start-up: each child binds, reports its endpoint over its pipe, receives every party's endpoint and
 connects. Then it runs ``party_main`` and sends its Outcome back over the pipe. No ZeroMQ context
