@@ -98,30 +98,23 @@ class Transport(ABC):
         HandshakeError when a peer refused our key; ValueError for an unknown ``frm``; NetError
         once closed.
         """
-        if frm not in self._peer_set or self._closed:
-            self._check_peer(frm)
-        kind, stamp, payload = self._next(frm, timeout,
-                                          None if timeout is None else time.monotonic() + timeout)
-        if kind != ARRAY:
-            self._mismatch(frm, ARRAY, kind)
-        self.stats.count_received(payload.nbytes, payload.ndim, stamp)
-        return payload
+        return self._receive(frm, timeout, ARRAY)
 
     def recv_json(self, frm: str, timeout: float | None) -> Any:
         """The next json message from ``frm``; errors as for recv."""
+        return decode_json(self._receive(frm, timeout, JSON), frm)
+
+    def _receive(self, frm: str, timeout: float | None, expected: int) -> np.ndarray:
+        """The payload of the next message from ``frm``, which must be of kind ``expected``; counted."""
         if frm not in self._peer_set or self._closed:
             self._check_peer(frm)
         kind, stamp, payload = self._next(frm, timeout,
                                           None if timeout is None else time.monotonic() + timeout)
-        if kind != JSON:
-            self._mismatch(frm, JSON, kind)
-        self.stats.count_received(payload.nbytes, 1, stamp)
-        return decode_json(payload, frm)
-
-    @staticmethod
-    def _mismatch(frm: str, expected: int, got: int) -> None:
-        raise FrameError(frm, f"expected a {KIND_NAMES[expected]} message, got {KIND_NAMES[got]} "
-                              "(the parties' programs diverged)")
+        if kind != expected:
+            raise FrameError(frm, f"expected a {KIND_NAMES[expected]} message, got {KIND_NAMES[kind]} "
+                                  "(the parties' programs diverged)")
+        self.stats.count_received(payload.nbytes, payload.ndim, stamp)
+        return payload
 
     def _raise_if_aborted(self) -> None:
         if self._aborted is not None:

@@ -6,7 +6,15 @@ from __future__ import annotations
 
 
 class NetError(Exception):
-    """Base class of every channel error."""
+    """Base class of every channel error. A subclass passes its message and its constructor's
+    arguments (``fields``), which is all pickling needs."""
+
+    def __init__(self, message: str = "", *fields) -> None:
+        super().__init__(message)
+        self._fields = fields
+
+    def __reduce__(self):
+        return (type(self), self._fields) if self._fields else super().__reduce__()
 
 
 class PeerTimeout(NetError):
@@ -14,10 +22,7 @@ class PeerTimeout(NetError):
 
     def __init__(self, peer: str, timeout: float | None, hint: str = "") -> None:
         self.peer, self.timeout, self.hint = peer, timeout, hint
-        super().__init__(f"no message from {peer} within {timeout} s{hint}")
-
-    def __reduce__(self):
-        return type(self), (self.peer, self.timeout, self.hint)
+        super().__init__(f"no message from {peer} within {timeout} s{hint}", peer, timeout, hint)
 
 
 class PeerAborted(NetError):
@@ -25,10 +30,7 @@ class PeerAborted(NetError):
 
     def __init__(self, origin: str, reason: str) -> None:
         self.origin, self.reason = origin, reason
-        super().__init__(f"run aborted because {origin} failed: {reason}")
-
-    def __reduce__(self):
-        return type(self), (self.origin, self.reason)
+        super().__init__(f"run aborted because {origin} failed: {reason}", origin, reason)
 
 
 class FrameError(NetError):
@@ -36,10 +38,7 @@ class FrameError(NetError):
 
     def __init__(self, peer: str, detail: str) -> None:
         self.peer, self.detail = peer, detail
-        super().__init__(f"malformed message from {peer}: {detail}")
-
-    def __reduce__(self):
-        return type(self), (self.peer, self.detail)
+        super().__init__(f"malformed message from {peer}: {detail}", peer, detail)
 
 
 class HandshakeError(NetError):
@@ -47,7 +46,4 @@ class HandshakeError(NetError):
 
     def __init__(self, peer: str, detail: str) -> None:
         self.peer, self.detail = peer, detail
-        super().__init__(f"cannot talk to {peer}: {detail}")
-
-    def __reduce__(self):
-        return type(self), (self.peer, self.detail)
+        super().__init__(f"cannot talk to {peer}: {detail}", peer, detail)
