@@ -11,7 +11,8 @@ import numpy as np
 
 __all__ = [
     "DEFAULT_FRAC_BITS", "MIN_FRAC_BITS", "MAX_FRAC_BITS",
-    "check_frac_bits", "max_magnitude", "encode", "decode", "truncate_share", "divide_share", "encode_factor",
+    "check_frac_bits", "max_magnitude", "encode", "decode", "truncate_share", "check_divisor", "divide_share",
+    "encode_factor",
 ]
 
 DEFAULT_FRAC_BITS = 16
@@ -130,6 +131,15 @@ def encode_factor(factor: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> tup
     return np.rint(factor * 2.0 ** shift).astype(np.int64).view(np.uint64), shift
 
 
+def check_divisor(divisor) -> np.ndarray:
+    """``divisor`` as an array if it holds integers in [1, 2^62) (what share division takes), else
+    ValueError."""
+    divisor = np.asarray(divisor)
+    if divisor.dtype.kind not in "iu" or (divisor < 1).any() or (divisor >= 1 << 62).any():
+        raise ValueError("share division needs positive integer divisors below 2^62")
+    return divisor
+
+
 def divide_share(share: np.ndarray, party: int, divisor) -> np.ndarray:
     """Local division of one additive share by a public positive integer (array broadcasting allowed).
 
@@ -139,10 +149,7 @@ def divide_share(share: np.ndarray, party: int, divisor) -> np.ndarray:
     """
     if share.dtype != np.uint64:
         raise TypeError(f"divide_share expects uint64 shares, got {share.dtype}")
-    divisor = np.asarray(divisor)
-    if divisor.dtype.kind not in "iu" or (divisor <= 0).any() or (divisor >= 1 << 62).any():
-        raise ValueError("divide_share needs positive integer divisors below 2^62")
-    divisor = divisor.astype(np.int64)
+    divisor = check_divisor(divisor).astype(np.int64)
     if party == 0:
         return np.floor_divide(share.view(np.int64), divisor).view(np.uint64)
     if party == 1:

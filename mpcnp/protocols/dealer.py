@@ -12,12 +12,12 @@ import numpy as np
 
 from mpcnp.protocols import sharing, zp
 from mpcnp.protocols.pond import Shared
-from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
+from mpcnp.runtime.context import SERVER0, Context
 
 
 def common_stream(ctx: Context):
     """The PRF stream the two servers share (the producer never sees it)."""
-    return ctx.prf(SERVER1 if ctx.name == SERVER0 else SERVER0)
+    return ctx.prf(ctx.other_server)
 
 
 def deal(ctx: Context, value: np.ndarray | None, n: int, odd: bool = False) -> np.ndarray | None:
@@ -32,20 +32,14 @@ def deal_bits(ctx: Context, x: np.ndarray | None, n: int, rows: int = zp.BITS) -
     """Z_p shares of the ``rows`` low bits of the producer's (n,) uint64 ``x``, as (rows, n) uint8 with
     row 0 the most significant; PRF-compressed. Cost: rows * n bytes, producer to server1.
     """
-    if ctx.name == PRODUCER:
-        share0 = zp.uniform(ctx.prf(SERVER0), zp.P, (rows, n))
-        ctx.send(SERVER1, zp.bit_shares(x, share0))
-        return None
-    if ctx.name == SERVER0:
-        return zp.uniform(ctx.prf(PRODUCER), zp.P, (rows, n))
-    if ctx.name == SERVER1:
-        return sharing.recv_array(ctx, PRODUCER, np.uint8, (rows, n))
-    return None
+    return sharing.deal(ctx, x, (rows, n), lambda prf, shape: zp.uniform(prf, zp.P, shape), zp.bit_shares,
+                        np.uint8)
 
 
 def add_public(ctx: Context, share: np.ndarray, value) -> np.ndarray:
-    """Shares of (shared + public ``value``): the public value enters server0's share only."""
-    return share + np.asarray(value, dtype=np.uint64) if ctx.name == SERVER0 else share.copy()
+    """Shares of (shared + public ``value``): the public value enters server0's share only. On server1
+    the result is ``share`` itself."""
+    return share + np.asarray(value, dtype=np.uint64) if ctx.name == SERVER0 else share
 
 
 def xor_public(ctx: Context, share: np.ndarray, bit: np.ndarray) -> np.ndarray:
@@ -66,7 +60,9 @@ def flat(value: Shared) -> np.ndarray | None:
 
 def trivial(ctx: Context, value, shape) -> np.ndarray:
     """Shares of a public integer array: the value on server0, zeros on server1."""
-    return add_public(ctx, np.zeros(shape, np.uint64), np.broadcast_to(np.asarray(value, np.uint64), shape))
+    if ctx.name == SERVER0:
+        return np.array(np.broadcast_to(np.asarray(value, np.uint64), shape))
+    return np.zeros(shape, np.uint64)
 
 
 __all__ = ["common_stream", "deal", "deal_bits", "add_public", "xor_public", "shared", "flat", "trivial"]

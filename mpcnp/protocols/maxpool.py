@@ -146,4 +146,4 @@ def dmaxpool(ctx: Context, index: Shared, n: int) -> Shared:
     # 3. rotate by +g
     rows = (np.arange(n)[:, np.newaxis] + g[np.newaxis, :]) & (n - 1)
     d = np.take_along_axis(e_j.reshape(n, size), rows, axis=0)
-    return shared(rerandomize(ctx, d).reshape(shape), shape)
+    return shared(rerandomize(ctx, d), shape)

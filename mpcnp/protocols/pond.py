@@ -60,18 +60,6 @@ def _draw_mask(ctx: Context, value: Shared) -> None:
     value.mask = sharing.random_shares(ctx, value.shape)
 
 
-def _exchange(ctx: Context, parts: list[np.ndarray]) -> list[np.ndarray]:
-    """Servers swap arrays (one message each, all in the same round) and return the sums: the
-    opened values. Separate messages avoid copying the parts into one buffer."""
-    other = SERVER1 if ctx.name == SERVER0 else SERVER0
-    for part in parts:
-        ctx.send(other, part)
-    opened = []
-    for part in parts:
-        opened.append(part + sharing.recv_array(ctx, other, np.uint64, part.shape))
-    return opened
-
-
 def open_masks(ctx: Context, values: list[Shared]) -> None:
     """Mask every value that has no mask yet and open e = x - a for all of them in one exchange."""
     fresh = []
@@ -80,7 +68,8 @@ def open_masks(ctx: Context, values: list[Shared]) -> None:
             _draw_mask(ctx, value)
             fresh.append(value)
     if ctx.is_server:
-        opened = _exchange(ctx, [v.share - v.mask for v in fresh])
+        # separate messages: no copying of the parts into one buffer
+        opened = sharing.exchange(ctx, [v.share - v.mask for v in fresh])
         for value, e in zip(fresh, opened):
             value.opened = e
 
@@ -126,9 +115,9 @@ def truncate(ctx: Context, value: Shared, bits: int | None = None, consume: bool
 def divide(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
     """Shares of x / d for public positive integers ``divisor`` (broadcast against x), by the party's
     truncation mode: ``"local"`` (fixedpoint.divide_share: free, rarely garbage) or ``"exact"``."""
-    shape = tuple(np.broadcast_shapes(value.shape, np.shape(divisor)))
     if ctx.state.get("truncation", "local") == "exact":
         return divide_exact(ctx, value, divisor)
+    shape = tuple(np.broadcast_shapes(value.shape, np.shape(divisor)))
     if not ctx.is_server:
         return Shared(None, shape)
     return Shared(fixedpoint.divide_share(value.share, ctx.server_index, divisor), shape)
@@ -194,10 +183,7 @@ def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
     ``truncate_exact`` is the case d = 2^bits (R = 0), done there with shifts.
     Cost: one product of bits: 40 bytes per element of x, 1 counted round.
     """
-    divisor = np.asarray(divisor)
-    if divisor.dtype.kind not in "iu" or (divisor < 1).any() or (divisor >= 1 << 62).any():
-        raise ValueError("exact division needs integer divisors in [1, 2^62)")
-    divisor = divisor.astype(np.uint64)
+    divisor = fixedpoint.check_divisor(divisor).astype(np.uint64)
     shape = tuple(np.broadcast_shapes(value.shape, divisor.shape))
     parts = _offset_and_wrap(ctx, value)
     if parts is None:

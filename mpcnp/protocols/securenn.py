@@ -26,7 +26,7 @@ import numpy as np
 from mpcnp.protocols import dealer, pond, zp
 from mpcnp.protocols.dealer import add_public, deal, deal_bits, flat, shared, xor_public
 from mpcnp.protocols.pond import Shared
-from mpcnp.protocols.sharing import random_shares, recv_array, rerandomize
+from mpcnp.protocols.sharing import exchange, random_shares, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 __all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pets", "relu", "select_share",
@@ -133,7 +133,7 @@ def share_convert(ctx: Context, a: Shared) -> Shared:
     y = zp.odd_sub(zp.odd_reduce(flat(a)), theta)
     zero = zp.odd_uniform(common, n)
     y = zp.odd_add(y, zero) if j == 0 else zp.odd_sub(y, zero)
-    return shared(y.reshape(a.shape), a.shape)
+    return shared(y, a.shape)
 
 
 # ---- ComputeMSB (PETS Alg. 5) ------------------------------------------------------------------------
@@ -159,14 +159,10 @@ def compute_msb(ctx: Context, a: Shared) -> Shared:
     x_bits = deal_bits(ctx, x, n)
     r = beta = None
     if ctx.is_server:
-        j, common = ctx.server_index, dealer.common_stream(ctx)
-        beta = common.uint8(n) & np.uint8(1)
+        beta = dealer.common_stream(ctx).uint8(n) & np.uint8(1)
         # 2. open r = 2a + x in Z_{L-1}
         a_j = flat(a)
-        r_j = zp.odd_add(zp.odd_add(a_j, a_j), x_j)
-        other = SERVER1 if j == 0 else SERVER0
-        ctx.send(other, r_j)
-        r = zp.odd_add(r_j, recv_array(ctx, other, np.uint64, (n,)))
+        [r] = exchange(ctx, [zp.odd_add(zp.odd_add(a_j, a_j), x_j)], zp.odd_add)
     # 3. beta' = beta XOR (x > r) to the producer
     beta1 = private_compare(ctx, x_bits, r, beta, n)
     # 4-5. z = beta' XOR LSB(x) from the producer; MSB = z XOR beta XOR LSB(r)
@@ -175,7 +171,7 @@ def compute_msb(ctx: Context, a: Shared) -> Shared:
     if not ctx.is_server:
         return shared(None, a.shape)
     msb = xor_public(ctx, z_j, beta.astype(np.uint64) ^ (r & _ONE))
-    return shared(rerandomize(ctx, msb).reshape(a.shape), a.shape)
+    return shared(rerandomize(ctx, msb), a.shape)
 
 
 # ---- DReLU: one comparison (Falcon) or PETS Alg. 6 ---------------------------------------------------
@@ -236,14 +232,9 @@ def _one_compare(ctx: Context, a: Shared, times_a: bool) -> tuple[Shared, Shared
     x = beta = None
     if ctx.is_server:
         # 2. open x = a + r
-        j, common = ctx.server_index, dealer.common_stream(ctx)
-        x_j = flat(a) + r
-        other = SERVER1 if j == 0 else SERVER0
-        ctx.send(other, x_j)
-        beta = common.uint8(n) & np.uint8(1)
+        beta = dealer.common_stream(ctx).uint8(n) & np.uint8(1)
+        [x] = exchange(ctx, [flat(a) + r])
     r_bits = deal_bits(ctx, None if r is None or ctx.is_server else r & _LOW63, n, rows=63)
-    if ctx.is_server:
-        x = x_j + recv_array(ctx, other, np.uint64, (n,))
     # 3. beta' = beta XOR (r' > x') to the producer
     beta1 = private_compare(ctx, r_bits, None if x is None else x & _LOW63, beta, n, bits=63)
     # 4. z = beta' XOR MSB(r) from the producer, and z r for the product with a = x - r
@@ -257,13 +248,13 @@ def _one_compare(ctx: Context, a: Shared, times_a: bool) -> tuple[Shared, Shared
         return shared(None, a.shape), (shared(None, a.shape) if times_a else None)
     # 5. DReLU = z XOR c for c = 1 XOR beta XOR MSB(x), a bit public to the servers
     c = _ONE ^ beta.astype(np.uint64) ^ (x >> _TOP)
-    bit = shared(rerandomize(ctx, xor_public(ctx, z_j, c)).reshape(a.shape), a.shape)
+    bit = shared(rerandomize(ctx, xor_public(ctx, z_j, c)), a.shape)
     if not times_a:
         return bit, None
     # 6. z a = z x - z r; DReLU * a = z a where c = 0, a - z a where c = 1
     za_j = z_j * x - zr_j
     product = np.where(c == 1, flat(a) - za_j, za_j)
-    return bit, shared(rerandomize(ctx, product).reshape(a.shape), a.shape)
+    return bit, shared(rerandomize(ctx, product), a.shape)
 
 
 def drelu_pets(ctx: Context, a: Shared) -> Shared:
@@ -345,6 +336,6 @@ def division(ctx: Context, x: Shared, y: Shared, bits: int) -> Shared:
         beta = drelu(ctx, z)
         k = pond.product(ctx, beta, y, pond.MUL)
         if on:
-            u = u + k.share * scale
-            q = q + beta.share * scale
+            u += k.share * scale
+            q += beta.share * scale
     return shared(rerandomize(ctx, q) if on else None, shape)

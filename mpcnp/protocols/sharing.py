@@ -91,12 +91,14 @@ def random_shares(ctx: Context, shape) -> Share | None:
 
 def deal(ctx: Context, value: np.ndarray | None, shape,
          draw: Callable[[ring.PRF, tuple], np.ndarray] = _uniform,
-         subtract: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.subtract) -> Share | None:
+         subtract: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.subtract,
+         dtype=np.uint64) -> Share | None:
     """Shares of the producer's ``value`` (ignored elsewhere); returns this server's share.
 
     PRF-compressed (PROTOCOLS.md section 2): server0's share is drawn, on both ends, from its stream
-    with the producer; only server1's share ``value - share0`` travels. ``draw`` and ``subtract``
-    give the ring (Z_L by default). Cost: one message of |value| elements, producer to server1.
+    with the producer; only server1's share ``value - share0`` travels. ``draw``, ``subtract`` and
+    the shares' ``dtype`` give the ring (Z_L by default). Cost: one message of |value| elements,
+    producer to server1.
     """
     if ctx.name == PRODUCER:
         ctx.send(SERVER1, subtract(value, draw(ctx.prf(SERVER0), shape)))
@@ -104,8 +106,19 @@ def deal(ctx: Context, value: np.ndarray | None, shape,
     if ctx.name == SERVER0:
         return draw(ctx.prf(PRODUCER), shape)
     if ctx.name == SERVER1:
-        return recv_array(ctx, PRODUCER, np.uint64, shape)
+        return recv_array(ctx, PRODUCER, dtype, shape)
     return None
+
+
+def exchange(ctx: Context, parts: list[np.ndarray],
+             combine: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.add) -> list[np.ndarray]:
+    """Open values between the servers: each sends its ``parts`` (one message each, all in the same
+    round) and returns ``combine(own, theirs)`` for each (Z_L addition by default). Cost: 8 bytes
+    per element each way, 1 round."""
+    other = ctx.other_server
+    for part in parts:
+        ctx.send(other, part)
+    return [combine(part, recv_array(ctx, other, part.dtype, part.shape)) for part in parts]
 
 
 def zero_share(ctx: Context, shape: tuple[int, ...]) -> Share | None:
@@ -118,10 +131,15 @@ def zero_share(ctx: Context, shape: tuple[int, ...]) -> Share | None:
 
 
 def rerandomize(ctx: Context, share: Share | None) -> Share | None:
-    """Fresh shares of the same value (adds a zero sharing); local."""
+    """Fresh shares of the same value (adds the zero sharing of ``zero_share``, drawn the same way,
+    in one new array); local. ``share`` itself is left alone."""
     if share is None:
         return None
-    return share + zero_share(ctx, share.shape)
+    mask = ctx.prf(ctx.other_server).uint64(np.shape(share))
+    if ctx.name == SERVER0:
+        mask += share
+        return mask
+    return np.subtract(share, mask, out=mask)
 
 
 def resolve_receivers(ctx: Context, to) -> tuple[str, ...]:
@@ -153,5 +171,5 @@ def reveal(ctx: Context, share: Share | None, shape: tuple[int, ...], to) -> np.
     return parts[SERVER0] + parts[SERVER1]
 
 
-__all__ = ["share_input", "recv_array", "random_shares", "deal", "zero_share", "rerandomize", "reveal",
+__all__ = ["share_input", "recv_array", "random_shares", "deal", "exchange", "zero_share", "rerandomize", "reveal",
            "resolve_receivers"]

@@ -102,6 +102,11 @@ class Context:
         except ValueError:
             raise ValueError(f"{self.name} is not a server") from None
 
+    @property
+    def other_server(self) -> str:
+        """server1 on server0, server0 on server1; ValueError elsewhere."""
+        return SERVERS[1 - self.server_index]
+
     def check_party(self, name: str) -> str:
         if name not in self.parties:
             raise ValueError(f"unknown party {name!r}; the parties of this run are {', '.join(self.parties)}")
