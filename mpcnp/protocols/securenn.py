@@ -231,10 +231,14 @@ def _one_compare(ctx: Context, a: Shared, times_a: bool) -> tuple[Shared, Shared
     r = random_shares(ctx, n)
     x = beta = None
     if ctx.is_server:
-        # 2. open x = a + r
+        # 2. open x = a + r; the other server's x_j is received only after r's bit shares are drawn
+        # or received, so the wait for it overlaps that work (sharing.exchange would wait at once)
+        x_j = flat(a) + r
+        ctx.send(ctx.other_server, x_j)
         beta = dealer.common_stream(ctx).uint8(n) & np.uint8(1)
-        [x] = exchange(ctx, [flat(a) + r])
     r_bits = deal_bits(ctx, None if r is None or ctx.is_server else r & _LOW63, n, rows=63)
+    if ctx.is_server:
+        x = x_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
     # 3. beta' = beta XOR (r' > x') to the producer
     beta1 = private_compare(ctx, r_bits, None if x is None else x & _LOW63, beta, n, bits=63)
     # 4. z = beta' XOR MSB(r) from the producer, and z r for the product with a = x - r
