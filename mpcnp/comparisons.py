@@ -133,9 +133,7 @@ def _tournament(x: PrivateTensor, candidates, with_index: bool) -> tuple[Private
     best, index = maxpool.tournament_max(ctx, values, with_index)
     if index is None:
         return PrivateTensor(ctx, best), None
-    if index.share is not None:
-        index = Shared(np.asarray(index.share << np.uint64(ctx.config.frac_bits)), index.shape)
-    return PrivateTensor(ctx, best), PrivateTensor(ctx, index)
+    return PrivateTensor(ctx, best), _fixed_bits(ctx, index)
 
 
 def _approximate_tournament(values: PrivateTensor, with_index: bool):
@@ -147,9 +145,11 @@ def _approximate_tournament(values: PrivateTensor, with_index: bool):
     while values.shape[0] > 1:
         count, half = values.shape[0], values.shape[0] // 2
         left, right = values[0:2 * half:2], values[1:2 * half:2]
-        take = approx.step(right - left)
-        best = left + take * (right - left)
-        best_index = index[0:2 * half:2] + take * (index[1:2 * half:2] - index[0:2 * half:2])
+        left_index = index[0:2 * half:2]
+        gap = right - left
+        take = approx.step(gap)
+        best = left + take * gap
+        best_index = left_index + take * (index[1:2 * half:2] - left_index)
         if count % 2:
             best = concat([best, values[count - 1:]])
             best_index = concat([best_index, index[count - 1:]])
@@ -203,18 +203,11 @@ def maxpool2d(x, kernel, stride=None) -> Tensor:
     bytes per comparison, kh * kw - 1 comparisons per window; exact, with the first maximal element
     winning ties. Pond: the same tournament with approx.step.
     """
-    kh, kw = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
-    sh, sw = (kh, kw) if stride is None else ((stride, stride) if np.isscalar(stride) else tuple(stride))
-    if min(kh, kw, sh, sw) < 1:
-        raise ValueError(f"pooling kernel and stride must be positive, got kernel {kernel}, stride {stride}")
-    if len(x.shape) != 4:
-        raise ValueError(f"maxpool2d expects an NCHW tensor, got shape {x.shape}")
-    if x.shape[2] < kh or x.shape[3] < kw:
-        raise ValueError(f"pooling window {(kh, kw)} is larger than the input's {tuple(x.shape[2:])}")
+    from mpcnp.functions import pool_windows
+    _, view = pool_windows(kernel, stride, "maxpool2d")  # checks shapes when applied
 
     def windows(a: np.ndarray) -> np.ndarray:
-        view = np.lib.stride_tricks.sliding_window_view(a, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-        return _candidates(view, (4, 5))   # (kh * kw, N, C, OH, OW)
+        return _candidates(view(a), (4, 5))   # (kh * kw, N, C, OH, OW)
 
     if not isinstance(x, PrivateTensor):
         return PublicTensor(windows(plain(x)).max(axis=0))

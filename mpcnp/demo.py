@@ -71,10 +71,12 @@ def train(x: np.ndarray, y: np.ndarray, rng: np.random.Generator, epochs: int = 
     return params
 
 
-def network_a(relu_bound: int = 8) -> nn.Sequential:
-    """PETS network A; ``relu_bound``: the input interval [-bound, bound] of Pond's polynomial ReLU."""
-    return nn.Sequential(nn.Dense(784, 128), nn.ReLU(relu_bound), nn.Dense(128, 128), nn.ReLU(relu_bound),
-                         nn.Dense(128, CLASSES))
+def network_a(relu_bound: int = 8, params=None) -> nn.Sequential:
+    """PETS network A, with the three dense layers' ``params`` (from ``train``) when given;
+    ``relu_bound``: the input interval [-bound, bound] of Pond's polynomial ReLU."""
+    model = nn.Sequential(nn.Dense(784, 128), nn.ReLU(relu_bound), nn.Dense(128, 128), nn.ReLU(relu_bound),
+                          nn.Dense(128, CLASSES))
+    return model if params is None else model.load([params[0], {}, params[1], {}, params[2]])
 
 
 def largest_relu_input(model: nn.Sequential, x: np.ndarray) -> float:
@@ -92,9 +94,7 @@ def private_prediction(params, images, protocol: str, backend: str,
     """Logits revealed to the client only; the model owner's weights and the client's images stay
     private. Returns (logits on the client, communication of each party, seconds)."""
     def program():
-        model = network_a(relu_bound)
-        if mp.party() == "model-owner":
-            model.load([params[0], {}, params[1], {}, params[2]])
+        model = network_a(relu_bound, params if mp.party() == "model-owner" else None)
         private_model = model.private(owner="model-owner")
         x = mp.private(lambda: images, owner="client")
         logits = private_model(x).reveal(to="client")
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     x_test, y_test = synthetic_digits(args.images, rng, templates)
     start = time.perf_counter()
     params = train(x_train, y_train, rng)
-    plain_model = network_a().load([params[0], {}, params[1], {}, params[2]])
+    plain_model = network_a(params=params)
     plain_logits = plain_model.forward_plain(x_test)
     print(f"model owner trained network A in {time.perf_counter() - start:.1f} s; plaintext accuracy "
           f"{np.mean(plain_logits.argmax(1) == y_test):.1%} on {args.images} client images")

@@ -71,18 +71,33 @@ def conv2d(x, w, stride=1, padding=0) -> Tensor:
         return x._product(w, op)
     if isinstance(w, PrivateTensor):
         return w._product(x, op, reverse=True)
-    xs, ws = plain(x), plain(w)
-    shape = op.out_shape(xs.shape, ws.shape)
     # Public conv in float64 through the same im2col rule, for exact agreement with private results.
-    return PublicTensor(_float_conv2d(xs, ws, stride, padding, shape))
+    return PublicTensor(_float_conv2d(plain(x), plain(w), stride, padding))
 
 
-def _float_conv2d(x: np.ndarray, w: np.ndarray, stride, padding, shape) -> np.ndarray:
+def _float_conv2d(x: np.ndarray, w: np.ndarray, stride, padding) -> np.ndarray:
     ((ph0, ph1), (pw0, pw1)), (sh, sw) = ring.conv2d_geometry(x.shape, w.shape, stride, padding)
     xp = np.pad(x, ((0, 0), (0, 0), (ph0, ph1), (pw0, pw1)))
-    kh, kw = w.shape[2:]
-    windows = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    return np.einsum("nchwij,ocij->nohw", windows, w).reshape(shape)
+    return np.einsum("nchwij,ocij->nohw", ring.windows(xp, *w.shape[2:], sh, sw), w)
+
+
+def pool_windows(kernel, stride, name: str):
+    """For a pooling function ``name`` with ``kernel`` (an int or pair) and ``stride`` (None: the
+    kernel): ((kh, kw), a function from an NCHW array to its (N, C, OH, OW, kh, kw) window view).
+    ValueError for a kernel or stride below 1, an array not NCHW, or one smaller than the window."""
+    kh, kw = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
+    sh, sw = (kh, kw) if stride is None else ((stride, stride) if np.isscalar(stride) else tuple(stride))
+    if min(kh, kw, sh, sw) < 1:
+        raise ValueError(f"pooling kernel and stride must be positive, got kernel {kernel}, stride {stride}")
+
+    def view(a: np.ndarray) -> np.ndarray:
+        if a.ndim != 4:
+            raise ValueError(f"{name} expects an NCHW tensor, got shape {a.shape}")
+        if a.shape[2] < kh or a.shape[3] < kw:
+            raise ValueError(f"pooling window {(kh, kw)} is larger than the input's {tuple(a.shape[2:])}")
+        return ring.windows(a, kh, kw, sh, sw)
+
+    return (kh, kw), view
 
 
 def avgpool2d(x, kernel, stride=None) -> Tensor:
@@ -90,18 +105,10 @@ def avgpool2d(x, kernel, stride=None) -> Tensor:
 
     Local on shares: a sum of window elements and a division by the window size.
     """
-    kh, kw = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
-    sh, sw = (kh, kw) if stride is None else ((stride, stride) if np.isscalar(stride) else tuple(stride))
-    if min(kh, kw, sh, sw) < 1:
-        raise ValueError(f"pooling kernel and stride must be positive, got kernel {kernel}, stride {stride}")
+    (kh, kw), view = pool_windows(kernel, stride, "avgpool2d")
 
     def window_sum(a: np.ndarray) -> np.ndarray:
-        if a.ndim != 4:
-            raise ValueError(f"avgpool2d expects an NCHW tensor, got shape {a.shape}")
-        if a.shape[2] < kh or a.shape[3] < kw:
-            raise ValueError(f"pooling window {(kh, kw)} is larger than the input's {a.shape[2:]}")
-        windows = np.lib.stride_tricks.sliding_window_view(a, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-        return windows.sum(axis=(-2, -1), dtype=a.dtype)
+        return view(a).sum(axis=(-2, -1), dtype=a.dtype)
 
     if isinstance(x, PrivateTensor):
         return x._linear(window_sum) / (kh * kw)

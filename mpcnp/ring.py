@@ -368,6 +368,11 @@ def conv2d_geometry(x_shape: tuple, w_shape: tuple, stride=1, padding=0):
     return pads, (sh, sw)
 
 
+def windows(a: np.ndarray, kh: int, kw: int, sh: int = 1, sw: int = 1) -> np.ndarray:
+    """The (N, C, OH, OW, kh, kw) view of NCHW ``a``'s kh x kw windows at strides (sh, sw); no copy."""
+    return np.lib.stride_tricks.sliding_window_view(a, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+
+
 def conv2d_shape(x_shape: tuple, w_shape: tuple, stride=1, padding=0) -> tuple:
     """The shape (N, O, OH, OW) of ``conv2d`` for these shapes; ValueErrors as ``conv2d``."""
     ((pt, pb), (pl, pr)), (sh, sw) = conv2d_geometry(x_shape, w_shape, stride, padding)
@@ -387,15 +392,15 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, *, kernel: str | N
     x, w = _ring_operand(x, 0, "conv2d"), _ring_operand(w, 1, "conv2d")
     kernel = _resolve_kernel(kernel)
     ((pt, pb), (pl, pr)), (sh, sw) = conv2d_geometry(x.shape, w.shape, stride, padding)
-    n_img, chans, height, width = x.shape
+    n_img, chans = x.shape[:2]
     n_out, _, kh, kw = w.shape
-    oh, ow = (height + pt + pb - kh) // sh + 1, (width + pl + pr - kw) // sw + 1
     if pt or pb or pl or pr:
         x = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
     # (N, C, OH, OW, kh, kw) view -> (N, C, kh, kw, OH, OW), copied chunk by chunk into one reused buffer
     # (im2col) that stays in cache for the product and costs its page faults once
-    windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    windows = windows.transpose(0, 1, 4, 5, 2, 3)
+    view = windows(x, kh, kw, sh, sw)
+    oh, ow = view.shape[2:4]
+    view = view.transpose(0, 1, 4, 5, 2, 3)
     depth = chans * kh * kw
     w_mat = w.reshape(n_out, depth)
     out = np.empty((n_img, n_out, oh * ow), dtype=RING_DTYPE)
@@ -403,6 +408,6 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride=1, padding=0, *, kernel: str | N
     cols = np.empty((chunk, depth, oh * ow), dtype=RING_DTYPE)
     for i in range(0, n_img, chunk):
         n = min(chunk, n_img - i)
-        np.copyto(cols[:n].reshape(n, chans, kh, kw, oh, ow), windows[i:i + n])
+        np.copyto(cols[:n].reshape(n, chans, kh, kw, oh, ow), view[i:i + n])
         _matmul_into(w_mat, cols[:n], out[i:i + n], kernel)
     return out.reshape(n_img, n_out, oh, ow)

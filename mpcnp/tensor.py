@@ -201,18 +201,25 @@ class PrivateTensor(Tensor):
     def __neg__(self):
         return self._linear(np.negative)
 
+    def _shares(self, other: "PrivateTensor", op) -> "PrivateTensor":
+        shape = broadcast_shape(self.shape, other.shape)
+        return self._new(None if self.share is None else op(self.share, other.share), shape)
+
     def __add__(self, other):
         if isinstance(other, PrivateTensor):
-            shape = broadcast_shape(self.shape, other.shape)
-            share = None if self.share is None else self.share + other.share
-            return self._new(share, shape)
+            return self._shares(other, np.add)
         encoded = fixedpoint.encode(plain(other), self._ctx.config.frac_bits)
         shape = broadcast_shape(self.shape, encoded.shape)
         if self._ctx.name == SERVER0:
             return self._new(self.share + encoded, shape)
-        if self.share is not None:
-            return self._new(np.broadcast_to(self.share, shape).copy(), shape)
-        return self._new(None, shape)
+        if self.share is None or self.share.shape == shape:
+            return self._new(self.share, shape)  # shares are never written in place: no copy
+        return self._new(np.broadcast_to(self.share, shape).copy(), shape)
+
+    def __sub__(self, other):
+        if isinstance(other, PrivateTensor):
+            return self._shares(other, np.subtract)
+        return super().__sub__(other)
 
     def sum(self, axis=None, keepdims: bool = False):
         return self._linear(lambda a: np.sum(a, axis=axis, keepdims=keepdims, dtype=np.uint64))

@@ -102,24 +102,19 @@ class _Pool2d(Module):
     def __init__(self, kernel: int, stride: int | None = None):
         self.params, self.kernel, self.stride = {}, kernel, stride
 
+    def __call__(self, x):
+        return self._pool(x, self.kernel, self.stride)
+
     def forward_plain(self, x):
-        s = self.stride or self.kernel
-        windows = np.lib.stride_tricks.sliding_window_view(x, (self.kernel, self.kernel), axis=(2, 3))
-        return self._reduce(windows[:, :, ::s, ::s], axis=(-2, -1))
+        return self._pool(x, self.kernel, self.stride).value
 
 
 class MaxPool2d(_Pool2d):
-    _reduce = staticmethod(np.max)
-
-    def __call__(self, x):
-        return mp.maxpool2d(x, self.kernel, self.stride)
+    _pool = staticmethod(mp.maxpool2d)
 
 
 class AvgPool2d(_Pool2d):
-    _reduce = staticmethod(np.mean)
-
-    def __call__(self, x):
-        return mp.avgpool2d(x, self.kernel, self.stride)
+    _pool = staticmethod(mp.avgpool2d)
 
 
 class Flatten(Module):
