@@ -125,6 +125,10 @@ class Transport(ABC):
             self._aborted = (origin, reason)
         return PeerAborted(*self._aborted)
 
+    def wait_ready(self, timeout: float | None) -> None:
+        """Block until the channels to every peer are up; raise NetError if they cannot be. In
+        memory they always are."""
+
     # ---- backend --------------------------------------------------------------------------------
     @abstractmethod
     def _deliver(self, to: str, kind: int, stamp: int, wire: np.ndarray) -> None:

@@ -169,11 +169,13 @@ class Cluster:
         peers = {n: p.public_key for n, p in self.parties.items() if n != name}
         return CurveConfig(public, secret, peers)
 
-    def transport(self, name: str, key_file: str | os.PathLike | None = None,
-                  **options: Any) -> ZmqTransport:
-        """Bind party ``name`` and connect it to every other party; options go to ZmqTransport."""
+    def transport(self, name: str, key_file: str | os.PathLike | None = None, *,
+                  curve: CurveConfig | None = None, **options: Any) -> ZmqTransport:
+        """Bind party ``name`` and connect it to every other party; options go to ZmqTransport.
+        ``curve``: this party's ``curve_config``, if already read (else it is read from the key)."""
         me = self._entry(name)
-        curve = self.curve_config(name, key_file)
+        if curve is None:
+            curve = self.curve_config(name, key_file)
         transport = ZmqTransport(name, me.bind_endpoint, curve=curve, insecure=curve is None,
                                  **options)
         try:

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from mpcnp.net import Cluster, HandshakeError, NetError, PeerAborted, PeerTimeout
+from mpcnp.net import Cluster, CurveConfig, NetError
 from mpcnp.runtime.context import Config, PartyError
 
 _binding: "Binding | None" = None
@@ -25,15 +25,14 @@ class Binding:
     cluster: Cluster
     name: str
     key_file: str | os.PathLike | None = None
+    curve: CurveConfig | None = None  # read from the key once, at bind
 
 
 def bind(cluster: Cluster, name: str, key_file: str | os.PathLike | None = None) -> Binding:
     """Make every later ``mp.run`` of this process run as party ``name`` of ``cluster``."""
     global _binding
-    if name not in cluster.names:
-        raise ValueError(f"{name!r} is not in {cluster.source}: it lists {', '.join(cluster.names)}")
-    cluster.curve_config(name, key_file)  # fail now, before the script runs, on a missing or wrong key
-    _binding = Binding(cluster, name, key_file)
+    # fails now, before the script runs, on an unknown name or a missing or wrong key
+    _binding = Binding(cluster, name, key_file, cluster.curve_config(name, key_file))
     return _binding
 
 
@@ -49,7 +48,7 @@ def binding() -> Binding | None:
 def run_bound(binding: Binding, fn: Callable, args: tuple, kwargs: dict,
               names: tuple[str, ...], config: Config) -> dict:
     """Run ``fn`` as the bound party; the run's parties must be exactly those of the cluster file."""
-    from mpcnp.runtime.launch import OK, _describe, party_main
+    from mpcnp.runtime.launch import OK, party_main
 
     listed = set(binding.cluster.names)
     if set(names) != listed:
@@ -58,18 +57,8 @@ def run_bound(binding: Binding, fn: Callable, args: tuple, kwargs: dict,
                          + "; ".join(part for part in (
                              f"mp.run lacks {', '.join(missing)}" if missing else "",
                              f"the cluster lacks {', '.join(extra)}" if extra else "") if part))
-    transport = binding.cluster.transport(binding.name, binding.key_file)
+    transport = binding.cluster.transport(binding.name, binding.key_file, curve=binding.curve)
     try:
-        try:
-            transport.wait_ready(config.timeout)
-        except PeerAborted as exc:  # a peer failed while we were starting: its notice names the culprit
-            raise PartyError(exc.origin, exc.reason, relayed=True) from None
-        except (HandshakeError, PeerTimeout) as exc:
-            # A silent peer is a TimeoutError, as in the run itself. Tell the peers reached so far,
-            # so that they name the culprit rather than us when we go.
-            cause = TimeoutError(str(exc)) if isinstance(exc, PeerTimeout) else exc
-            transport.abort(exc.peer, _describe(cause))
-            raise PartyError(exc.peer, cause) from None
         outcome = party_main(binding.name, names, transport, config, fn, args, kwargs)
     finally:
         transport.close()

@@ -6,7 +6,6 @@ between parties. Protocol code receives the context explicitly or reads ``curren
 """
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import os
 from dataclasses import dataclass
@@ -50,16 +49,20 @@ class PartyError(Exception):
         self.party = party
         self.cause = cause
         self.relayed = relayed  # learnt from another party's abort notice, not seen first-hand
-        if isinstance(cause, BaseException):
-            detail = f"{type(cause).__name__}: {cause}"
-        else:
-            detail = str(cause)
-        super().__init__(f"party {party!r} failed: {detail}")
+        super().__init__(f"party {party!r} failed: {describe(cause)}")
         if isinstance(cause, BaseException):
             self.__cause__ = cause
 
     def __reduce__(self):
         return (PartyError, (self.party, self.cause, self.relayed))
+
+
+def describe(cause: BaseException | str) -> str:
+    """A failure's cause as text, "Type: message" for an exception: how PartyError and the abort
+    notices word it."""
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {cause}"
+    return str(cause)
 
 
 def check_party_names(parties: Sequence[str]) -> tuple[str, ...]:
@@ -142,35 +145,45 @@ class Context:
             raise ValueError(f"{self.name} shares no PRF key with {peer!r}") from None
 
     # ---- messages ------------------------------------------------------------------------------
+    def wait_ready(self) -> None:
+        """Block until the channels to every peer are up (at once in memory); PartyError naming a
+        peer that cannot be reached or refused us, or relaying an abort notice, as ``recv``."""
+        try:
+            self.transport.wait_ready(self.config.timeout)
+        except NetError as exc:
+            raise self._party_error(exc, self.name) from None
+
     def send(self, to: str, array: np.ndarray) -> None:
         """Send an array to ``to``. The caller must not modify ``array`` afterwards."""
-        with self._party_errors(to):
+        try:
             self.transport.send(self.check_party(to), array)
+        except NetError as exc:
+            raise self._party_error(exc, to) from None
 
     def recv(self, frm: str) -> np.ndarray:
         """The next array from ``frm`` (read-only); PartyError if ``frm`` is silent or the run aborted."""
-        with self._party_errors(frm, receiving=True):
-            return self.transport.recv(self.check_party(frm), self.config.timeout)
-
-    @contextlib.contextmanager
-    def _party_errors(self, peer: str, receiving: bool = False):
-        """Channel failures as PartyErrors naming the party at fault (the peer, or the abort's origin)."""
         try:
-            yield
-        except PeerTimeout:
-            raise PartyError(peer, TimeoutError(
-                f"{self.name} received nothing from {peer} within {self.config.timeout:g} s")) from None
-        except PeerAborted as exc:
+            return self.transport.recv(self.check_party(frm), self.config.timeout)
+        except NetError as exc:
+            raise self._party_error(exc, frm, receiving=True) from None
+
+    def _party_error(self, exc: NetError, peer: str, receiving: bool = False) -> PartyError:
+        """A channel failure as the PartyError naming the party at fault: the peer the error names
+        (else ``peer``), or an abort notice's origin. Plain try/except at the call sites: this is
+        every message's path."""
+        peer = getattr(exc, "peer", None) or peer
+        if isinstance(exc, PeerTimeout):
+            return PartyError(peer, TimeoutError(
+                f"{self.name} received nothing from {peer} within {self.config.timeout:g} s{exc.hint}"))
+        if isinstance(exc, PeerAborted):
             if receiving and exc.origin == self.name and exc.reason.startswith(TimeoutError.__name__):
                 # Another party gave up waiting for us while we were waiting for ``peer``: we were not
                 # silent, ``peer`` is the suspect (the caller follows such chains to their end).
-                # Notices describe their cause as "Type: message" (launch._describe).
-                raise PartyError(peer, TimeoutError(
-                    f"{self.name} was still waiting for {peer} when the others gave up on "
-                    f"{self.name}")) from None
-            raise PartyError(exc.origin, exc.reason, relayed=True) from None
-        except NetError as exc:
-            raise PartyError(getattr(exc, "peer", None) or peer, exc) from None
+                # Notices describe their cause as "Type: message" (``describe``).
+                return PartyError(peer, TimeoutError(
+                    f"{self.name} was still waiting for {peer} when the others gave up on {self.name}"))
+            return PartyError(exc.origin, exc.reason, relayed=True)
+        return PartyError(peer, exc)
 
 
 def barrier(ctx: Context, parties: Sequence[str] = CORE_PARTIES, exchanges: int = 2) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mpcnp.net import MemoryNetwork, Transport
 from mpcnp.runtime.context import (Config, Context, PartyError, activate, barrier, check_party_names,
-                                   deactivate)
+                                   deactivate, describe)
 
 BACKENDS = ("threads", "processes")
 # After the first failure, the other parties get this long to report before the caller gives up on them.
@@ -41,10 +41,12 @@ class Outcome:
 
 def party_main(name: str, parties: tuple[str, ...], transport: Transport, config: Config,
                fn: Callable, args: tuple, kwargs: dict) -> Outcome:
-    """Run ``fn`` as party ``name``: agree keys, call fn, classify and broadcast any failure."""
+    """Run ``fn`` as party ``name``: wait for the channels, agree keys, call fn, classify and
+    broadcast any failure (a failure to connect included, so peers name the culprit, not us)."""
     ctx = Context(name, parties, transport, config)
     token = activate(ctx)
     try:
+        ctx.wait_ready()
         ctx.agree_keys()
         transport.stats.reset()
         # Ring arithmetic wraps mod 2^64 by design; NumPy warns about it on 0-d (scalar) uint64 values
@@ -57,19 +59,13 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
         return Outcome(name, OK, value=value)
     except PartyError as exc:
         kind = ABORTED if exc.relayed else OBSERVED
-        transport.abort(exc.party, _describe(exc.cause))
+        transport.abort(exc.party, describe(exc.cause))
         return Outcome(name, kind, error=exc)
     except BaseException as exc:  # noqa: BLE001 - any failure of user code ends the run for everyone
-        transport.abort(name, _describe(exc))
+        transport.abort(name, describe(exc))
         return Outcome(name, OWN, error=PartyError(name, exc))
     finally:
         deactivate(token)
-
-
-def _describe(cause: BaseException | str) -> str:
-    if isinstance(cause, BaseException):
-        return f"{type(cause).__name__}: {cause}"
-    return str(cause)
 
 
 def root_cause(outcomes: list[Outcome]) -> PartyError | None:
@@ -157,7 +153,7 @@ def run_threads(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...
     def stop_everyone(failure: Outcome) -> None:
         # Parties blocked on a receive from a party that is not the culprit learn of the failure now.
         for transport in transports.values():
-            transport.abort(failure.error.party, _describe(failure.error.cause))
+            transport.abort(failure.error.party, describe(failure.error.cause))
 
     threads = [threading.Thread(target=body, args=(name,), name=f"mpcnp-{name}", daemon=True)
                for name in parties]

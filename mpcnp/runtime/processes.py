@@ -33,7 +33,7 @@ from typing import Callable
 
 from mpcnp import ring
 from mpcnp.net import ZmqTransport
-from mpcnp.runtime.context import Config, PartyError
+from mpcnp.runtime.context import Config, PartyError, describe
 from mpcnp.runtime.launch import (FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, fill_missing, finish,
                                   party_main)
 
@@ -60,7 +60,7 @@ def _portable(outcome: Outcome) -> Outcome:
                 outcome.party, TypeError(f"the return value cannot travel back to the caller: {exc}")))
         error = outcome.error
         return Outcome(outcome.party, outcome.kind, error=PartyError(
-            error.party, f"{type(error.cause).__name__}: {error.cause}"), when=outcome.when)
+            error.party, describe(error.cause)), when=outcome.when)
 
 
 def _keep_freed_memory() -> None:
@@ -124,6 +124,14 @@ class _Children:
             proc.start()
             child_end.close()
             self.conns[name], self.procs[name] = parent_end, proc
+        # what the parent waits on: each child's pipe and its process sentinel, named
+        self.by_pipe = {conn: name for name, conn in self.conns.items()}
+        self.by_sentinel = {proc.sentinel: name for name, proc in self.procs.items()}
+
+    def death(self, name: str) -> Outcome:
+        """The Outcome of child ``name``, whose process ended without reporting (reaped here)."""
+        self.procs[name].join()
+        return Outcome(name, OBSERVED, error=PartyError(name, _describe_exit(self.procs[name].exitcode)))
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -144,8 +152,7 @@ def _gather_endpoints(children: _Children, timeout: float) -> dict[str, str] | O
     """Every child's bound endpoint, or the Outcome of the first child that failed to start."""
     endpoints: dict[str, str] = {}
     deadline = time.monotonic() + timeout
-    lookup = {conn: name for name, conn in children.conns.items()}
-    sentinels = {proc.sentinel: name for name, proc in children.procs.items()}
+    lookup, sentinels = children.by_pipe, children.by_sentinel
     while len(endpoints) < len(children.conns):
         pending = [c for c, n in lookup.items() if n not in endpoints]
         ready = wait(pending + list(sentinels), max(0.0, deadline - time.monotonic()))
@@ -164,18 +171,14 @@ def _gather_endpoints(children: _Children, timeout: float) -> dict[str, str] | O
                     return payload
                 endpoints[name] = payload
             elif sentinels[item] not in endpoints:
-                name = sentinels[item]
-                children.procs[name].join()
-                return Outcome(name, OBSERVED, error=PartyError(
-                    name, _describe_exit(children.procs[name].exitcode)))
+                return children.death(sentinels[item])
     return endpoints
 
 
 def _collect(children: _Children, timeout: float) -> dict[str, Outcome]:
     """Every party's Outcome; a death is final at once, and the others get FAILURE_GRACE after it."""
     outcomes: dict[str, Outcome] = {}
-    lookup = {conn: name for name, conn in children.conns.items()}
-    sentinels = {proc.sentinel: name for name, proc in children.procs.items()}
+    lookup, sentinels = children.by_pipe, children.by_sentinel
     deadline = None
     while len(outcomes) < len(children.conns):
         waiting = [c for c, n in lookup.items() if n not in outcomes]
@@ -195,9 +198,7 @@ def _collect(children: _Children, timeout: float) -> dict[str, Outcome]:
                 except EOFError:
                     continue
             else:
-                children.procs[name].join()
-                outcome = Outcome(name, OBSERVED, error=PartyError(
-                    name, _describe_exit(children.procs[name].exitcode)))
+                outcome = children.death(name)
             outcomes[name] = outcome
             if outcome.kind != OK and (deadline is None or deadline > time.monotonic() + FAILURE_GRACE):
                 deadline = time.monotonic() + FAILURE_GRACE
