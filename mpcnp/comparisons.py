@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mpcnp.protocols import maxpool, securenn
+from mpcnp.protocols.dealer import add_public
 from mpcnp.protocols.pond import Shared
 from mpcnp.runtime.context import SERVER0, Context
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain, shape_proxy
@@ -23,7 +24,6 @@ from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain,
 __all__ = ["less", "less_equal", "greater", "greater_equal", "where", "relu", "maxpool2d", "max", "argmax",
            "divide"]
 
-_ONE = np.uint64(1)
 
 
 def _pond(ctx: Context) -> bool:
@@ -35,7 +35,7 @@ def _fixed_bits(ctx: Context, bit: Shared, negate: bool = False) -> PrivateTenso
     share = bit.share
     if share is not None:
         if negate:
-            share = np.negative(share) + (_ONE if ctx.name == SERVER0 else np.uint64(0))
+            share = add_public(ctx, np.negative(share), 1)
         share = share << np.uint64(ctx.config.frac_bits)
     return PrivateTensor(ctx, Shared(None if share is None else np.asarray(share), bit.shape))
 
