@@ -25,7 +25,6 @@ __all__ = ["less", "less_equal", "greater", "greater_equal", "where", "relu", "m
            "divide"]
 
 
-
 def _pond(ctx: Context) -> bool:
     return ctx.config.protocol == "pond"
 
