@@ -7,7 +7,7 @@ other processes took meanwhile (a 2-thread figure next to others > 0.1 is depres
 """
 import os
 
-# A spinning OpenBLAS thread slows a following 2-thread C kernel badly (PERFORMANCE.md); parties run
+# A spinning OpenBLAS thread slows a following 2-thread C kernel badly (measured: ~8x); parties run
 # BLAS single-threaded, and so does this benchmark. Must be set before NumPy is imported.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")

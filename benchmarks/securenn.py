@@ -19,8 +19,8 @@ import numpy as np
 from harness import describe_machine, measure, parse_args
 
 import mpcnp as mp
-from mpcnp import comparisons
-from mpcnp.protocols import zp
+
+from mpcnp import zp
 
 
 def report(name: str, layer, make_input, units: int, unit: str, args, target_ms: float) -> None:
@@ -40,9 +40,9 @@ def main() -> None:
     rng = np.random.default_rng(7)
     relu_input = rng.normal(0.0, 4.0, 100_000)
     pool_input = rng.normal(0.0, 4.0, (1, 16, 24, 24))
-    report("relu, 1e5 elements", comparisons.relu, lambda: mp.private(relu_input), relu_input.size,
+    report("relu, 1e5 elements", mp.relu, lambda: mp.private(relu_input), relu_input.size,
            "element", args, 100.0)
-    report("maxpool2d 2x2, 1x16x24x24", lambda t: comparisons.maxpool2d(t, 2), lambda: mp.private(pool_input),
+    report("maxpool2d 2x2, 1x16x24x24", lambda t: mp.maxpool2d(t, 2), lambda: mp.private(pool_input),
            pool_input.size // 4, "window", args, 110.0)
 
 
