@@ -6,8 +6,8 @@ Layer 1 beside ring.py: pure functions of arrays, no parties; the protocols in
 
 * Z_p, p = 67: one byte per element (uint8 in [0, p)). The k <= 64 low bits of n ring values are laid
   out as a (k, n) array, row 0 the most significant bit, so that a prefix sum over the bits is k - 1
-  additions of contiguous rows. 67 is the smallest prime above 66, the largest value PrivateCompare's
-  c_i reaches.
+  additions of contiguous rows. 67 is the smallest prime above 65, the largest value PrivateCompare's
+  c_i reaches (2 + 63).
 * Z_{L-1}, L = 2^64: uint64 in [0, L - 2]. 2^64 = 1 (mod L - 1), so a carry out of the 64-bit sum is
   added back in and the value L - 1 becomes 0.
 

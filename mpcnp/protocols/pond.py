@@ -169,8 +169,8 @@ def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
     wrap failures. Needs |x| < 2^62.
 
     With the wrap bit w of x' = x + 2^62 (``_offset_and_wrap``), x'_j = q_j d + r_j and
-    2^64 = Q d + R: q_0 + q_1 - w Q = (x' - r_0 - r_1 + w R) / d, whose distance to x' / d lies in
-    (-1, 2); taking floor(2^62 / d) off leaves x / d within two units. The truncation of
+    2^64 = Q d + R: q_0 + q_1 - w Q = (x' - r_0 - r_1 + w R) / d, which falls short of x' / d by a
+    value in (-1, 2); taking floor(2^62 / d) off leaves x / d within two units. The truncation of
     ``truncate_exact`` is the case d = 2^bits (R = 0), done there with shifts.
     Cost: one product of bits: 40 bytes per element of x, 1 counted round.
     """
