@@ -32,6 +32,7 @@ from mpcnp.functions import max as maximum, stack
 from mpcnp.protocols import families, polynomial
 from mpcnp.protocols.polynomial import Series, abs_series
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain
+from mpcnp.tracing import operation
 
 __all__ = ["sigmoid", "tanh", "exp", "reciprocal", "softmax", "divide", "step", "relu_polynomial", "clamp"]
 
@@ -52,6 +53,7 @@ def _evaluate(series: Series, x: PrivateTensor) -> PrivateTensor:
     return PrivateTensor(x._ctx, series(x._ctx, x._value))
 
 
+@operation("clamp")
 def clamp(x: PrivateTensor, lo: int, hi: int | None = None) -> PrivateTensor:
     """x clipped to [lo, hi] (hi None: no upper bound) with the family's comparisons (exact ones).
 
@@ -77,6 +79,7 @@ SIGMOID = Series.interpolate(_sigmoid, -10.0, 10.0, 31, parity="odd")
 TANH = Series.interpolate(np.tanh, -5.0, 5.0, 31, parity="odd")
 
 
+@operation("sigmoid")
 def sigmoid(x: Operand) -> Tensor:
     """The logistic function 1 / (1 + e^-x), elementwise.
 
@@ -93,6 +96,7 @@ def sigmoid(x: Operand) -> Tensor:
     return _evaluate(SIGMOID, clamp(x, -10, 10) if _exact(x) else x)
 
 
+@operation("tanh")
 def tanh(x: Operand) -> Tensor:
     """Hyperbolic tangent, elementwise.
 
@@ -114,6 +118,7 @@ ABS = abs_series(RELU_BOUND)
 STEP_BOUND, STEP_BAND = polynomial.STEP_BOUND, polynomial.STEP_BAND
 
 
+@operation("relu_polynomial")
 def relu_polynomial(x: Operand, bound: int = RELU_BOUND) -> Tensor:
     """max(x, 0) elementwise, as Pond does it: (x + |x|) / 2 with |x| a polynomial (what ``mp.relu``
     computes under protocol "pond").
@@ -133,6 +138,7 @@ def relu_polynomial(x: Operand, bound: int = RELU_BOUND) -> Tensor:
     return PrivateTensor(x._ctx, polynomial.relu(x._ctx, x._value, bound))
 
 
+@operation("step")
 def step(x: Operand) -> Tensor:
     """1.0 where x > 0 and 0.0 where x < 0, elementwise: Pond's comparison (x > y is step(x - y)).
 
@@ -158,6 +164,7 @@ EXP_SQUARINGS = 3
 EXP_ROOT = Series.interpolate(lambda v: np.exp(v / 2 ** EXP_SQUARINGS), EXP_LO, EXP_HI, 8)
 
 
+@operation("exp")
 def exp(x: Operand) -> Tensor:
     """e^x elementwise.
 
@@ -188,6 +195,7 @@ RECIPROCAL_INTERVAL = polynomial.RECIPROCAL_INTERVAL
 newton_steps = polynomial.newton_steps
 
 
+@operation("reciprocal")
 def reciprocal(x: Operand, interval: tuple[float, float] = RECIPROCAL_INTERVAL) -> Tensor:
     """1 / x elementwise, for positive x in ``interval`` = (lo, hi), default (0.05, 100).
 
@@ -220,6 +228,7 @@ def _softmax_exact(v: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+@operation("softmax")
 def softmax(x: Operand, axis: int = -1) -> Tensor:
     """e^x / sum(e^x) along ``axis``.
 
@@ -258,6 +267,7 @@ def softmax(x: Operand, axis: int = -1) -> Tensor:
 
 
 # ---- division by a private value -----------------------------------------------------------------
+@operation("divide")
 def divide(x, y, integer_bits: int = 12) -> Tensor:
     """x / y elementwise for a private positive divisor y, by the protocol family.
 

@@ -13,11 +13,13 @@ from mpcnp import fixedpoint, ring
 from mpcnp.protocols import families, maxpool, pond, shared
 from mpcnp.runtime.context import current
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain
+from mpcnp.tracing import operation
 
 __all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax"]
 
 
+@operation("matmul")
 def matmul(a, b):
     """a @ b with NumPy's shape rules, for any mix of private and public operands."""
     if isinstance(a, Tensor):
@@ -37,16 +39,19 @@ def _join(seq: Sequence, join_arrays, join_shared) -> Tensor:
     return PrivateTensor(ctx, join_shared([as_private(t, ctx)._value for t in seq]))
 
 
+@operation("concat")
 def concat(seq: Sequence, axis: int = 0) -> Tensor:
     """Join tensors along an existing axis (np.concatenate); private if any part is."""
     return _join(seq, lambda arrays: np.concatenate(arrays, axis=axis), lambda parts: shared.concat(parts, axis))
 
 
+@operation("stack")
 def stack(seq: Sequence, axis: int = 0) -> Tensor:
     """Join tensors along a new axis (np.stack); private if any part is."""
     return _join(seq, lambda arrays: np.stack(arrays, axis=axis), lambda parts: shared.stack(parts, axis))
 
 
+@operation("pad")
 def pad(x, pad_width) -> Tensor:
     """Zero padding as ``np.pad(x, pad_width)`` (constant mode, value 0)."""
     if isinstance(x, PrivateTensor):
@@ -54,6 +59,7 @@ def pad(x, pad_width) -> Tensor:
     return PublicTensor(np.pad(plain(x), pad_width))
 
 
+@operation("conv2d")
 def conv2d(x, w, stride=1, padding=0) -> Tensor:
     """2-D convolution (cross-correlation, as in deep learning) of NCHW ``x`` with (out, in, kh, kw) ``w``.
 
@@ -96,6 +102,7 @@ def pool_windows(kernel, stride, name: str):
     return (kh, kw), view
 
 
+@operation("avgpool2d")
 def avgpool2d(x, kernel, stride=None) -> Tensor:
     """Average pooling of NCHW ``x`` over kernel windows (an int or pair); stride defaults to kernel.
 
@@ -133,6 +140,7 @@ def truncation(mode: str) -> Iterator[None]:
 
 
 # ---- where, relu, max, argmax, maxpool2d: through the protocol family -------------------------------
+@operation("where")
 def where(cond, a, b) -> Tensor:
     """``a`` where ``cond`` is true, else ``b`` (NumPy broadcasting), for any mix of private and public.
 
@@ -148,6 +156,7 @@ def where(cond, a, b) -> Tensor:
     return a * chosen + b * (1.0 - chosen)  # integral public factors multiply shares exactly
 
 
+@operation("relu")
 def relu(x, bound: int = 8) -> Tensor:
     """max(x, 0) elementwise. securenn: exact for every encodable value, 3 rounds and 221 bytes per
     element (``bound`` is not needed). pond: a polynomial accurate on [-bound, bound], error
@@ -183,6 +192,7 @@ def _axes(ndim: int, axis) -> tuple[int, ...]:
     return np.lib.array_utils.normalize_axis_tuple(axis, ndim)
 
 
+@operation("max")
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
     """The maximum over ``axis`` (None: all; an int or a tuple), as numpy.max.
 
@@ -199,6 +209,7 @@ def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's
     return best
 
 
+@operation("argmax")
 def argmax(x, axis=None) -> Tensor:
     """The index of the maximum along ``axis`` (None: of the flattened array), as numpy.argmax, as a
     private fixed-point value. Ties: the first maximal element wins, as in NumPy (securenn exactly;
@@ -214,6 +225,7 @@ def argmax(x, axis=None) -> Tensor:
     return index
 
 
+@operation("maxpool2d")
 def maxpool2d(x, kernel, stride=None) -> Tensor:
     """Max pooling of NCHW ``x`` over kernel windows (an int or pair); stride defaults to the kernel.
 

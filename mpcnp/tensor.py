@@ -13,6 +13,7 @@ from typing import Callable
 import numpy as np
 
 from mpcnp import fixedpoint
+from mpcnp.tracing import before_reveal, operation
 from mpcnp.protocols import families, pond, sharing
 from mpcnp.protocols.shared import Shared, add_public, shape_proxy, trivial
 from mpcnp.runtime.context import SERVER0, Context, current
@@ -57,9 +58,11 @@ class Tensor:
     def T(self):
         return self.transpose()
 
+    @operation("reshape", method=True)
     def flatten(self):
         return self.reshape(-1)
 
+    @operation("mean", method=True)
     def mean(self, axis=None, keepdims: bool = False):
         total = self.sum(axis=axis, keepdims=keepdims)
         count = self.size // max(1, total.size)
@@ -67,25 +70,32 @@ class Tensor:
             raise ValueError(f"mean over an empty axis of a tensor of shape {self.shape}")
         return total / count
 
+    @operation("sub", method=True)
     def __sub__(self, other):
         return self + (-other if isinstance(other, Tensor) else -plain(other))
 
+    @operation("rsub", method=True)
     def __rsub__(self, other):
         return (-self) + other
 
+    @operation("add", method=True)
     def __radd__(self, other):
         return self + other
 
     # ---- comparisons: private ones by the run's protocol family ----------------------------------------------
+    @operation("lt", method=True)
     def __lt__(self, other):
         return compare(self, other, np.less, lambda a, b: a - b, negate=True)
 
+    @operation("le", method=True)
     def __le__(self, other):
         return compare(self, other, np.less_equal, lambda a, b: b - a, negate=False)
 
+    @operation("gt", method=True)
     def __gt__(self, other):
         return compare(self, other, np.greater, lambda a, b: b - a, negate=True)
 
+    @operation("ge", method=True)
     def __ge__(self, other):
         return compare(self, other, np.greater_equal, lambda a, b: a - b, negate=False)
 
@@ -108,25 +118,31 @@ class PublicTensor(Tensor):
         ctx = current()
         return self.value.copy() if ctx.name in sharing.resolve_receivers(ctx, to) else None
 
+    @operation("neg", method=True)
     def __neg__(self):
         return PublicTensor(-self.value)
 
+    @operation("add", method=True)
     def __add__(self, other):
         return other + self if isinstance(other, PrivateTensor) else PublicTensor(self.value + plain(other))
 
+    @operation("mul", method=True)
     def __mul__(self, other):
         return other * self if isinstance(other, PrivateTensor) else PublicTensor(self.value * plain(other))
 
     __rmul__ = __mul__
 
+    @operation("matmul", method=True)
     def __matmul__(self, other):
         if isinstance(other, PrivateTensor):
             return other.__rmatmul__(self)
         return PublicTensor(np.matmul(self.value, plain(other)))
 
+    @operation("rmatmul", method=True)
     def __rmatmul__(self, other):
         return PublicTensor(np.matmul(plain(other), self.value))
 
+    @operation("truediv", method=True)
     def __truediv__(self, other):
         if isinstance(other, PrivateTensor):
             return other.__rtruediv__(self)
@@ -135,15 +151,19 @@ class PublicTensor(Tensor):
     def __rtruediv__(self, other):
         return PublicTensor(plain(other) / self.value)
 
+    @operation("sum", method=True)
     def sum(self, axis=None, keepdims: bool = False):
         return PublicTensor(self.value.sum(axis=axis, keepdims=keepdims))
 
+    @operation("reshape", method=True)
     def reshape(self, *shape):
         return PublicTensor(self.value.reshape(*shape))
 
+    @operation("transpose", method=True)
     def transpose(self, *axes):
         return PublicTensor(self.value.transpose(*axes))
 
+    @operation("getitem", method=True)
     def __getitem__(self, index):
         return PublicTensor(self.value[_check_index(index)])
 
@@ -179,6 +199,7 @@ class PrivateTensor(Tensor):
 
     def reveal(self, to=None) -> np.ndarray | None:
         """float64 values on the parties ``to`` (None: every party), None on the others."""
+        before_reveal(self, sharing.resolve_receivers(self._ctx, to))
         ring_values = sharing.reveal(self._ctx, self.share, self.shape, to)
         if ring_values is None:
             return None
@@ -190,28 +211,35 @@ class PrivateTensor(Tensor):
         the Beaver mask along, so the result needs no new mask in a later product."""
         return self._new(self._value.map(fn, view))
 
+    @operation("neg", method=True)
     def __neg__(self):
         return self._new(-self._value)
 
+    @operation("add", method=True)
     def __add__(self, other):
         if isinstance(other, PrivateTensor):
             return self._new(self._value + other._value)
         return self._new(pond.add_constant(self._ctx, self._value, plain(other)))
 
+    @operation("sub", method=True)
     def __sub__(self, other):
         if isinstance(other, PrivateTensor):
             return self._new(self._value - other._value)
         return super().__sub__(other)
 
+    @operation("sum", method=True)
     def sum(self, axis=None, keepdims: bool = False):
         return self._linear(lambda a: np.sum(a, axis=axis, keepdims=keepdims, dtype=np.uint64))
 
+    @operation("reshape", method=True)
     def reshape(self, *shape):
         return self._linear(lambda a: a.reshape(*shape), view=True)
 
+    @operation("transpose", method=True)
     def transpose(self, *axes):
         return self._linear(lambda a: a.transpose(*axes), view=True)
 
+    @operation("getitem", method=True)
     def __getitem__(self, index):
         index = _check_index(index)
         return self._linear(lambda a: a[index], view=True)
@@ -225,18 +253,23 @@ class PrivateTensor(Tensor):
             return self._new(pond.multiply(self._ctx, x._value, y._value, op))
         return self._new(pond.scale(self._ctx, self._value, plain(other), op, reverse))
 
+    @operation("mul", method=True)
     def __mul__(self, other):
         return self._product(other, pond.MUL)
 
+    @operation("mul", method=True)
     def __rmul__(self, other):
         return self._product(other, pond.MUL, reverse=True)
 
+    @operation("matmul", method=True)
     def __matmul__(self, other):
         return self._product(other, pond.MATMUL)
 
+    @operation("rmatmul", method=True)
     def __rmatmul__(self, other):
         return self._product(other, pond.MATMUL, reverse=True)
 
+    @operation("truediv", method=True)
     def __truediv__(self, other):
         if isinstance(other, PrivateTensor):
             raise TypeError("division by a private tensor is not supported with '/': use "
@@ -274,6 +307,7 @@ def as_private(value, ctx: Context) -> PrivateTensor:
     return PrivateTensor(ctx, trivial(ctx, encoded, encoded.shape))
 
 
+@operation("private", private=lambda *args, **kwargs: True)
 def private(value, owner: str = SERVER0) -> PrivateTensor:
     """Secret-share ``owner``'s value (array-like, or a zero-argument callable evaluated only there).
 

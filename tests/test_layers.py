@@ -19,7 +19,7 @@ LAYERS = {
     "mpcnp.net": 3,
     "mpcnp.runtime": 4,
     "mpcnp.protocols": 5,
-    "mpcnp.tensor": 6, "mpcnp.functions": 6, "mpcnp.approx": 6, "mpcnp.program": 6, "mpcnp": 6,
+    "mpcnp.tracing": 6, "mpcnp.tensor": 6, "mpcnp.functions": 6, "mpcnp.approx": 6, "mpcnp.program": 6, "mpcnp": 6,
     "mpcnp.nn": 7, "mpcnp.demo": 7, "mpcnp.__main__": 7,
 }
 ENTRY_POINTS = {"mpcnp.__main__"}        # may import lazily: the command line starts fast
