@@ -93,13 +93,15 @@ def share_convert(ctx: Context, a: Shared) -> Shared:
     n = int(np.prod(a.shape, dtype=np.int64))
     if n == 0:
         return Shared.of(a.share, a.shape)
-    beta_j = delta_j = r = eta2 = alpha = None
+    beta_j = delta_j = r = eta2 = alpha = pc_r = pc_beta = None
     if ctx.is_server:
         j, common = ctx.server_index, common_stream(ctx)
         r_shares = common.uint64((2, n))           # r_0, r_1: both servers hold both
         r = r_shares[0] + r_shares[1]
         alpha = zp.wrap(r_shares[0], r_shares[1])
         eta2 = common.uint8(n) & np.uint8(1)
+        # step 3 compares with r - 1; r = 0 flips the bit handed to PrivateCompare (x >= 0 always)
+        pc_r, pc_beta = r - _ONE, eta2 ^ (r == 0).astype(np.uint8)
         # 1. mask with r_j; keep the wrap bit beta_j
         a_j = a.flat()
         beta_j = zp.wrap(a_j, r_shares[j])
@@ -112,9 +114,7 @@ def share_convert(ctx: Context, a: Shared) -> Shared:
         x, delta = masked0 + masked1, zp.wrap(masked0, masked1)
     x_bits = deal_bits(ctx, x, n)
     delta_j = deal(ctx, delta, (n,), Z_ODD)
-    # 3. eta' = eta'' XOR (x > r - 1) to the producer; r = 0 flips the bit handed to PrivateCompare
-    pc_r = None if r is None else r - _ONE
-    pc_beta = None if r is None else eta2 ^ (r == 0).astype(np.uint8)
+    # 3. eta' = eta'' XOR (x > r - 1) to the producer
     eta1 = private_compare(ctx, x_bits, pc_r, pc_beta, n)
     # 4. Z_{L-1} shares of eta'
     eta1_j = deal(ctx, None if eta1 is None else eta1.astype(np.uint64), (n,), Z_ODD)
