@@ -9,7 +9,7 @@ class, revealed to the party entitled to it.
 
 Models trained elsewhere come in through ``from_sklearn`` and ``from_onnx`` (the optional extra
 ``pip install "mpcnp[ml]"``); ``calibrate`` sizes what Pond's approximations need from the owner's
-own data. See docs/api.md, "Models".
+own data. See docs/models.md.
 """
 from mpcnp.nn.activations import ReLU, Sigmoid, Softmax, Tanh
 from mpcnp.nn.calibrate import Calibration, calibrate

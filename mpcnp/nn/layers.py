@@ -118,8 +118,11 @@ class Conv2d(Module):
 
     def forward(self, x):
         (top, bottom), (left, right) = self._pads(x)
-        if top == bottom and left == right:
-            y = mp.conv2d(x, self.param("weight"), stride=self.stride, padding=(top, left))
+        if isinstance(self.padding, str) or (top == bottom and left == right):
+            # mp.conv2d pads inside its kernel ("same" by the same rule as conv_padding): the Beaver
+            # mask covers the input, not the padded input
+            padding = self.padding if isinstance(self.padding, str) else (top, left)
+            y = mp.conv2d(x, self.param("weight"), stride=self.stride, padding=padding)
         else:
             y = mp.conv2d(mp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), self.param("weight"),
                           stride=self.stride, padding=0)

@@ -12,8 +12,8 @@ written, so tests compare the rewritten private pass with the model as the user 
 - Adjacent ReLUs merge into the first (ReLU is idempotent).
 - A BatchNorm right after a Dense or Conv2d (Dropout between allowed) is folded into it by ``private``:
   the owner computes the folded weights in float64 before sharing; nothing is left to run.
-- For ``output="class"``: a trailing Softmax is skipped (softmax is increasing along its axis, so the
-  argmax is the same), and so is a trailing Sigmoid on one output column (sigmoid(x) > 1/2 iff x > 0).
+- For ``output="class"``: a trailing Softmax or Sigmoid is skipped. Both are increasing, so the argmax
+  is the same, and for one output column sigmoid(x) > 1/2 exactly when x > 0.
 """
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ class _Folded(Module):
 class Sequential(Module):
     """Layers applied in order.
 
-    ``class_scale`` (a power of two, default 1): the logits are multiplied by it before the class is
-    taken (``classify``), so that under Pond the gaps between logits fall where Pond's step is
-    accurate, [-16, 16] outside (-0.25, 0.25); ``nn.calibrate`` sets it from the owner's data.
+    ``class_scale`` (positive, default 1): the logits are multiplied by it before the class is taken
+    (``classify``), so that under Pond the gaps between logits fall where Pond's step is accurate,
+    [-16, 16] outside (-0.25, 0.25); ``nn.calibrate`` sets it from the owner's data.
     ``classes``: the labels of the classes (class index -> label) when known (``from_sklearn`` sets
     them), else None.
     """
@@ -127,9 +127,8 @@ class Sequential(Module):
                     moved = True
         merged: list[Module] = []
         for layer in layers:
-            if isinstance(layer, ReLU) and merged and isinstance(merged[-1], ReLU):
-                continue   # the first ReLU's input bounds the second's: it stays, with its bound
-            else:
+            # a ReLU right after a ReLU goes; the first stays, with its bound (its input bounds the second's)
+            if not (isinstance(layer, ReLU) and merged and isinstance(merged[-1], ReLU)):
                 merged.append(layer)
         if output == "class" and merged and isinstance(merged[-1], (Softmax, Sigmoid)):
             merged.pop()   # classify decides on the logits; see the module docstring
