@@ -163,12 +163,13 @@ def describe(result: Result) -> str:
     line = (f"{result.network} batch {result.batch:3d} {result.protocol:8s} {result.style:10s} "
             f"{result.median * 1e3:9.1f} ms  {result.megabytes:8.2f} MB ({per_party}; first inference "
             f"{result.first_megabytes:.2f} MB)  {result.rounds:4d} rounds")
-    if result.batch == 128 and result.network in SECURENN_SECONDS_128:
-        line += f"  SecureNN {SECURENN_SECONDS_128[result.network]} s: {SECURENN_SECONDS_128[result.network] / result.median:.0f}x"
-    if result.batch == 128 and result.network in FALCON_SECONDS_128:
-        line += f", Falcon {FALCON_SECONDS_128[result.network]} s: {FALCON_SECONDS_128[result.network] / result.median:.1f}x"
-    if result.batch == 1 and result.network in SECURENN_MB_1:
-        line += f"  SecureNN {SECURENN_MB_1[result.network]} MB: {SECURENN_MB_1[result.network] / result.megabytes:.1f}x less"
+    name, seconds = result.network, result.median
+    if result.batch == 128 and name in SECURENN_SECONDS_128:
+        line += f"  SecureNN {SECURENN_SECONDS_128[name]} s: {SECURENN_SECONDS_128[name] / seconds:.0f}x"
+    if result.batch == 128 and name in FALCON_SECONDS_128:
+        line += f", Falcon {FALCON_SECONDS_128[name]} s: {FALCON_SECONDS_128[name] / seconds:.1f}x"
+    if result.batch == 1 and name in SECURENN_MB_1:
+        line += f"  SecureNN {SECURENN_MB_1[name]} MB: {SECURENN_MB_1[name] / result.megabytes:.1f}x less"
     return line
 
 

@@ -69,7 +69,8 @@ def cnn() -> onnx.ModelProto:
              helper.make_node("Gemm", ["l", "w", "bias"], ["y"])]
     return build(nodes, [1, 7, 8], {
         "k1": weights(3, 1, 3, 2), "c1": weights(3), "g": weights(3, seed=1), "beta": weights(3, seed=2),
-        "mu": weights(3, seed=3), "var": np.abs(weights(3, seed=4)) + 0.5, "k2": weights(4, 3, 2, 3), "channel_scale": weights(1, 4, 1, 1),
+        "mu": weights(3, seed=3), "var": np.abs(weights(3, seed=4)) + 0.5, "k2": weights(4, 3, 2, 3),
+        "channel_scale": weights(1, 4, 1, 1),
         "shape": np.array([0, -1], np.int64), "back": np.array([-1, 4, 3, 1], np.int64),
         "w": weights(4, 3, scale=4.0), "bias": weights(3)})
 

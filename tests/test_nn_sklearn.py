@@ -39,8 +39,9 @@ CLASSIFIERS = [
     pytest.param(lambda: LogisticRegression(max_iter=500), 3, id="logistic-multinomial"),
     pytest.param(lambda: LinearSVC(), 2, id="linearsvc-binary"),
     pytest.param(lambda: LinearSVC(), 4, id="linearsvc-ovr"),
-] + [pytest.param(lambda a=activation: MLPClassifier(hidden_layer_sizes=(8, 5), activation=a, max_iter=400, random_state=0), classes,
-                  id=f"mlp-{activation}-{classes}")
+] + [pytest.param(lambda a=activation: MLPClassifier(hidden_layer_sizes=(8, 5), activation=a, max_iter=400,
+                                                   random_state=0),
+                  classes, id=f"mlp-{activation}-{classes}")
      for activation in ("relu", "logistic", "tanh", "identity") for classes in (2, 3)]
 
 
@@ -63,7 +64,8 @@ def test_classifier_private_classes_equal_plaintext(make, classes):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("make, targets", [
     pytest.param(LinearRegression, 1, id="linear"), pytest.param(lambda: Ridge(alpha=0.5), 2, id="ridge-2"),
-    pytest.param(lambda: MLPRegressor(hidden_layer_sizes=(6,), activation="tanh", max_iter=300, random_state=0), 1, id="mlp-tanh"),
+    pytest.param(lambda: MLPRegressor(hidden_layer_sizes=(6,), activation="tanh", max_iter=300, random_state=0), 1,
+                 id="mlp-tanh"),
     pytest.param(lambda: MLPRegressor(hidden_layer_sizes=(6,), max_iter=300, random_state=0), 2, id="mlp-relu-2")])
 def test_regressor_private_values_equal_plaintext(make, targets):
     x, y = make_regression(n_samples=60, n_features=5, n_targets=targets, noise=0.1, random_state=1)
@@ -80,7 +82,8 @@ def test_unsupported_and_unfitted_estimators_are_named():
         nn.from_sklearn(DecisionTreeClassifier().fit([[0], [1]], [0, 1]))
     with pytest.raises(ValueError, match="this LogisticRegression is not fitted"):
         nn.from_sklearn(LogisticRegression())
-    multilabel = MLPClassifier(hidden_layer_sizes=(3,), max_iter=20, random_state=0).fit(np.eye(4), np.eye(4)[:, :2].astype(int))
+    multilabel = MLPClassifier(hidden_layer_sizes=(3,), max_iter=20, random_state=0)
+    multilabel.fit(np.eye(4), np.eye(4)[:, :2].astype(int))
     with pytest.raises(ValueError, match="multilabel"):
         nn.from_sklearn(multilabel)
     poisson = MLPRegressor(hidden_layer_sizes=(3,), loss="poisson", max_iter=20, random_state=0)
