@@ -19,7 +19,8 @@ from mpcnp.nn.module import Module, plain_input
 __all__ = ["Dense", "Conv2d", "BatchNorm", "Affine", "conv_padding"]
 
 
-def _pair(value, name: str) -> tuple[int, int]:
+def int_pair(value, name: str) -> tuple[int, int]:
+    """An int or a pair of ints (a kernel, a stride) as a pair; ValueError naming ``name`` otherwise."""
     pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -75,9 +76,9 @@ def conv_padding(padding, size: tuple[int, int], kernel: tuple[int, int],
         return pads[0], pads[1]
     if isinstance(padding, (tuple, list)) and len(padding) == 2 and all(
             isinstance(p, (tuple, list)) for p in padding):
-        (top, bottom), (left, right) = (_pair(p, "padding") for p in padding)
+        (top, bottom), (left, right) = (int_pair(p, "padding") for p in padding)
     else:
-        ph, pw = _pair(padding, "padding")
+        ph, pw = int_pair(padding, "padding")
         top, bottom, left, right = ph, ph, pw, pw
     if min(top, bottom, left, right) < 0:
         raise ValueError(f"padding must be >= 0, got {padding!r}")
@@ -96,8 +97,8 @@ class Conv2d(Module):
     def __init__(self, in_channels: int, out_channels: int, kernel, stride=1, padding=0) -> None:
         super().__init__()
         self.in_channels, self.out_channels = int(in_channels), int(out_channels)
-        self.kernel = _pair(kernel, "kernel")
-        self.stride = _pair(stride, "stride")
+        self.kernel = int_pair(kernel, "kernel")
+        self.stride = int_pair(stride, "stride")
         if min(self.kernel) < 1 or min(self.stride) < 1:
             raise ValueError(f"Conv2d: kernel and stride must be positive, got {kernel!r} and {stride!r}")
         conv_padding(padding, (1, 1), self.kernel, self.stride)  # validates now, not at the first call

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 import mpcnp as mp
-from mpcnp.nn.layers import _pair
+from mpcnp.nn.layers import int_pair
 from mpcnp.nn.module import Module, plain_input
 
 __all__ = ["MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Reshape", "Dropout"]
@@ -24,8 +24,8 @@ class _Pool2d(Module):
 
     def __init__(self, kernel, stride=None) -> None:
         super().__init__()
-        self.kernel = _pair(kernel, "kernel")
-        self.stride = self.kernel if stride is None else _pair(stride, "stride")
+        self.kernel = int_pair(kernel, "kernel")
+        self.stride = self.kernel if stride is None else int_pair(stride, "stride")
         if min(self.kernel + self.stride) < 1:
             raise ValueError(f"{type(self).__name__}: kernel and stride must be positive, got {kernel!r}, "
                              f"{stride!r}")
