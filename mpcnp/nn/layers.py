@@ -21,7 +21,8 @@ __all__ = ["Dense", "Conv2d", "BatchNorm", "Affine", "conv_padding"]
 
 def int_pair(value, name: str) -> tuple[int, int]:
     """An int or a pair of ints (a kernel, a stride) as a pair; ValueError naming ``name`` otherwise."""
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    pair = (value, value) if isinstance(value, (int, np.integer)) else \
+        tuple(value) if isinstance(value, (tuple, list)) else ()
     if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in pair):
         raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])
