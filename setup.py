@@ -23,7 +23,11 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],
-    # setuptools, wheel and cffi: tests/test_build.py builds a wheel without build isolation
-    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15"]},
+    # ml: nn.from_sklearn and nn.from_onnx, and the examples (never needed by mpcnp itself); test: setuptools,
+    # wheel and cffi because tests/test_build.py builds a wheel without build isolation, and the ml extra
+    # because the importer tests run in CI
+    extras_require={"ml": ["scikit-learn>=1.3", "onnx>=1.14"],
+                    "test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15",
+                             "scikit-learn>=1.3", "onnx>=1.14"]},
     zip_safe=False,
 )
