@@ -121,13 +121,14 @@ def avgpool2d(x, kernel, stride=None) -> Tensor:
 @contextlib.contextmanager
 def truncation(mode: str) -> Iterator[None]:
     """Within the block, products truncate and divisions by public integers (``x / 3``, ``mean``,
-    ``avgpool2d``) divide ``"local"``ly or ``"exact"``ly; the run's ``truncation`` setting chooses
-    outside any block.
+    ``avgpool2d``) divide ``"local"``ly or ``"exact"``ly; the run's ``truncation`` setting (exact under
+    securenn, local under pond by default) holds outside any block.
 
     Local truncation (SecureML) is free but yields garbage with probability about |v| * 2^(2f - 64)
     per element of a product v, and local division about |x| * 2^(f - 64) per element of x; exact
     truncation (protocols.pond.truncate_exact) is always within one unit in the last place and exact
-    division (pond.divide_exact) within two, each for one extra bit product (see the cost table).
+    division (pond.divide_exact) within two, for products inside the headroom |x y| < 2^(62 - 2f),
+    at 8.25 bytes per element and one round (the wrap bit, see the cost table).
     Every party must enter the block (SPMD).
     """
     fixedpoint.check_truncation(mode)

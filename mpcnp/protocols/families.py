@@ -67,7 +67,7 @@ class SecureNN(Family):
 
     name = "securenn"
     exact = True
-    default_truncation = "local"
+    default_truncation = "exact"  # the protocol sold as exact: no truncation failures by default
 
     def ge_zero(self, ctx: Context, d: Shared) -> Shared:
         """[d >= 0] for every d in the ring (so for every difference of encodable values): DReLU,
