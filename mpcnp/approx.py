@@ -271,20 +271,23 @@ def softmax(x: Operand, axis: int = -1) -> Tensor:
 def divide(x, y, integer_bits: int = 12) -> Tensor:
     """x / y elementwise for a private positive divisor y, by the protocol family.
 
-    securenn: SecureNN's long division (PETS Alg. 8), floor(x * 2^f / y) / 2^f (f = frac_bits): x / y
-    rounded down to a multiple of 2^-f, exactly. Preconditions (real values, not checked: they are
-    secret): y > 0; |x / y| < 2^integer_bits; and |x| 2^(2f) + 2^(integer_bits + 2f) y < 2^63 (at
-    f = 16 and integer_bits = 12: y < 2^18 and |x| < 2^30). Outside them the result is wrong, not an
-    error. Cost: integer_bits + f + 1 sequential steps of one DReLU and one product (4 rounds, 237
-    bytes per element each).
+    securenn: SecureNN's long division (PETS Alg. 8, restoring the remainder), floor(x * 2^f / y) / 2^f
+    (f = frac_bits): x / y rounded down to a multiple of 2^-f, exactly, for every x and y with
+    2^-f <= y < 2^(62 - integer_bits - f) and |x / y| < 2^integer_bits (at the default 12: y below
+    2^42 = 4.4e12 at f = 8, 2^34 = 1.7e10 at 16, 2^26 = 6.7e7 at 24; docs/api.md has the table).
+    These preconditions are on secret values and not checked (``validate=True`` checks them); outside
+    them the result is wrong, not an error. Cost: integer_bits + f + 1 sequential steps of one DReLU
+    and one product (4 rounds, 237 bytes per element each).
     pond: x * reciprocal(y), with the interval (0.05, 100) and error that ``reciprocal`` states
     (``integer_bits`` is then ignored).
     A public y divides locally (x / y).
     """
     if not isinstance(y, PrivateTensor):
         return x / plain(y) if isinstance(x, Tensor) else PublicTensor(plain(x) / plain(y))
-    if not 0 <= integer_bits <= 40:
-        raise ValueError(f"integer_bits must be in [0, 40], got {integer_bits}")
     ctx = y._ctx
+    top = 61 - ctx.config.frac_bits
+    if isinstance(integer_bits, bool) or not isinstance(integer_bits, (int, np.integer)) or not 0 <= integer_bits <= top:
+        raise ValueError(f"integer_bits must be an integer in [0, {top}] at frac_bits={ctx.config.frac_bits}, "
+                         f"got {integer_bits!r}")
     x = as_private(x, ctx)
     return PrivateTensor(ctx, families.of(ctx).divide(ctx, x._value, y._value, integer_bits))

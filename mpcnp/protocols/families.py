@@ -117,18 +117,13 @@ class SecureNN(Family):
         return maxpool.exact_step(ctx, best, other, index, other_index)
 
     def divide(self, ctx: Context, x: Shared, y: Shared, integer_bits: int) -> Shared:
-        """floor(x 2^f / y) / 2^f exactly, by SecureNN's long division (PETS Alg. 8) on
-        x 2^f + 2^(integer_bits + f) y, which keeps the dividend nonnegative for |x / y| <
-        2^integer_bits. Preconditions (real values, secret, so not checked): y > 0, |x / y| <
-        2^integer_bits and |x| 2^(2f) + 2^(integer_bits + 2f) y < 2^63. Cost: integer_bits + f + 1
+        """floor(x 2^f / y) / 2^f exactly, by SecureNN's long division restoring the remainder
+        (``securenn.fixed_division``). Preconditions (real values, secret, so not checked): y > 0,
+        |x / y| < 2^integer_bits and y < 2^(62 - integer_bits - f). Cost: integer_bits + f + 1
         sequential steps of one DReLU and one product (4 rounds, 237 bytes per element each)."""
-        f = ctx.config.frac_bits
         shape = broadcast_shape(x.shape, y.shape)
-        offset = np.uint64(1 << (integer_bits + f))
-        divisor = y.broadcast_to(shape)
-        numerator = (x.broadcast_to(shape) << f) + divisor * offset
-        quotient = securenn.division(ctx, numerator, divisor, integer_bits + f + 1)
-        return add_public(ctx, quotient, (1 << 64) - int(offset))  # minus the offset, mod 2^64
+        return securenn.fixed_division(ctx, x.broadcast_to(shape), y.broadcast_to(shape), integer_bits,
+                                       ctx.config.frac_bits)
 
 
 class Pond(Family):

@@ -203,14 +203,20 @@ def reciprocal(ctx: Context, x: Shared, lo: float, hi: float, scale: int = 1) ->
     y <- beta y (2 - beta x y) from the constant guess 1 / hi (``newton_steps``); the first step is
     local. Accurate on [lo, hi] within 2.5 (1 + 1/x) units (scale 1). Cost: 2 rounds and 2
     elementwise products per step after the first (x is masked once and reused).
+    Where scale / hi would be below 16 units (hi = 100 at frac_bits 8), the iteration computes a
+    larger power of two over x and divides by the surplus at the end (one more division by a public
+    integer): with y only a few units large, rounding makes the steps overshoot and diverge.
     """
-    betas = newton_steps(lo, hi, ctx.config.frac_bits)
+    f = ctx.config.frac_bits
+    boost = 2 ** max(0, math.ceil(math.log2(16 * hi * 2.0 ** -f / scale)))
+    total = scale * boost
+    betas = newton_steps(lo, hi, f)
     c = betas[0] / hi  # the first step, from the constant guess y = 1 / hi, is local
-    y = pond.add_constant(ctx, pond.scale(ctx, x, np.float64(-scale * c * c)), np.float64(2 * scale * c))
+    y = pond.add_constant(ctx, pond.scale(ctx, x, np.float64(-total * c * c)), np.float64(2 * total * c))
     for beta in betas[1:]:
         u = pond.multiply(ctx, x, y)
-        if scale != 1:
-            u = pond.divide_by(ctx, u, np.float64(scale))
+        if total != 1:
+            u = pond.divide_by(ctx, u, np.float64(total))
         correction = pond.add_constant(ctx, pond.scale(ctx, u, np.float64(-beta * beta)), np.float64(2 * beta))
         y = pond.multiply(ctx, y, correction)
-    return y
+    return y if boost == 1 else pond.divide_by(ctx, y, np.float64(boost))
