@@ -6,6 +6,7 @@ them. See README.md and docs/api.md; docs/architecture.md maps the modules.
 """
 __version__ = "0.1.0"
 
+from mpcnp.fixedpoint import PrecisionWarning  # noqa: E402
 from mpcnp.runtime import PartyError, party, stats  # noqa: E402
 from mpcnp.tensor import PrivateTensor, PublicTensor, private, public  # noqa: E402
 from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2d, matmul, max,  # noqa: E402,A004
@@ -13,7 +14,7 @@ from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2
 from mpcnp.approx import divide, exp, reciprocal, sigmoid, softmax, tanh  # noqa: E402
 from mpcnp.program import run  # noqa: E402
 
-__all__ = ["__version__", "run", "party", "stats", "PartyError",
+__all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning",
            "private", "public", "PrivateTensor", "PublicTensor",
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",

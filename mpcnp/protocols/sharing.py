@@ -55,7 +55,9 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     """Secret-share ``owner``'s array between the servers; returns (this party's share, shape).
 
     Only ``owner`` evaluates ``value`` (array-like, or a zero-argument callable) and encodes it in
-    fixed point; invalid values raise ValueError there. Cost: server0's share is drawn from the PRF
+    fixed point (integers exactly); invalid values raise ValueError there, naming positions but no
+    value (the other parties see the message), and nonzero values that round to 0 a
+    ``fixedpoint.PrecisionWarning`` on the owner alone. Cost: server0's share is drawn from the PRF
     stream it shares with the owner, so the data costs one message of |x| ring elements, owner to
     server1; every other party learns the shape in a message of 8 * ndim
     bytes (server1 reads it from its share). 0 rounds of interaction beyond that single hop.
@@ -64,7 +66,7 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     need_shape = [p for p in ctx.parties if p not in (owner, SERVER1)]
     if ctx.name == owner:
         plain = value() if callable(value) else value
-        x = fixedpoint.encode(plain, ctx.config.frac_bits)
+        x = fixedpoint.encode(plain, ctx.config.frac_bits, secret=True)
         shape = x.shape
         _send_shape(ctx, need_shape, shape)
         if owner == SERVER1:
