@@ -12,9 +12,11 @@ from mpcnp.tensor import PrivateTensor, PublicTensor, private, public  # noqa: E
 from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2d, matmul, max,  # noqa: E402,A004
                              maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where)
 from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, sqrt, tanh  # noqa: E402
+from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
 from mpcnp.program import run  # noqa: E402
 
-__all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning",
+__all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning", "ValidationError",
+           "ValidationWarning",
            "private", "public", "PrivateTensor", "PublicTensor",
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",

@@ -205,7 +205,8 @@ def reciprocal(x: Operand, interval: tuple[float, float] = RECIPROCAL_INTERVAL) 
     step is local; the number of steps follows from hi / lo: 8 private steps for the default interval
     (hi / lo = 2000), i.e. 16 rounds and 16 elementwise products (x is masked once and reused); about
     log_3.4(hi / lo) + 3 steps in general.
-    Accurate on the interval within 2.5 (1 + 1/x) units: relative error 4e-5 for small x and 4e-5
+    Accurate on the interval within 2.5 (1 + 1/x) units (3.5 (1 + 1/x) at frac_bits 8, where the
+    iteration runs on a larger power of two over x): relative error 4e-5 for small x and 4e-5
     absolute for large x at frac_bits=16 (measured max 1.75 (1 + 1/x) units at 12 and 16, 0.98 at
     20); 1/100 = 0.01 itself only has 655 units, so large x lose relative precision.
     Outside: below lo, y falls short of 1/x (too few steps): relative error 1.5e-4 at 0.8 lo, 3e-3
@@ -316,7 +317,7 @@ def sqrt(x: Operand) -> Tensor:
     [x >= 4^j] (30 in one batch), the root of m by a Chebyshev series of degree 10, times 2^e (two
     products with exact truncation). Accurate for every x in [2^-f, 2^(62 - f)) (2^(61 - f) for odd
     f) within (3e-7 + 3 units) sqrt(x) + 3 units. Cost: 6,858 bytes per element, 17 rounds.
-    pond: x * rsqrt(x) on [0.05, 100] (``rsqrt``), within 10 (1 + sqrt(x)) units; 22 rounds.
+    pond: x * rsqrt(x) on [0.05, 100] (``rsqrt``), within 16 (1 + sqrt(x)) units; 22 rounds.
     x <= 0 gives a meaningless value, not NumPy's nan (tests/test_roots.py checks the bounds).
     """
     if not isinstance(x, PrivateTensor):
@@ -332,10 +333,10 @@ def rsqrt(x: Operand) -> Tensor:
     """1 / sqrt(x), elementwise, for positive x.
 
     securenn: the exact range reduction of ``sqrt``, then a Chebyshev series of degree 12 for
-    1 / sqrt(m) and one product by 2^-e: within (3e-7 + 3 units) / sqrt(x) + 3 units for every x in
+    1 / sqrt(m) and one product by 2^-e: within (3e-7 + 4 units) / sqrt(x) + 4 units for every x in
     [2^-f, 2^(62 - f)) (2^(61 - f) for odd f); 6,923 bytes per element, 17 rounds.
     pond: Newton's iteration from a constant on [0.05, 100] (polynomial.rsqrt): within
-    3 (1 + 1/sqrt(x)) units; 21 rounds at frac_bits 16.
+    5 (1 + 1/sqrt(x)) units; 21 rounds at frac_bits 16.
     x <= 0 gives a meaningless value.
     """
     if not isinstance(x, PrivateTensor):
@@ -351,10 +352,10 @@ def log(x: Operand) -> Tensor:
     """The natural logarithm, elementwise, for positive x.
 
     securenn: x = m 2^k with m in [1, 2) from 61 exact comparisons [x >= 2^j] in one batch, log m by
-    a Chebyshev series of degree 8, plus k log 2: within 4 units + 1e-7 for every x in
+    a Chebyshev series of degree 8, plus k log 2: within 6 units + 1e-7 for every x in
     [2^-f, 2^(62 - f)); 13,332 bytes per element, 13 rounds.
     pond: 2 atanh((x - 1) / (x + 1)) with the reciprocal of x + 1, on [0.05, 20]
-    (polynomial.log_atanh): within 64 units + 2e-7; 15 rounds at frac_bits 16.
+    (polynomial.log_atanh): within 100 units + 2e-7; 15 rounds at frac_bits 16.
     x <= 0 gives a meaningless value, not NumPy's nan or -inf.
     """
     if not isinstance(x, PrivateTensor):

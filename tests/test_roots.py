@@ -2,12 +2,13 @@
 8, 12, 16, 20 and 24, under both protocols, against NumPy on the shared values.
 
 The bounds are docs/api.md's ("Roots and logarithm"), u = 2^-f one unit:
-  securenn (exact range reduction): sqrt (3e-7 + 3u) sqrt(x) + 3u, rsqrt (3e-7 + 3u) / sqrt(x) + 3u,
-  log 4u + 1e-7, for 2^-f <= x below 2^(62 - f) (roots: 2^(61 - f) for odd f);
-  pond: rsqrt 3 (1 + 1/sqrt(x)) u and sqrt 10 (1 + sqrt(x)) u on [0.05, 100], log 64u + 2e-7 on
+  securenn (exact range reduction): sqrt (3e-7 + 3u) sqrt(x) + 3u, rsqrt (3e-7 + 4u) / sqrt(x) + 4u,
+  log 6u + 1e-7, for 2^-f <= x below 2^(62 - f) (roots: 2^(61 - f) for odd f);
+  pond: rsqrt 5 (1 + 1/sqrt(x)) u and sqrt 16 (1 + sqrt(x)) u on [0.05, 100], log 100u + 2e-7 on
   [0.05, 20].
 The approximation parts (3e-7, 1e-7, 2e-7) are the polynomials' own errors (checked in float64 below);
-the unit parts are 1.3 to 2 times the largest measured over the five frac_bits.
+the unit parts are 1.5 to 2 times the largest measured over the five frac_bits (three runs of
+six draws per grid point, exact truncation).
 """
 from __future__ import annotations
 
@@ -42,10 +43,10 @@ def test_securenn_roots_and_log_over_the_whole_domain(frac_bits):
     got = run_private(mp.sqrt, x, frac_bits=f)
     assert np.all(np.abs(got - np.sqrt(x)) <= (3e-7 + 3 * u) * np.sqrt(x) + 3 * u)
     got = run_private(mp.rsqrt, x, frac_bits=f)
-    assert np.all(np.abs(got - 1 / np.sqrt(x)) <= (3e-7 + 3 * u) / np.sqrt(x) + 3 * u)
+    assert np.all(np.abs(got - 1 / np.sqrt(x)) <= (3e-7 + 4 * u) / np.sqrt(x) + 4 * u)
     x = grid(*exact_domain(f, roots=False), f)
     got = run_private(mp.log, x, frac_bits=f)
-    assert np.all(np.abs(got - np.log(x)) <= 4 * u + 1e-7)
+    assert np.all(np.abs(got - np.log(x)) <= 6 * u + 1e-7)
 
 
 @pytest.mark.parametrize("frac_bits", FRAC_BITS)
@@ -53,12 +54,12 @@ def test_pond_roots_and_log_on_their_intervals(frac_bits):
     f, u = frac_bits, 2.0 ** -frac_bits
     x = grid(0.05, 100 + u, f)
     got = run_private(mp.rsqrt, x, protocol="pond", frac_bits=f)
-    assert np.all(np.abs(got - 1 / np.sqrt(x)) <= 3 * (1 + 1 / np.sqrt(x)) * u)
+    assert np.all(np.abs(got - 1 / np.sqrt(x)) <= 5 * (1 + 1 / np.sqrt(x)) * u)
     got = run_private(mp.sqrt, x, protocol="pond", frac_bits=f)
-    assert np.all(np.abs(got - np.sqrt(x)) <= 10 * (1 + np.sqrt(x)) * u)
+    assert np.all(np.abs(got - np.sqrt(x)) <= 16 * (1 + np.sqrt(x)) * u)
     x = grid(0.05, 20 + u, f)
     got = run_private(mp.log, x, protocol="pond", frac_bits=f)
-    assert np.all(np.abs(got - np.log(x)) <= 64 * u + 2e-7)
+    assert np.all(np.abs(got - np.log(x)) <= 100 * u + 2e-7)
 
 
 def test_the_polynomials_alone():

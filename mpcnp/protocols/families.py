@@ -194,8 +194,11 @@ def of(ctx: Context) -> Family:
 
 
 def config(protocol: str = "securenn", frac_bits: int | None = None, truncation: str | None = None,
-           timeout: float = 60.0) -> Config:
+           timeout: float = 60.0, validate: bool = False) -> Config:
     """A run's Config with the protocol checked and its default truncation filled in."""
     chosen = family(protocol)
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate must be True or False, got {validate!r}")
     return Config(protocol=chosen.name, frac_bits=frac_bits,
-                  truncation=chosen.default_truncation if truncation is None else truncation, timeout=timeout)
+                  truncation=chosen.default_truncation if truncation is None else truncation, timeout=timeout,
+                  validate=validate)
