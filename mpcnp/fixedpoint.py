@@ -24,6 +24,7 @@ DEFAULT_FRAC_BITS = 16
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
 _BOUND_BITS = 62  # |v| * 2^f must stay below 2^62
+_LOST_SHARE = 100  # warn when 1 in _LOST_SHARE nonzero inputs or more round to 0
 
 
 def check_frac_bits(frac_bits: int | None) -> int:
@@ -65,8 +66,8 @@ def encode(values, frac_bits: int = DEFAULT_FRAC_BITS, secret: bool = False) -> 
     digit, where float64 would round it. Raises ValueError, naming the index and the limit, for NaN,
     infinities and magnitudes >= 2^(62 - frac_bits); TypeError for non-real input. ``secret``: the
     values are a party's private input, so the messages (which the other parties receive when the
-    run fails) name positions and limits but never a value, and nonzero values that round to 0
-    raise a ``PrecisionWarning`` (which stays on this party) saying how many there are.
+    run fails) name positions and limits but never a value, and when 1% or more of the nonzero
+    values round to 0 a ``PrecisionWarning`` (which stays on this party) says how many.
     """
     f = check_frac_bits(frac_bits)
     array = np.asarray(values)
@@ -98,8 +99,11 @@ def encode(values, frac_bits: int = DEFAULT_FRAC_BITS, secret: bool = False) -> 
                 f"2^{limit_bits} = {limit:.6g} at frac_bits={f}")
     scaled = np.rint(array * (2.0 ** f))
     if secret and array.size:
+        # Rounding a value to 0 loses no more than rounding any other (half a unit), but when many of
+        # the data's values vanish the data is too small for frac_bits: warn from 1% of them on, not
+        # for the odd tiny value of ordinary data (N(0, 1) has 6 in a million below 2^-17).
         lost = int(np.count_nonzero((scaled == 0) & (array != 0)))
-        if lost:
+        if lost and lost * _LOST_SHARE >= np.count_nonzero(array):
             _warn_at_caller(f"{lost} of {array.size} input values are nonzero but below half a unit "
                             f"2^-{f + 1} at frac_bits={f}, and are shared as 0: choose a larger "
                             "frac_bits or rescale the data", PrecisionWarning)

@@ -57,10 +57,13 @@ def test_values_that_round_to_zero_warn_on_their_owner_only():
     assert all(results[p] == [] for p in ("server0", "server1", "producer"))
 
 
-def test_no_warning_for_exact_zeros_or_representable_values():
+def test_no_warning_for_exact_zeros_representable_values_or_the_odd_tiny_value():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fp.encode(np.array([0.0, -0.0, 2.0 ** -16, 1e-4]), 16, secret=True)
+        fp.encode(np.concatenate([np.ones(100), [1e-9]]), 16, secret=True)   # 1 in 101: below 1%
+    with pytest.warns(mp.PrecisionWarning, match="1 of 100 input values"):
+        fp.encode(np.concatenate([np.ones(99), [1e-9]]), 16, secret=True)   # 1 in 100
         fp.encode(np.array([1e-9]), 16)   # public constants (a polynomial's tiny coefficient) stay quiet
 
 

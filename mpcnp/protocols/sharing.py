@@ -56,7 +56,7 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
 
     Only ``owner`` evaluates ``value`` (array-like, or a zero-argument callable) and encodes it in
     fixed point (integers exactly); invalid values raise ValueError there, naming positions but no
-    value (the other parties see the message), and nonzero values that round to 0 a
+    value (the other parties see the message), and when 1% or more of the nonzero values round to 0 a
     ``fixedpoint.PrecisionWarning`` on the owner alone. Cost: server0's share is drawn from the PRF
     stream it shares with the owner, so the data costs one message of |x| ring elements, owner to
     server1; every other party learns the shape in a message of 8 * ndim
