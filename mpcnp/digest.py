@@ -64,7 +64,7 @@ def describe_operand(value) -> str:
     if isinstance(value, PublicTensor):
         return f"public{value.shape}#{_fingerprint(value.value)}"
     if isinstance(value, np.ndarray):
-        return f"array{value.shape}{value.dtype}#{_fingerprint(value)}"
+        return f"array{value.shape}{value.dtype.str}#{_fingerprint(value)}"
     if value is None or isinstance(value, (bool, int, float, complex, str, bytes, np.generic)):
         return repr(value)
     if isinstance(value, (list, tuple)):
