@@ -24,6 +24,7 @@ meant for finding where a program leaves the documented ranges on test data, bef
 """
 from __future__ import annotations
 
+import functools
 import math
 import weakref
 from dataclasses import dataclass
@@ -113,8 +114,12 @@ class Validator(Observer):
         f = self.ctx.config.frac_bits
         unit = 2.0 ** -f
         model = MODELS.get(event.op, _default)
-        with np.errstate(all="ignore"):
-            expected, tolerance, problems = model(self, event, args, kwargs, f)
+        try:
+            with np.errstate(all="ignore"):
+                expected, tolerance, problems = model(self, event, args, kwargs, f)
+        except Exception as exc:  # noqa: BLE001 - the replay is the user's call on public values
+            raise ValidationError(f"{event.op} at {event.where}: its float64 replay failed "
+                                  f"({type(exc).__name__}: {exc}), so it cannot be checked. [{BANNER}]") from exc
         expected = np.broadcast_to(np.asarray(expected, dtype=np.float64), actual.shape)
         for problem in problems:
             if np.any(problem.mask):
@@ -271,26 +276,34 @@ def _comparison(v, event, args, kwargs, f):
     return expected, 5e-6 + 3 * 2.0 ** -f, [Problem(band, gap, reason)]
 
 
+def _plain(value) -> np.ndarray | None:
+    """An operand as float64 (None stays None)."""
+    if value is None:
+        return None
+    return np.asarray(value.value if isinstance(value, PublicTensor) else value, dtype=np.float64)
+
+
 def _relu_like(doubled: int = 1) -> Callable:
     """relu, abs, maximum, minimum, clip: exact under securenn; pond's polynomial ReLU on
-    [-bound, bound] within 0.0044 bound + 10 bound units (per ReLU)."""
+    [-bound, bound] within 0.0044 bound + 10 bound units (per ReLU), applied to x (relu, abs),
+    a - b (maximum, minimum), lo - x and x - hi (clip)."""
     def model(v, event, args, kwargs, f):
         expected = _replay(event, args, kwargs)
         if v.family.exact and event.op != "relu_polynomial":
             return expected, 0.0, []
         bound = kwargs.get("bound", RELU_BOUND)
-        values = _values(args)
+        x = _plain(args[0])
         if event.op in ("maximum", "minimum"):
-            inputs = np.abs(values[0] - values[1]) if len(values) > 1 else np.abs(values[0])
-        elif event.op == "clip" and len(values) > 0:
-            inputs = np.abs(values[0])
-            for side in values[1:]:
-                inputs = np.maximum(inputs, np.abs(np.broadcast_to(values[0], np.broadcast_shapes(np.shape(values[0]), np.shape(side))) - side))
+            inputs = np.abs(x - _plain(args[1]))
+        elif event.op == "clip":
+            sides = [_plain(a) for a in (list(args[1:3]) + [kwargs.get("lo"), kwargs.get("hi")])]
+            inputs = functools.reduce(np.maximum, [np.abs(x - side) for side in sides if side is not None],
+                                      np.zeros_like(x))
         else:
-            inputs = np.abs(values[0])
-        inputs = np.broadcast_to(inputs, np.shape(expected)) if np.shape(inputs) != np.shape(expected) else inputs
+            inputs = np.abs(x)
+        inputs = np.broadcast_to(inputs, np.shape(expected))
         tolerance = doubled * (0.0044 * bound + 10 * bound * 2.0 ** -f)
-        reason = (f"the input is outside [-{bound}, {bound}], where pond's polynomial ReLU is accurate "
+        reason = (f"the ReLU's input is outside [-{bound}, {bound}], where pond's polynomial ReLU is accurate "
                   "(meaningless beyond): pass a larger bound")
         return expected, tolerance, [Problem(inputs > bound, inputs, reason)]
     return model

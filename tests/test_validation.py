@@ -100,6 +100,17 @@ def test_an_input_outside_an_approximations_interval_under_pond():
     assert isinstance(validated(program), dict)
 
 
+@pytest.mark.parametrize("fn, where", [(lambda t: mp.maximum(t, 0.5), (1,)), (lambda t: mp.clip(t, -1.0, 1.0), (1,)),
+                                       (lambda t: mp.relu(t, bound=4), (1,)), (lambda t: abs(t), (1,))])
+def test_an_input_beyond_ponds_relu_bound(fn, where):
+    def program():
+        return fn(mp.private(lambda: np.array([0.5, 9.5, -3.0]), owner="alice")).reveal()
+
+    message = str(validated(program, protocol="pond"))
+    assert f"element {where}" in message and "the ReLU's input is outside" in message and "pass a larger bound" in message
+    assert isinstance(validated(program), dict)   # exact under securenn
+
+
 def test_a_comparison_inside_ponds_band():
     def program():
         x = mp.private(lambda: np.array([1.0, 2.1, 5.0]), owner="alice")
