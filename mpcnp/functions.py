@@ -130,7 +130,7 @@ def truncation(mode: str) -> Iterator[None]:
     per element of a product v, and local division about |x| * 2^(f - 64) per element of x; exact
     truncation (protocols.pond.truncate_exact) is always within one unit in the last place and exact
     division (pond.divide_exact) within two, for products inside the headroom |x y| < 2^(62 - 2f),
-    at 8.25 bytes per element and one round (the wrap bit, see the cost table).
+    at 4.25 bytes per element and one round (the wrap bit, see the cost table; 8.25 for division).
     Every party must enter the block (SPMD).
     """
     fixedpoint.check_truncation(mode)

@@ -259,8 +259,8 @@ def test_local_truncation_fails_at_the_documented_rate():
 def test_exact_truncation_never_fails_and_costs_the_wrap_bit():
     wrong, total = wrong_products("exact")
     assert wrong == 0
-    # the product itself, then the wrap bit: the producer's 8-byte share and one packed bit each way
-    assert total == 40 * 20_000 + 8 * 20_000 + 2 * 20_000 // 8
+    # the product itself, then the wrap bit: the producer's 4-byte share (mod 2^32) and one packed bit each way
+    assert total == 40 * 20_000 + 4 * 20_000 + 2 * 20_000 // 8
 
 
 @given(st.data())

@@ -84,7 +84,7 @@ def test_views_are_uniform_and_independent_of_the_secret(monkeypatch):
     knowing the secret and its own share, a server knows the other's share, hence its top bit, and
     must still find the received bit equal to it only half the time. Each bit position of what
     arrives, and that agreement, is 1 half the time within 8.5 sigma (a false alarm below 2^-40 over
-    the 3 x 2 x 73 checks)."""
+    the 3 x 2 x 41 checks)."""
     seen = {}
     original = Context.recv
 
@@ -119,10 +119,10 @@ def test_views_are_uniform_and_independent_of_the_secret(monkeypatch):
             other_share = fixedpoint.encode(np.full(n, secret)) - share
             other_top = (other_share + np.uint64(1 << 62 if server == "server1" else 0)) >> np.uint64(63)
             assert near_half((received ^ other_top.astype(np.uint8)).mean(), n), (server, secret)
-            words = [a for a in during if a.dtype == np.uint64]
+            words = [a for a in during if a.dtype == np.uint32]   # c_1 = a b - c_0 mod 2^32
             assert len(words) == (1 if server == "server1" else 0)
             for word in words:
-                ones = ((word.reshape(-1, 1) >> np.arange(64, dtype=np.uint64)) & np.uint64(1)).mean(axis=0)
+                ones = ((word.reshape(-1, 1) >> np.arange(32, dtype=np.uint32)) & np.uint32(1)).mean(axis=0)
                 assert near_half(ones, n), (server, secret)
 
 

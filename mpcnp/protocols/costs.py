@@ -69,8 +69,9 @@ _ROWS = [
     Cost("conv2d", "conv2d (input x, kernel w, output z elements)", "8*(2*x + 2*w + z)", 1,
          "8*(2*m*m*f*f*i + 2*f*f*o*i + m*m*o)", 2,
          "conv-shaped triples open input- and kernel-sized masks, not im2col-sized ones"),
-    Cost("truncate_exact", "exact truncation of n elements", "8*n + 2*((n + 7)//8)", 1, None, None,
-         "the wrap bit m0 OR m1 of the known-MSB argument: one packed bit each way, the producer's a b"),
+    Cost("truncate_exact", "exact truncation of n elements (by at most 32 bits)", "4*n + 2*((n + 7)//8)", 1,
+         None, None, "the wrap bit m0 OR m1 of the known-MSB argument: a packed bit each way, the producer's "
+         "a b mod 2^32"),
     Cost("divide_exact", "exact division by a public integer of n elements", "8*n + 2*((n + 7)//8)", 1,
          None, None, "as exact truncation"),
     Cost("private_compare", "PrivateCompare, per element", "128*n", 1, "128*n", 1, "the same"),

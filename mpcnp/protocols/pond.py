@@ -118,8 +118,10 @@ _OFFSET = np.uint64(1 << 62)
 _TOP = np.uint64(63)
 
 
-def _offset_and_wrap(ctx: Context, value: Shared) -> tuple[np.ndarray, np.ndarray] | None:
+def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """The wrap bit of x + 2^62 for |x| < 2^62: on the servers (x'_j, shares of w), else None.
+    ``narrow``: shares of w mod 2^32 (uint32), all a truncation by at most 32 bits needs, since w is
+    multiplied by 2^(64 - bits) there.
 
     With x' = x + 2^62 in [0, 2^63) and x'_0 = x_0 + 2^62, x'_1 = x_1, the shares x'_0 + x'_1 (as
     integers) wrap past 2^64 exactly when m_0 OR m_1 for m_j = MSB(x'_j): if neither is set the sum
@@ -134,15 +136,16 @@ def _offset_and_wrap(ctx: Context, value: Shared) -> tuple[np.ndarray, np.ndarra
     the first bracket server0's (a s = m_0 - e) and the second server1's (b t = m_1 - f). Hence
       w_0 = m_0 (1 - f) - s t c_0,   w_1 = m_1 (1 - e) + e f - s t c_1.
     docs/protocols.md, section 3.2, has the argument and why nobody learns anything.
-    Cost: 8 bytes per element (server1's c_1) and 2 bits (e and f), 1 counted round.
+    Cost: 8 bytes per element (server1's c_1; 4 when ``narrow``) and 2 bits (e and f), 1 counted round.
     """
     n = value.size
     packed = (n + 7) // 8
+    ring, dtype = (sharing.Z_2_32, np.uint32) if narrow else (sharing.Z_L, np.uint64)
     if ctx.name == PRODUCER:
         a = np.unpackbits(ctx.prf(SERVER0).uint8(packed), count=n)
         b = np.unpackbits(ctx.prf(SERVER1).uint8(packed), count=n)
         np.bitwise_and(a, b, out=a)
-        sharing.deal(ctx, a.astype(np.uint64), (n,))
+        sharing.deal(ctx, a.astype(dtype), (n,), ring)
         return None
     if not ctx.is_server:
         return None
@@ -151,16 +154,16 @@ def _offset_and_wrap(ctx: Context, value: Shared) -> tuple[np.ndarray, np.ndarra
     msb = np.packbits((shifted >> _TOP).astype(np.uint8))
     mine = msb ^ ctx.prf(PRODUCER).uint8(packed)       # e on server0, f on server1
     ctx.send(ctx.other_server, mine)
-    c = sharing.deal(ctx, None, (n,))
+    c = sharing.deal(ctx, None, (n,), ring)
     theirs = sharing.recv_array(ctx, ctx.other_server, np.uint8, (packed,))
     e, f = (mine, theirs) if ctx.name == SERVER0 else (theirs, mine)
     # the bits of w_j + s t c_j, packed: m_0 (1 - f) on server0; m_1 (1 - e) + e f = (m_1 AND NOT e)
     # OR (e AND f) on server1 (the two terms never both 1)
     bits = msb & ~f if ctx.name == SERVER0 else (msb & ~e) | (e & f)
-    wrap = np.unpackbits(bits, count=n).astype(np.uint64)
-    # s t c_j = c_j where e = f and -c_j where they differ: with m = 0 or 2^64 - 1 there,
+    wrap = np.unpackbits(bits, count=n).astype(dtype)
+    # s t c_j = c_j where e = f and -c_j where they differ: with m = 0 or all ones there,
     # s t c_j = (c_j XOR m) - m (two's complement negation), so w_j = bits + m - (c_j XOR m)
-    m = np.unpackbits(e ^ f, count=n).astype(np.uint64)
+    m = np.unpackbits(e ^ f, count=n).astype(dtype)
     np.negative(m, out=m)
     wrap += m
     np.bitwise_xor(c, m, out=m)
@@ -176,16 +179,17 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     in {0, 1} is the dropped carry out of the low bits; server0 adds one unit, so the result is within
     one unit of x / 2^bits, like local truncation, and never off by more. Beyond |x| < 2^62 (a product
     beyond |x y| < 2^(62 - 2f) in real terms) the offset value leaves [0, 2^63) and the result is wrong.
-    Cost: that of the wrap bit, 8 bytes and 2 bits per element, 1 counted round.
+    Only w mod 2^bits matters, so for bits <= 32 (every frac_bits) the wrap bit is shared mod 2^32.
+    Cost: that of the wrap bit, 4 bytes and 2 bits per element (8 and 2 for bits > 32), 1 counted round.
     """
     if not 0 < bits < 62:
         raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
-    parts = _offset_and_wrap(ctx, value)
+    parts = _offset_and_wrap(ctx, value, narrow=bits <= 32)
     if parts is None:
         return Shared(None, value.shape)
     shifted, wrap = parts
     result = np.right_shift(shifted, np.uint64(bits))
-    result -= np.left_shift(wrap, np.uint64(64 - bits), out=wrap)
+    result -= np.left_shift(wrap.astype(np.uint64), np.uint64(64 - bits))
     if ctx.name == SERVER0:
         result -= np.uint64((1 << (62 - bits)) - 1)
     return Shared(result, value.shape)

@@ -33,6 +33,8 @@ class Ring:
 
 
 Z_L = Ring("Z_2^64", np.uint64, lambda prf, shape: prf.uint64(shape), np.subtract)
+# Z_2^32: where only a value mod 2^32 matters (the wrap bit of a truncation by at most 32 bits)
+Z_2_32 = Ring("Z_2^32", np.uint32, lambda prf, shape: prf.fill(np.empty(shape, np.uint32)), np.subtract)
 Z_ODD = Ring("Z_(2^64 - 1)", np.uint64, zp.odd_uniform, zp.odd_sub)
 # The (rows, n) Z_p shares of the low bits of an (n,) uint64 value, row 0 the most significant.
 BITS_Z_P = Ring("bits in Z_67", np.uint8, lambda prf, shape: zp.uniform(prf, zp.P, shape), zp.bit_shares)
@@ -200,5 +202,5 @@ def reveal(ctx: Context, share: Share | None, shape: tuple[int, ...], to) -> np.
     return parts[SERVER0] + parts[SERVER1]
 
 
-__all__ = ["Ring", "Z_L", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal", "deal_bits",
+__all__ = ["Ring", "Z_L", "Z_2_32", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal", "deal_bits",
            "common_stream", "exchange", "zero_share", "rerandomize", "reveal", "resolve_receivers"]
