@@ -316,7 +316,7 @@ def sqrt(x: Operand) -> Tensor:
     securenn: exact range reduction, x = m 4^e with m in [1, 4) from the exact comparisons
     [x >= 4^j] (30 in one batch), the root of m by a Chebyshev series of degree 10, times 2^e (two
     products with exact truncation). Accurate for every x in [2^-f, 2^(62 - f)) (2^(61 - f) for odd
-    f) within (3e-7 + 3 units) sqrt(x) + 3 units. Cost: 6,858 bytes per element, 17 rounds.
+    f) within (3e-7 + 3 units) sqrt(x) + 3 units. Cost: 6,818 bytes per element, 17 rounds.
     pond: x * rsqrt(x) on [0.05, 100] (``rsqrt``), within 16 (1 + sqrt(x)) units; 22 rounds.
     x <= 0 gives a meaningless value, not NumPy's nan (tests/test_roots.py checks the bounds).
     """
@@ -334,7 +334,7 @@ def rsqrt(x: Operand) -> Tensor:
 
     securenn: the exact range reduction of ``sqrt``, then a Chebyshev series of degree 12 for
     1 / sqrt(m) and one product by 2^-e: within (3e-7 + 4 units) / sqrt(x) + 4 units for every x in
-    [2^-f, 2^(62 - f)) (2^(61 - f) for odd f); 6,923 bytes per element, 17 rounds.
+    [2^-f, 2^(62 - f)) (2^(61 - f) for odd f); 6,875 bytes per element, 17 rounds.
     pond: Newton's iteration from a constant on [0.05, 100] (polynomial.rsqrt): within
     5 (1 + 1/sqrt(x)) units; 21 rounds at frac_bits 16.
     x <= 0 gives a meaningless value.
@@ -353,7 +353,7 @@ def log(x: Operand) -> Tensor:
 
     securenn: x = m 2^k with m in [1, 2) from 61 exact comparisons [x >= 2^j] in one batch, log m by
     a Chebyshev series of degree 8, plus k log 2: within 6 units + 1e-7 for every x in
-    [2^-f, 2^(62 - f)); 13,332 bytes per element, 13 rounds.
+    [2^-f, 2^(62 - f)); 13,300 bytes per element, 13 rounds.
     pond: 2 atanh((x - 1) / (x + 1)) with the reciprocal of x + 1, on [0.05, 20]
     (polynomial.log_atanh): within 100 units + 2e-7; 15 rounds at frac_bits 16.
     x <= 0 gives a meaningless value, not NumPy's nan or -inf.
