@@ -115,7 +115,6 @@ def divide(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
 
 
 _OFFSET = np.uint64(1 << 62)
-_TOP = np.uint64(63)
 
 
 def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
@@ -151,7 +150,7 @@ def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple
         return None
     shifted = value.share.reshape(-1)
     shifted = shifted + _OFFSET if ctx.name == SERVER0 else shifted
-    msb = np.packbits((shifted >> _TOP).astype(np.uint8))
+    msb = np.packbits(shifted.view(np.int64) < 0)    # the top bits, eight to a byte
     mine = msb ^ ctx.prf(PRODUCER).uint8(packed)       # e on server0, f on server1
     ctx.send(ctx.other_server, mine)
     c = sharing.deal(ctx, None, (n,), ring)
@@ -189,7 +188,8 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
         return Shared(None, value.shape)
     shifted, wrap = parts
     result = np.right_shift(shifted, np.uint64(bits))
-    result -= np.left_shift(wrap.astype(np.uint64), np.uint64(64 - bits))
+    wide = wrap.astype(np.uint64)
+    result -= np.left_shift(wide, np.uint64(64 - bits), out=wide)
     if ctx.name == SERVER0:
         result -= np.uint64((1 << (62 - bits)) - 1)
     return Shared(result, value.shape)
