@@ -288,7 +288,8 @@ def divide(x, y, integer_bits: int = 12) -> Tensor:
         return x / plain(y) if isinstance(x, Tensor) else PublicTensor(plain(x) / plain(y))
     ctx = y._ctx
     top = 61 - ctx.config.frac_bits
-    if isinstance(integer_bits, bool) or not isinstance(integer_bits, (int, np.integer)) or not 0 <= integer_bits <= top:
+    integral = isinstance(integer_bits, (int, np.integer)) and not isinstance(integer_bits, bool)
+    if not integral or not 0 <= integer_bits <= top:
         raise ValueError(f"integer_bits must be an integer in [0, {top}] at frac_bits={ctx.config.frac_bits}, "
                          f"got {integer_bits!r}")
     x = as_private(x, ctx)

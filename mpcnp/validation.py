@@ -233,8 +233,9 @@ def _product(v, event, args, kwargs, f):
     if np.all(factor == np.round(factor)) and np.all(np.abs(factor) < 2.0 ** 31):
         return expected, 0.0, []
     top = float(np.max(np.abs(factor))) if factor.size else 0.0
-    magnitudes = [PublicTensor(np.abs(a.value)) if isinstance(e, PrivateTensor) else PublicTensor(np.full(np.shape(factor), top))
-                  if e is public else a for a, e in zip(args, event.args)]
+    magnitudes = [PublicTensor(np.abs(a.value)) if isinstance(e, PrivateTensor) else
+                  PublicTensor(np.full(np.shape(factor), top)) if e is public else a
+                  for a, e in zip(args, event.args)]
     spread = np.abs(_replay(event, magnitudes, kwargs))
     shift = fixedpoint.encode_factor(factor, f)[1]
     return expected, unit + spread * 2.0 ** -(f + 1), [_headroom(expected, f, shift)]
@@ -244,7 +245,7 @@ def _divide_public(v, event, args, kwargs, f):
     """x / c: integers within two units (exact division; local is within one unless it fails); reals
     as a product with 1 / c."""
     expected = _replay(event, args, kwargs)
-    divisor = np.asarray(event.args[1].value if isinstance(event.args[1], PublicTensor) else event.args[1], dtype=np.float64)
+    divisor = _plain(event.args[1])
     unit = 2.0 ** -f
     if np.all(divisor == np.round(divisor)):
         return expected, 2 * unit, []
@@ -331,7 +332,8 @@ def _interval(lo: float, hi: float, error: Callable, what: str, exact_family_ok:
 
 def _reciprocal(v, event, args, kwargs, f):
     lo, hi = kwargs.get("interval", event.args[1] if len(event.args) > 1 else RECIPROCAL_INTERVAL)
-    return _interval(lo, hi, lambda x, y, u: 2.5 * (1 + np.abs(y)) * u, "Newton's reciprocal")(v, event, args, kwargs, f)
+    model = _interval(lo, hi, lambda x, y, u: 2.5 * (1 + np.abs(y)) * u, "Newton's reciprocal")
+    return model(v, event, args, kwargs, f)
 
 
 def _roots(kind: str) -> Callable:
@@ -386,7 +388,8 @@ def _where(v, event, args, kwargs, f):
     if v.family.exact:
         return np.where(cond >= 0.5, a, b), 0.0, []
     expected = np.where(cond >= 0.5, a, b)
-    reason = "pond's where weighs a and b by the condition, which is not 0.0 or 1.0 here (a comparison inside the step's band?)"
+    reason = ("pond's where weighs a and b by the condition, which is not 0.0 or 1.0 here (a comparison "
+              "inside the step's band?)")
     shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
     return expected, unit + (5e-6 + 3 * unit) * np.abs(a - b), [
         Problem(np.broadcast_to(off > 1e-3, shape), np.broadcast_to(off, shape), reason)]
@@ -403,7 +406,8 @@ def _approx_max(v, event, args, kwargs, f):
     shape = np.shape(expected)
     spread = float(np.ptp(values)) if values.size else 0.0
     problems = [Problem(np.full(shape, spread > STEP_BOUND), np.full(shape, spread),
-                        f"pond's tournament compares with the step, meaningless for values more than {STEP_BOUND} apart")]
+                        f"pond's tournament compares with the step, meaningless for values more than "
+                        f"{STEP_BOUND} apart")]
     if not event.op.startswith("arg"):
         return expected, STEP_BAND + 8 * 2.0 ** -f, problems
     axis = kwargs.get("axis", event.args[1] if len(event.args) > 1 else None)

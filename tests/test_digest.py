@@ -50,7 +50,8 @@ def test_a_different_version_is_named(monkeypatch):
     versions = {"server0": "0.1.0", "server1": "0.1.0", "producer": "0.2.0"}
     original = settings.settings_of
     monkeypatch.setattr(settings, "settings_of", lambda ctx: {**original(ctx), "version": versions[ctx.name]})
-    with pytest.raises(mp.PartyError, match=r"version differs \('0.1.0' on server0, server1; '0.2.0' on producer\)") as info:
+    expected = r"version differs \('0.1.0' on server0, server1; '0.2.0' on producer\)"
+    with pytest.raises(mp.PartyError, match=expected) as info:
         mp.run(lambda: None)
     assert info.value.party == "producer"
 
@@ -98,7 +99,8 @@ def test_iterating_a_set_in_different_orders_is_caught():
             x = x * float(k)
         return x.reveal()
 
-    with pytest.raises(mp.PartyError, match=r"first differ at operation 2 of the run: server0, producer ran mul\(private\(4,\), 1.0\)") as info:
+    expected = r"first differ at operation 2 of the run: server0, producer ran mul\(private\(4,\), 1.0\)"
+    with pytest.raises(mp.PartyError, match=expected) as info:
         mp.run(fn)
     assert info.value.party == "server1"
 

@@ -17,7 +17,7 @@ import mpcnp as mp
 from mpcnp import fixedpoint
 from mpcnp.protocols import pond
 from mpcnp.runtime.context import Context, current
-from helpers import L, mine, reconstruct, run_core, shares_of, signed
+from helpers import mine, reconstruct, run_core, shares_of, signed
 from strategies import ring_elements
 
 RNG = np.random.default_rng(20250310)   # test data only; the protocols draw from their PRF streams

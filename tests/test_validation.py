@@ -107,7 +107,8 @@ def test_an_input_beyond_ponds_relu_bound(fn, where):
         return fn(mp.private(lambda: np.array([0.5, 9.5, -3.0]), owner="alice")).reveal()
 
     message = str(validated(program, protocol="pond"))
-    assert f"element {where}" in message and "the ReLU's input is outside" in message and "pass a larger bound" in message
+    assert f"element {where}" in message and "the ReLU's input is outside" in message
+    assert "pass a larger bound" in message
     assert isinstance(validated(program), dict)   # exact under securenn
 
 

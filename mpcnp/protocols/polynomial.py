@@ -25,7 +25,6 @@ from typing import Callable, Sequence
 import numpy as np
 from numpy.polynomial import chebyshev
 
-from mpcnp import fixedpoint
 from mpcnp.protocols import pond
 from mpcnp.protocols.shared import Shared, add_public, stack
 from mpcnp.runtime.context import Context
@@ -319,7 +318,8 @@ def _thermometer(ctx: Context, x: Shared, exponents: range, base_log2: int, ge_b
 
 def _weighted(ctx: Context, bits: Shared, base: int, weights: Sequence[int]) -> Shared:
     """The ring integer base + sum_j weights[j] bits[j] (weights may be negative), locally."""
-    w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64).reshape((len(weights),) + (1,) * (len(bits.shape) - 1))
+    w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64)
+    w = w.reshape((len(weights),) + (1,) * (len(bits.shape) - 1))
     total = bits.map(lambda a: np.sum(a * w, axis=0, dtype=np.uint64))
     return add_public(ctx, total, np.uint64(base % (1 << 64)))
 

@@ -202,5 +202,6 @@ def reveal(ctx: Context, share: Share | None, shape: tuple[int, ...], to) -> np.
     return parts[SERVER0] + parts[SERVER1]
 
 
-__all__ = ["Ring", "Z_L", "Z_2_32", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal", "deal_bits",
+__all__ = ["Ring", "Z_L", "Z_2_32", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal",
+           "deal_bits",
            "common_stream", "exchange", "zero_share", "rerandomize", "reveal", "resolve_receivers"]
