@@ -6,15 +6,19 @@ them. See README.md and docs/api.md; docs/architecture.md maps the modules.
 """
 __version__ = "0.1.0"
 
+from mpcnp.fixedpoint import PrecisionWarning  # noqa: E402
 from mpcnp.runtime import PartyError, party, stats  # noqa: E402
 from mpcnp.tensor import PrivateTensor, PublicTensor, private, public  # noqa: E402
-from mpcnp.functions import (argmax, avgpool2d, concat, conv2d, matmul, max, maxpool2d, pad, relu,  # noqa: E402,A004
-                             stack, truncation, where)
-from mpcnp.approx import divide, exp, reciprocal, sigmoid, softmax, tanh  # noqa: E402
+from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2d, matmul, max,  # noqa: E402,A004
+                             maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where)
+from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, sqrt, tanh  # noqa: E402
+from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
 from mpcnp.program import run  # noqa: E402
 
-__all__ = ["__version__", "run", "party", "stats", "PartyError",
+__all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning", "ValidationError",
+           "ValidationWarning",
            "private", "public", "PrivateTensor", "PublicTensor",
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
-           "where", "relu", "maxpool2d", "max", "argmax", "divide",
-           "sigmoid", "tanh", "exp", "reciprocal", "softmax"]
+           "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
+           "abs", "sign", "maximum", "minimum", "clip",
+           "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log"]

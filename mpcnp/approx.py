@@ -34,7 +34,8 @@ from mpcnp.protocols.polynomial import Series, abs_series
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain
 from mpcnp.tracing import operation
 
-__all__ = ["sigmoid", "tanh", "exp", "reciprocal", "softmax", "divide", "step", "relu_polynomial", "clamp"]
+__all__ = ["sigmoid", "tanh", "exp", "reciprocal", "softmax", "divide", "step", "relu_polynomial", "clamp",
+           "sqrt", "rsqrt", "log"]
 
 Operand = Tensor | np.ndarray | float
 
@@ -204,7 +205,8 @@ def reciprocal(x: Operand, interval: tuple[float, float] = RECIPROCAL_INTERVAL) 
     step is local; the number of steps follows from hi / lo: 8 private steps for the default interval
     (hi / lo = 2000), i.e. 16 rounds and 16 elementwise products (x is masked once and reused); about
     log_3.4(hi / lo) + 3 steps in general.
-    Accurate on the interval within 2.5 (1 + 1/x) units: relative error 4e-5 for small x and 4e-5
+    Accurate on the interval within 2.5 (1 + 1/x) units (3.5 (1 + 1/x) at frac_bits 8, where the
+    iteration runs on a larger power of two over x): relative error 4e-5 for small x and 4e-5
     absolute for large x at frac_bits=16 (measured max 1.75 (1 + 1/x) units at 12 and 16, 0.98 at
     20); 1/100 = 0.01 itself only has 655 units, so large x lose relative precision.
     Outside: below lo, y falls short of 1/x (too few steps): relative error 1.5e-4 at 0.8 lo, 3e-3
@@ -271,20 +273,95 @@ def softmax(x: Operand, axis: int = -1) -> Tensor:
 def divide(x, y, integer_bits: int = 12) -> Tensor:
     """x / y elementwise for a private positive divisor y, by the protocol family.
 
-    securenn: SecureNN's long division (PETS Alg. 8), floor(x * 2^f / y) / 2^f (f = frac_bits): x / y
-    rounded down to a multiple of 2^-f, exactly. Preconditions (real values, not checked: they are
-    secret): y > 0; |x / y| < 2^integer_bits; and |x| 2^(2f) + 2^(integer_bits + 2f) y < 2^63 (at
-    f = 16 and integer_bits = 12: y < 2^18 and |x| < 2^30). Outside them the result is wrong, not an
-    error. Cost: integer_bits + f + 1 sequential steps of one DReLU and one product (4 rounds, 237
-    bytes per element each).
+    securenn: SecureNN's long division (PETS Alg. 8, restoring the remainder), floor(x * 2^f / y) / 2^f
+    (f = frac_bits): x / y rounded down to a multiple of 2^-f, exactly, for every x and y with
+    2^-f <= y < 2^(62 - integer_bits - f) and |x / y| < 2^integer_bits (at the default 12: y below
+    2^42 = 4.4e12 at f = 8, 2^34 = 1.7e10 at 16, 2^26 = 6.7e7 at 24; docs/api.md has the table).
+    These preconditions are on secret values and not checked (``validate=True`` checks them); outside
+    them the result is wrong, not an error. Cost: integer_bits + f + 1 sequential steps of one DReLU
+    and one product (4 rounds, 237 bytes per element each).
     pond: x * reciprocal(y), with the interval (0.05, 100) and error that ``reciprocal`` states
     (``integer_bits`` is then ignored).
     A public y divides locally (x / y).
     """
     if not isinstance(y, PrivateTensor):
         return x / plain(y) if isinstance(x, Tensor) else PublicTensor(plain(x) / plain(y))
-    if not 0 <= integer_bits <= 40:
-        raise ValueError(f"integer_bits must be in [0, 40], got {integer_bits}")
     ctx = y._ctx
+    top = 61 - ctx.config.frac_bits
+    integral = isinstance(integer_bits, (int, np.integer)) and not isinstance(integer_bits, bool)
+    if not integral or not 0 <= integer_bits <= top:
+        raise ValueError(f"integer_bits must be an integer in [0, {top}] at frac_bits={ctx.config.frac_bits}, "
+                         f"got {integer_bits!r}")
     x = as_private(x, ctx)
     return PrivateTensor(ctx, families.of(ctx).divide(ctx, x._value, y._value, integer_bits))
+
+
+# ---- square roots and the logarithm ---------------------------------------------------------------------
+ROOT_INTERVAL, LOG_INTERVAL = polynomial.ROOT_INTERVAL, polynomial.LOG_INTERVAL
+
+
+def _exact_bits(ctx, d):
+    """Ring bits of [d >= 0] from the family's exact comparison."""
+    return families.of(ctx).ge_zero(ctx, d).bit
+
+
+def _root_top(frac_bits: int) -> float:
+    """The exclusive upper end of the exact roots' domain: 2^(2 floor((60 - f) / 2) + 2)."""
+    return 2.0 ** (2 * ((60 - frac_bits) // 2) + 2)
+
+
+@operation("sqrt")
+def sqrt(x: Operand) -> Tensor:
+    """The square root, elementwise, for positive x.
+
+    securenn: exact range reduction, x = m 4^e with m in [1, 4) from the exact comparisons
+    [x >= 4^j] (30 in one batch), the root of m by a Chebyshev series of degree 10, times 2^e (two
+    products with exact truncation). Accurate for every x in [2^-f, 2^(62 - f)) (2^(61 - f) for odd
+    f) within (3e-7 + 3 units) sqrt(x) + 3 units. Cost: 6,818 bytes per element, 17 rounds.
+    pond: x * rsqrt(x) on [0.05, 100] (``rsqrt``), within 16 (1 + sqrt(x)) units; 22 rounds.
+    x <= 0 gives a meaningless value, not NumPy's nan (tests/test_roots.py checks the bounds).
+    """
+    if not isinstance(x, PrivateTensor):
+        return _public(lambda v: np.sqrt(np.maximum(v, 0.0)), x)
+    ctx = x._ctx
+    if _exact(x):
+        return PrivateTensor(ctx, polynomial.exact_root(ctx, x._value, _exact_bits, inverse=False))
+    return x * PrivateTensor(ctx, polynomial.rsqrt(ctx, x._value, *ROOT_INTERVAL))
+
+
+@operation("rsqrt")
+def rsqrt(x: Operand) -> Tensor:
+    """1 / sqrt(x), elementwise, for positive x.
+
+    securenn: the exact range reduction of ``sqrt``, then a Chebyshev series of degree 12 for
+    1 / sqrt(m) and one product by 2^-e: within (3e-7 + 4 units) / sqrt(x) + 4 units for every x in
+    [2^-f, 2^(62 - f)) (2^(61 - f) for odd f); 6,875 bytes per element, 17 rounds.
+    pond: Newton's iteration from a constant on [0.05, 100] (polynomial.rsqrt): within
+    5 (1 + 1/sqrt(x)) units; 21 rounds at frac_bits 16.
+    x <= 0 gives a meaningless value.
+    """
+    if not isinstance(x, PrivateTensor):
+        return _public(lambda v: 1.0 / np.sqrt(v), x)
+    ctx = x._ctx
+    if _exact(x):
+        return PrivateTensor(ctx, polynomial.exact_root(ctx, x._value, _exact_bits, inverse=True))
+    return PrivateTensor(ctx, polynomial.rsqrt(ctx, x._value, *ROOT_INTERVAL))
+
+
+@operation("log")
+def log(x: Operand) -> Tensor:
+    """The natural logarithm, elementwise, for positive x.
+
+    securenn: x = m 2^k with m in [1, 2) from 61 exact comparisons [x >= 2^j] in one batch, log m by
+    a Chebyshev series of degree 8, plus k log 2: within 6 units + 1e-7 for every x in
+    [2^-f, 2^(62 - f)); 13,300 bytes per element, 13 rounds.
+    pond: 2 atanh((x - 1) / (x + 1)) with the reciprocal of x + 1, on [0.05, 20]
+    (polynomial.log_atanh): within 100 units + 2e-7; 15 rounds at frac_bits 16.
+    x <= 0 gives a meaningless value, not NumPy's nan or -inf.
+    """
+    if not isinstance(x, PrivateTensor):
+        return _public(np.log, x)
+    ctx = x._ctx
+    if _exact(x):
+        return PrivateTensor(ctx, polynomial.exact_log(ctx, x._value, _exact_bits))
+    return PrivateTensor(ctx, polynomial.log_atanh(ctx, x._value))

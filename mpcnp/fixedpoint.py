@@ -7,10 +7,14 @@ encodable: the two spare bits keep products and sums of encoded values, and the 
 """
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 import numpy as np
 
 __all__ = [
-    "TRUNCATIONS", "DEFAULT_FRAC_BITS", "MIN_FRAC_BITS", "MAX_FRAC_BITS",
+    "TRUNCATIONS", "DEFAULT_FRAC_BITS", "MIN_FRAC_BITS", "MAX_FRAC_BITS", "PrecisionWarning",
     "check_frac_bits", "check_truncation", "max_magnitude", "encode", "decode", "truncate_share", "check_divisor", "divide_share",
     "encode_factor",
 ]
@@ -20,6 +24,7 @@ DEFAULT_FRAC_BITS = 16
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
 _BOUND_BITS = 62  # |v| * 2^f must stay below 2^62
+_LOST_SHARE = 100  # warn when 1 in _LOST_SHARE nonzero inputs or more round to 0
 
 
 def check_frac_bits(frac_bits: int | None) -> int:
@@ -41,6 +46,10 @@ def check_truncation(mode: str) -> str:
     return mode
 
 
+class PrecisionWarning(UserWarning):
+    """Nonzero input values that fixed point turns into 0 (below half a unit 2^-(f + 1))."""
+
+
 def max_magnitude(frac_bits: int = DEFAULT_FRAC_BITS) -> float:
     """The exclusive bound 2^(62 - f) on the magnitude of encodable reals."""
     return float(2 ** (_BOUND_BITS - check_frac_bits(frac_bits)))
@@ -50,31 +59,71 @@ def _first_index(mask: np.ndarray) -> tuple:
     return tuple(int(i) for i in np.unravel_index(int(np.argmax(mask)), mask.shape))
 
 
-def encode(values, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:
+def encode(values, frac_bits: int = DEFAULT_FRAC_BITS, secret: bool = False) -> np.ndarray:
     """Encode reals as uint64 ring elements round(v * 2^frac_bits) (two's complement).
 
-    Raises ValueError, naming the offending value, its index and the limit, for NaN, infinities and
-    magnitudes >= 2^(62 - frac_bits); TypeError for non-real input.
+    Integer (and boolean) arrays are encoded exactly, by a shift: an integer beyond 2^53 keeps every
+    digit, where float64 would round it. Raises ValueError, naming the index and the limit, for NaN,
+    infinities and magnitudes >= 2^(62 - frac_bits); TypeError for non-real input. ``secret``: the
+    values are a party's private input, so the messages (which the other parties receive when the
+    run fails) name positions and limits but never a value, and when 1% or more of the nonzero
+    values round to 0 a ``PrecisionWarning`` (which stays on this party) says how many.
     """
     f = check_frac_bits(frac_bits)
     array = np.asarray(values)
     if array.dtype.kind not in "biuf":
         raise TypeError(f"cannot encode values of dtype {array.dtype}: real numbers are needed")
+    limit_bits = _BOUND_BITS - f
+    if array.dtype.kind in "biu":
+        too_large = (array >= (1 << limit_bits)) | ((array <= -(1 << limit_bits)) if array.dtype.kind == "i" else False)
+        if array.size and np.any(too_large):
+            index = _first_index(np.asarray(too_large))
+            shown = "" if secret else f"{array[index]} "
+            raise ValueError(f"integer {shown}at index {index} exceeds the largest encodable magnitude "
+                             f"2^{limit_bits} at frac_bits={f}")
+        return np.left_shift(array.astype(np.int64), np.int64(f)).view(np.uint64)
     array = array.astype(np.float64, copy=False)
     if array.size:
         finite = np.isfinite(array)
         if not finite.all():
             index = _first_index(~finite)
-            raise ValueError(f"cannot encode non-finite value {array[index]} at index {index}")
-        limit = 2.0 ** (_BOUND_BITS - f)
+            shown = "a non-finite value" if secret else f"non-finite value {array[index]}"
+            raise ValueError(f"cannot encode {shown} at index {index}")
+        limit = 2.0 ** limit_bits
         too_large = np.abs(array) >= limit
         if too_large.any():
             index = _first_index(too_large)
+            shown = "a value" if secret else f"value {array[index]:.6g}"
             raise ValueError(
-                f"value {array[index]:.6g} at index {index} exceeds the largest encodable magnitude "
-                f"2^{_BOUND_BITS - f} = {limit:.6g} at frac_bits={f}")
+                f"{shown} at index {index} exceeds the largest encodable magnitude "
+                f"2^{limit_bits} = {limit:.6g} at frac_bits={f}")
     scaled = np.rint(array * (2.0 ** f))
+    if secret and array.size:
+        # Rounding a value to 0 loses no more than rounding any other (half a unit), but when many of
+        # the data's values vanish the data is too small for frac_bits: warn from 1% of them on, not
+        # for the odd tiny value of ordinary data (N(0, 1) has 6 in a million below 2^-17).
+        lost = int(np.count_nonzero((scaled == 0) & (array != 0)))
+        if lost and lost * _LOST_SHARE >= np.count_nonzero(array):
+            _warn_at_caller(f"{lost} of {array.size} input values are nonzero but below half a unit "
+                            f"2^-{f + 1} at frac_bits={f}, and are shared as 0: choose a larger "
+                            "frac_bits or rescale the data", PrecisionWarning)
     return scaled.astype(np.int64).view(np.uint64)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _warn_at_caller(message: str, category: type[Warning]) -> None:
+    """Warn at the innermost frame outside the mpcnp package: the line of the user's code."""
+    frame = sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+        frame = frame.f_back
+    if frame is None:
+        warnings.warn(message, category, stacklevel=2)
+        return
+    registry = frame.f_globals.setdefault("__warningregistry__", {})
+    warnings.warn_explicit(message, category, frame.f_code.co_filename, frame.f_lineno,
+                           module=frame.f_globals.get("__name__"), registry=registry)
 
 
 def decode(ring: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> np.ndarray:

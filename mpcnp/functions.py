@@ -11,12 +11,14 @@ import numpy as np
 
 from mpcnp import fixedpoint, ring
 from mpcnp.protocols import families, maxpool, pond, shared
+from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.runtime.context import current
-from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain
+from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, absolute, as_private, plain
 from mpcnp.tracing import operation
 
 __all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
-           "where", "relu", "maxpool2d", "max", "argmax"]
+           "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin",
+           "abs", "sign", "maximum", "minimum", "clip"]
 
 
 @operation("matmul")
@@ -89,7 +91,7 @@ def pool_windows(kernel, stride, name: str):
     ValueError for a kernel or stride below 1, an array not NCHW, or one smaller than the window."""
     kh, kw = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
     sh, sw = (kh, kw) if stride is None else ((stride, stride) if np.isscalar(stride) else tuple(stride))
-    if min(kh, kw, sh, sw) < 1:
+    if np.min([kh, kw, sh, sw]) < 1:
         raise ValueError(f"pooling kernel and stride must be positive, got kernel {kernel}, stride {stride}")
 
     def view(a: np.ndarray) -> np.ndarray:
@@ -121,13 +123,14 @@ def avgpool2d(x, kernel, stride=None) -> Tensor:
 @contextlib.contextmanager
 def truncation(mode: str) -> Iterator[None]:
     """Within the block, products truncate and divisions by public integers (``x / 3``, ``mean``,
-    ``avgpool2d``) divide ``"local"``ly or ``"exact"``ly; the run's ``truncation`` setting chooses
-    outside any block.
+    ``avgpool2d``) divide ``"local"``ly or ``"exact"``ly; the run's ``truncation`` setting (exact under
+    securenn, local under pond by default) holds outside any block.
 
     Local truncation (SecureML) is free but yields garbage with probability about |v| * 2^(2f - 64)
     per element of a product v, and local division about |x| * 2^(f - 64) per element of x; exact
     truncation (protocols.pond.truncate_exact) is always within one unit in the last place and exact
-    division (pond.divide_exact) within two, each for one extra bit product (see the cost table).
+    division (pond.divide_exact) within two, for products inside the headroom |x y| < 2^(62 - 2f),
+    at 4.25 bytes per element and one round (the wrap bit, see the cost table; 8.25 for division).
     Every party must enter the block (SPMD).
     """
     fixedpoint.check_truncation(mode)
@@ -144,12 +147,18 @@ def truncation(mode: str) -> Iterator[None]:
 def where(cond, a, b) -> Tensor:
     """``a`` where ``cond`` is true, else ``b`` (NumPy broadcasting), for any mix of private and public.
 
-    A private ``cond`` must hold 0.0/1.0 (as comparisons give): b + cond * (a - b), one multiplication
-    (40 bytes per element when both factors are fresh, 1 round) within the truncation's error.
+    A private ``cond`` holds 0.0/1.0, as comparisons give; the protocol family selects
+    (``Family.select``). securenn: exact for every encodable a and b, by SecureNN's SelectShare with
+    the comparison's ring bit: one Beaver product of the bit, untruncated (40 bytes per element when
+    both factors are fresh, 1 round). A private cond not straight from a comparison (computed, say,
+    as a product of two) is read as [cond >= 0.5] by one more comparison (213 bytes, 3 rounds).
+    pond: b + cond * (a - b), one truncated product, within a unit for |a - b| < 2^(62 - 2f).
     A public ``cond`` (true where nonzero) selects locally and exactly.
     """
     if isinstance(cond, PrivateTensor):
-        return b + cond * (a - b)
+        ctx = cond._ctx
+        chosen = families.of(ctx).select(ctx, cond._value, as_private(a, ctx)._value, as_private(b, ctx)._value)
+        return PrivateTensor(ctx, chosen)
     chosen = (plain(cond) != 0).astype(np.float64)
     if not isinstance(a, PrivateTensor) and not isinstance(b, PrivateTensor):
         return PublicTensor(np.where(chosen != 0, plain(a), plain(b)))
@@ -167,62 +176,38 @@ def relu(x, bound: int = 8) -> Tensor:
     return PrivateTensor(ctx, families.of(ctx).relu(ctx, x._value, bound))
 
 
-def _candidates(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
-    """``array`` with ``axes`` moved to the front and merged into one leading axis (C order)."""
-    moved = np.moveaxis(array, axes, tuple(range(len(axes))))
-    count = int(np.prod([array.shape[a] for a in axes], dtype=np.int64))
-    return moved.reshape((count,) + moved.shape[len(axes):])
-
-
-def _tournament(x: PrivateTensor, candidates, with_index: bool) -> tuple[PrivateTensor, PrivateTensor | None]:
-    """The maximum over axis 0 of ``candidates(array)`` (and its position there, in fixed point), by
-    the protocol family's max step."""
-    ctx = x._ctx
-    values = x._value.map(lambda a: np.ascontiguousarray(candidates(a)))
-    if values.shape[0] == 0:
-        raise ValueError("zero-size array to reduction operation maximum which has no identity")
-    best, index = maxpool.tournament_max(ctx, values, families.of(ctx).max_step, with_index,
-                                         index_unit=1 << ctx.config.frac_bits)
-    return PrivateTensor(ctx, best), None if index is None else PrivateTensor(ctx, index)
-
-
-def _axes(ndim: int, axis) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    return np.lib.array_utils.normalize_axis_tuple(axis, ndim)
-
-
 @operation("max")
 def max(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
-    """The maximum over ``axis`` (None: all; an int or a tuple), as numpy.max.
+    """The maximum over ``axis`` (None: all; an int or a tuple), as numpy.max (``x.max``).
 
     A tournament of ceil(log2 n) sequential levels, n - 1 comparisons per result element. securenn:
     exact, each comparison a ReLU (max(a, b) = b + relu(a - b): 221 bytes, 3 rounds). pond: the
     larger chosen by the polynomial step, approximate near ties.
     """
-    if not isinstance(x, PrivateTensor):
-        return PublicTensor(np.max(plain(x), axis=axis, keepdims=keepdims))
-    axes = _axes(x.ndim, axis)
-    best, _ = _tournament(x, lambda a: _candidates(a, axes), with_index=False)
-    if keepdims:
-        best = best.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape)))
-    return best
+    return x.max(axis=axis, keepdims=keepdims) if isinstance(x, Tensor) else PublicTensor(x).max(axis, keepdims)
+
+
+@operation("min")
+def min(x, axis=None, keepdims: bool = False) -> Tensor:  # noqa: A001 - NumPy's name
+    """The minimum over ``axis``, as numpy.min (``x.min``): -max(-x), exactly as ``max``."""
+    return x.min(axis=axis, keepdims=keepdims) if isinstance(x, Tensor) else PublicTensor(x).min(axis, keepdims)
 
 
 @operation("argmax")
 def argmax(x, axis=None) -> Tensor:
     """The index of the maximum along ``axis`` (None: of the flattened array), as numpy.argmax, as a
-    private fixed-point value. Ties: the first maximal element wins, as in NumPy (securenn exactly;
-    pond only when the values differ by more than the step's transition width, 0.25).
-    securenn cost: as ``max``, with 261 bytes per comparison and 4 rounds per level.
+    private fixed-point value (``x.argmax``). Ties: the first maximal element wins, as in NumPy
+    (securenn exactly; pond only when the values differ by more than the step's transition width,
+    0.25). securenn cost: as ``max``, with 261 bytes per comparison and 4 rounds per level.
     """
-    if not isinstance(x, PrivateTensor):
-        return PublicTensor(np.argmax(plain(x), axis=axis).astype(np.float64))
-    axes = _axes(x.ndim, axis)
-    if axis is not None and len(axes) != 1:
-        raise TypeError("argmax takes one axis (an int) or None")
-    _, index = _tournament(x, lambda a: _candidates(a, axes), with_index=True)
-    return index
+    return x.argmax(axis=axis) if isinstance(x, Tensor) else PublicTensor(x).argmax(axis)
+
+
+@operation("argmin")
+def argmin(x, axis=None) -> Tensor:
+    """The index of the minimum along ``axis`` (None: of the flattened array), as numpy.argmin
+    (``x.argmin``): argmax of -x, so the first minimal element wins ties, exactly as ``argmax``."""
+    return x.argmin(axis=axis) if isinstance(x, Tensor) else PublicTensor(x).argmin(axis)
 
 
 @operation("maxpool2d")
@@ -236,10 +221,99 @@ def maxpool2d(x, kernel, stride=None) -> Tensor:
     """
     _, view = pool_windows(kernel, stride, "maxpool2d")  # checks shapes when applied
 
-    def windows(a: np.ndarray) -> np.ndarray:
-        return _candidates(view(a), (4, 5))   # (kh * kw, N, C, OH, OW)
-
     if not isinstance(x, PrivateTensor):
-        return PublicTensor(windows(plain(x)).max(axis=0))
-    best, _ = _tournament(x, windows, with_index=False)
-    return best
+        return PublicTensor(maxpool.candidates(view(plain(x)), (4, 5)).max(axis=0))
+    ctx = x._ctx
+    windows = x._value.map(view)   # (N, C, OH, OW, kh, kw); the tournament runs over kh * kw
+    best, _ = maxpool.reduce_max(ctx, windows, (4, 5), families.of(ctx).max_step)
+    return PrivateTensor(ctx, best)
+
+
+# ---- abs, sign, maximum, minimum, clip: ReLUs and comparisons of the family ----------------------------
+def _private_context(*operands):
+    """The context of the first private operand, or None if all are public."""
+    for operand in operands:
+        if isinstance(operand, PrivateTensor):
+            return operand._ctx
+    return None
+
+
+def _relus(ctx, parts: list, bound: int) -> list[PrivateTensor]:
+    """relu of each tensor of ``parts`` (one shape), all in one batch of the family's ReLU."""
+    batch = stack([as_private(p, ctx) for p in parts])
+    out = families.of(ctx).relu(ctx, batch._value, bound)
+    return [PrivateTensor(ctx, out.map(lambda a, i=i: a[i], view=True)) for i in range(len(parts))]
+
+
+@operation("abs")
+def abs(x, bound: int = RELU_BOUND) -> Tensor:  # noqa: A001 - NumPy's name
+    """|x| elementwise, as ``abs(x)``: 2 relu(x) - x. securenn: exact for every encodable x, 221 bytes
+    per element, 3 rounds. pond: the polynomial ReLU on [-bound, bound] (``mp.relu``), within
+    0.0088 bound + 20 bound units there (relu(0) is 0.0044 bound, so |0| is 0.0088 bound) and
+    meaningless outside."""
+    return absolute(x if isinstance(x, Tensor) else PublicTensor(x), bound)
+
+
+@operation("sign")
+def sign(x) -> Tensor:
+    """-1.0, 0.0 or 1.0 elementwise, as numpy.sign: [x >= 0] - [-x >= 0], both comparisons in one
+    batch of the family's ``ge_zero``. securenn: exact, 426 bytes per element, 3 rounds. pond: the
+    step's accuracy for 0.25 <= |x| <= 16 (5e-6 + 6 units), 0.0 at x = 0 exactly by symmetry, between
+    -1 and 1 inside the band; 12 rounds."""
+    ctx = _private_context(x)
+    if ctx is None:
+        return PublicTensor(np.sign(plain(x)))
+    both = families.of(ctx).ge_zero(ctx, shared.stack([x._value, -x._value]))
+    return PrivateTensor(ctx, both.map(lambda a: a[0]) - both.map(lambda a: a[1]))
+
+
+@operation("maximum")
+def maximum(a, b, bound: int = RELU_BOUND) -> Tensor:
+    """The elementwise larger of a and b (NumPy broadcasting), as numpy.maximum: b + relu(a - b).
+    securenn: exact for every pair of encodable values, 221 bytes per element, 3 rounds. pond: the
+    polynomial ReLU, within 0.0044 bound + 10 bound units for |a - b| <= bound."""
+    ctx = _private_context(a, b)
+    if ctx is None:
+        return PublicTensor(np.maximum(plain(a), plain(b)))
+    [gain] = _relus(ctx, [a - b], bound)
+    return gain + b
+
+
+@operation("minimum")
+def minimum(a, b, bound: int = RELU_BOUND) -> Tensor:
+    """The elementwise smaller of a and b, as numpy.minimum: a - relu(a - b); exact under securenn,
+    as ``maximum``."""
+    ctx = _private_context(a, b)
+    if ctx is None:
+        return PublicTensor(np.minimum(plain(a), plain(b)))
+    [excess] = _relus(ctx, [a - b], bound)
+    return a - excess
+
+
+@operation("clip")
+def clip(x, lo, hi, bound: int = RELU_BOUND) -> Tensor:
+    """x limited to [lo, hi] elementwise, as numpy.clip (lo or hi None: no limit on that side), for
+    lo <= hi (public bounds are checked: ValueError otherwise). x + relu(lo - x) - relu(x - hi), both
+    ReLUs in one batch. securenn: exact for every encodable x, 221 bytes per element and bound,
+    3 rounds. pond: the polynomial ReLU, accurate when |x - lo| and |x - hi| are at most ``bound``."""
+    if lo is None and hi is None:
+        raise ValueError("clip needs lo or hi (or both)")
+    for side in (lo, hi):
+        if side is not None and not isinstance(side, PrivateTensor) and np.any(np.isnan(plain(side))):
+            raise ValueError("clip's bounds must not be NaN")
+    if lo is not None and hi is not None and not isinstance(lo, PrivateTensor) and not isinstance(hi, PrivateTensor):
+        if np.any(plain(lo) > plain(hi)):
+            raise ValueError("clip needs lo <= hi")
+    ctx = _private_context(x, lo, hi)
+    if ctx is None:
+        return PublicTensor(np.clip(plain(x), None if lo is None else plain(lo), None if hi is None else plain(hi)))
+    x = as_private(x, ctx)
+    parts = ([] if lo is None else [lo - x]) + ([] if hi is None else [x - hi])
+    shape = np.broadcast_shapes(*[p.shape for p in parts])
+    relus = _relus(ctx, [p + np.zeros(shape) if p.shape != shape else p for p in parts], bound)
+    result = x
+    if lo is not None:
+        result = result + relus.pop(0)
+    if hi is not None:
+        result = result - relus.pop(0)
+    return result

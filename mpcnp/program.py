@@ -1,17 +1,24 @@
-"""``mp.run``: choose the run's settings (the protocol family and its defaults), then start the parties."""
+"""``mp.run``: choose the run's settings (the protocol family and its defaults), install the run's
+observers (the program digest on every run, validation when asked for), then start the parties."""
 from __future__ import annotations
 
+import functools
+import warnings
 from typing import Callable
 
+from mpcnp.digest import ProgramDigest
 from mpcnp.protocols import families
 from mpcnp.runtime import run_parties
+from mpcnp.runtime.context import current
+from mpcnp.tracing import observe
+from mpcnp.validation import BANNER, ValidationWarning, Validator
 
 __all__ = ["run"]
 
 
 def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: str = "threads",
-        frac_bits: int | None = None, truncation: str | None = None, timeout: float = 60.0,
-        **kwargs) -> dict:
+        frac_bits: int | None = None, truncation: str | None = None, validate: bool = False,
+        timeout: float = 60.0, **kwargs) -> dict:
     """Run ``fn(*args, **kwargs)`` on every party and return {party name: its return value}.
 
     ``parties``: the extra input/output parties beside server0, server1 and the producer.
@@ -19,10 +26,33 @@ def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: st
     ``backend``: "threads" (in this process) or "processes" (one forked process per party);
     inside ``python -m mpcnp party`` the process is one party of a cluster instead.
     ``frac_bits``: fixed-point fractional bits, 8..24 (None: 16).
-    ``truncation``: "exact" or "local" (None: the protocol's default).
+    ``truncation``: "exact" or "local" (None: the protocol's default, exact under securenn, local
+    under pond).
+    ``validate``: check every private operation against float64 plaintext (mpcnp.validation). IT
+    REVEALS EVERY VALUE TO EVERY PARTY: development on test data only (a ValidationWarning says so).
     ``timeout``: seconds a party waits for a peer before the run fails.
-    Raises PartyError naming the failing party if ``fn`` raises on any party, a party dies, or one
-    stays silent past ``timeout``. See docs/api.md, "Running a program".
+    Every run checks at start-up that the parties agree on these settings, and before every reveal
+    that they ran the same operations (mpcnp.digest). Raises PartyError naming the failing party if
+    ``fn`` raises on any party, a party dies, or one stays silent past ``timeout``; a
+    ValidationError inside it when validation finds an operation out of its range. See docs/api.md,
+    "Running a program".
     """
-    config = families.config(protocol, frac_bits=frac_bits, truncation=truncation, timeout=timeout)
-    return run_parties(fn, args, kwargs, parties=parties, backend=backend, config=config)
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got {type(fn).__name__}")
+    config = families.config(protocol, frac_bits=frac_bits, truncation=truncation, timeout=timeout,
+                             validate=validate)
+    if validate:
+        warnings.warn(BANNER, ValidationWarning, stacklevel=2)
+    return run_parties(functools.partial(_observed, fn), args, kwargs, parties=parties, backend=backend,
+                       config=config)
+
+
+def _observed(fn: Callable, *args, **kwargs):
+    """``fn`` on this party with the run's observers; the digest is compared once more at the end."""
+    ctx = current()
+    digest = ProgramDigest(ctx)
+    extra = (Validator(ctx),) if ctx.config.validate else ()
+    with observe(digest, *extra):
+        result = fn(*args, **kwargs)
+        digest.check()
+    return result

@@ -14,12 +14,13 @@ import numpy as np
 
 from mpcnp import fixedpoint
 from mpcnp.tracing import before_reveal, operation
-from mpcnp.protocols import families, pond, sharing
-from mpcnp.protocols.shared import Shared, add_public, shape_proxy, trivial
+from mpcnp.protocols import families, maxpool, pond, sharing
+from mpcnp.protocols.polynomial import RELU_BOUND
+from mpcnp.protocols.shared import Shared, complement, shape_proxy, trivial
 from mpcnp.runtime.context import SERVER0, Context, current
 
 __all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private", "plain",
-           "shape_proxy"]
+           "shape_proxy", "equal", "absolute", "power", "reduce", "MAX_POWER"]
 
 
 def plain(value) -> np.ndarray:
@@ -37,8 +38,7 @@ def plain(value) -> np.ndarray:
 class Tensor:
     """What private and public tensors share: a shape, NumPy-like properties and operator dispatch."""
 
-    __array_priority__ = 1000  # ndarray (op) Tensor defers to the Tensor's reflected operator
-    __array_ufunc__ = None
+    __array_priority__ = 1000
     shape: tuple[int, ...]
 
     @property
@@ -103,6 +103,85 @@ class Tensor:
         raise TypeError("division by a tensor is not supported with '/': use x * mp.reciprocal(y) or "
                         "mp.divide(x, y), whose docstrings state their input ranges and errors")
 
+    # ---- NumPy habits: ==, !=, abs, **, maxima and minima, truth value, ufuncs -----------------------
+    __hash__ = object.__hash__  # == is elementwise, as in NumPy; hashing stays by identity
+
+    @operation("eq", method=True)
+    def __eq__(self, other):
+        return equal(self, other, negate=False)
+
+    @operation("ne", method=True)
+    def __ne__(self, other):
+        return equal(self, other, negate=True)
+
+    @operation("abs", method=True)
+    def __abs__(self):
+        return absolute(self)
+
+    @operation("pow", method=True)
+    def __pow__(self, k):
+        return power(self, k)
+
+    def __rpow__(self, base):
+        raise TypeError("a tensor cannot be an exponent: x ** k takes a public integer k; for c ** x "
+                        "use mp.exp(x * math.log(c))")
+
+    @operation("max", method=True)
+    def max(self, axis=None, keepdims: bool = False):
+        return reduce(self, axis, keepdims, smallest=False, index=False)
+
+    @operation("min", method=True)
+    def min(self, axis=None, keepdims: bool = False):
+        return reduce(self, axis, keepdims, smallest=True, index=False)
+
+    @operation("argmax", method=True)
+    def argmax(self, axis=None):
+        return reduce(self, axis, False, smallest=False, index=True)
+
+    @operation("argmin", method=True)
+    def argmin(self, axis=None):
+        return reduce(self, axis, False, smallest=True, index=True)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        """``ndarray (op) tensor`` reaches here: operators go to the tensor's own (reflected)
+        method; any other NumPy ufunc on a private tensor is a TypeError naming mpcnp's function;
+        on public tensors only, ufuncs compute on the plaintext."""
+        names = _OPERATOR_UFUNCS.get(ufunc.__name__)
+        if names is not None and method == "__call__" and not kwargs and len(inputs) == 2:
+            first, second = inputs
+            if isinstance(first, Tensor):
+                return getattr(first, names[0])(second)
+            return getattr(second, names[1])(first)
+        if not any(isinstance(item, PrivateTensor) for item in inputs):
+            values = [item.value if isinstance(item, PublicTensor) else item for item in inputs]
+            return PublicTensor(getattr(ufunc, method)(*values, **kwargs))
+        hint = _UFUNC_HINTS.get(ufunc.__name__, "the mpcnp functions of docs/api.md (mp.exp, mp.log, "
+                                                "mp.sqrt, mp.abs, ...)")
+        name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
+        raise TypeError(f"numpy.{name} cannot compute on a private tensor (its shares are not its "
+                        f"values): use {hint}")
+
+
+# ``ndarray (op) tensor`` becomes a ufunc call on the tensor: the operator's method names, the
+# tensor's own for ``tensor (op) x`` and its reflection for ``x (op) tensor``.
+_OPERATOR_UFUNCS = {
+    "add": ("__add__", "__radd__"), "subtract": ("__sub__", "__rsub__"), "multiply": ("__mul__", "__rmul__"),
+    "matmul": ("__matmul__", "__rmatmul__"), "divide": ("__truediv__", "__rtruediv__"),
+    "less": ("__lt__", "__gt__"), "less_equal": ("__le__", "__ge__"), "greater": ("__gt__", "__lt__"),
+    "greater_equal": ("__ge__", "__le__"), "equal": ("__eq__", "__eq__"), "not_equal": ("__ne__", "__ne__"),
+    "power": ("__pow__", "__rpow__"),
+}
+_UFUNC_HINTS = {
+    "exp": "mp.exp(x)", "log": "mp.log(x)", "sqrt": "mp.sqrt(x) (or mp.rsqrt(x) for 1 / sqrt(x))",
+    "absolute": "abs(x) or mp.abs(x)", "fabs": "abs(x) or mp.abs(x)", "sign": "mp.sign(x)",
+    "maximum": "mp.maximum(a, b)", "minimum": "mp.minimum(a, b)", "fmax": "mp.maximum(a, b)",
+    "fmin": "mp.minimum(a, b)", "clip": "mp.clip(x, lo, hi)", "tanh": "mp.tanh(x)",
+    "reciprocal": "mp.reciprocal(x)", "square": "x * x or x ** 2", "negative": "-x",
+    "positive": "x", "add": "x + y (x.sum() for a sum)", "maximum.reduce": "x.max()",
+    "minimum.reduce": "x.min()", "true_divide": "x / c for a public c, mp.divide(x, y) for a private y",
+    "divide": "x / c for a public c, mp.divide(x, y) for a private y", "logaddexp": "mp.log(mp.exp(a) + mp.exp(b))",
+}
+
 
 class PublicTensor(Tensor):
     """A value every party knows: float64 plaintext, encoded only when it meets a share."""
@@ -117,6 +196,9 @@ class PublicTensor(Tensor):
     def reveal(self, to=None) -> np.ndarray | None:
         ctx = current()
         return self.value.copy() if ctx.name in sharing.resolve_receivers(ctx, to) else None
+
+    def __bool__(self) -> bool:
+        return bool(self.value)
 
     @operation("neg", method=True)
     def __neg__(self):
@@ -193,6 +275,11 @@ class PrivateTensor(Tensor):
 
     def __repr__(self) -> str:
         return f"PrivateTensor(shape={self.shape}, party={self._ctx.name!r})"
+
+    def __bool__(self) -> bool:
+        raise TypeError("the truth value of a private tensor is secret, so Python's if, and, or, not "
+                        "cannot use it: select with mp.where(cond, a, b), or reveal() the value to "
+                        "the parties allowed to learn it")
 
     def _new(self, value: Shared) -> "PrivateTensor":
         return PrivateTensor(self._ctx, value)
@@ -294,8 +381,97 @@ def compare(a, b, numpy_op, difference_of, negate: bool) -> Tensor:
     difference = difference_of(a, b)
     at_least = families.of(ctx).ge_zero(ctx, difference._value)
     if negate:
-        at_least = add_public(ctx, -at_least, np.uint64(1 << ctx.config.frac_bits))
+        at_least = complement(ctx, at_least, 1 << ctx.config.frac_bits)
     return PrivateTensor(ctx, at_least)
+
+
+def equal(a, b, negate: bool) -> Tensor:
+    """``a == b`` (or ``a != b`` when ``negate``) as private 0.0/1.0 through the protocol family's
+    ``equal_zero`` of a - b; public operands give a PublicTensor.
+
+    securenn: exact for every pair of encodable values, the two DReLUs of [d >= 0] and [-d >= 0] in
+    one batch: 3 rounds, 426 bytes per element; the result keeps its ring bit, so ``where`` on it is
+    exact. pond: [|a - b| <= 0.5] by two steps: 1 for |a - b| <= 0.25, 0 for 0.75 <= |a - b| <= 15.5,
+    unknown between and meaningless beyond (the step's interval); 12 rounds.
+    """
+    if not isinstance(a, PrivateTensor) and not isinstance(b, PrivateTensor):
+        op = np.not_equal if negate else np.equal
+        return PublicTensor(op(plain(a), plain(b)).astype(np.float64))
+    ctx = (a if isinstance(a, PrivateTensor) else b)._ctx
+    difference = a - b if isinstance(a, Tensor) else -(b - a)
+    same = families.of(ctx).equal_zero(ctx, difference._value)
+    if negate:
+        same = complement(ctx, same, 1 << ctx.config.frac_bits)
+    return PrivateTensor(ctx, same)
+
+
+def absolute(x: Tensor, bound: int = RELU_BOUND) -> Tensor:
+    """|x| = 2 relu(x) - x with the family's ReLU (``bound``: Pond's interval [-bound, bound]).
+    securenn: exact for every encodable x, 221 bytes per element, 3 rounds. pond: within
+    0.0088 bound + 20 bound units on [-bound, bound], meaningless outside."""
+    if not isinstance(x, PrivateTensor):
+        return PublicTensor(np.abs(plain(x)))
+    ctx = x._ctx
+    return PrivateTensor(ctx, families.of(ctx).relu(ctx, x._value, bound) * 2 - x._value)
+
+
+MAX_POWER = 64
+
+
+def power(x: Tensor, k) -> Tensor:
+    """x ** k for a public integer 0 <= k <= MAX_POWER, by repeated squaring: floor(log2 k) squarings
+    and popcount(k) - 1 more products, each truncated (within a unit); the error grows like
+    k |x|^(k - 1) units, and every intermediate power must stay inside the product headroom
+    |v| < 2^(62 - 2f) (docs/api.md). x ** 0 is 1 everywhere, as in NumPy."""
+    if isinstance(k, Tensor):
+        raise TypeError("the exponent of ** must be a public integer, not a tensor")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer, float, np.floating)) or k != int(k):
+        raise TypeError(f"x ** k takes a public integer k, got {k!r}: use mp.sqrt(x) for k = 1/2, "
+                        "mp.rsqrt(x) for -1/2, mp.exp(k * mp.log(x)) for other real powers")
+    k = int(k)
+    if k < 0:
+        raise ValueError(f"x ** {k}: negative powers are reciprocals, use mp.reciprocal(x ** {-k})")
+    if k > MAX_POWER:
+        raise ValueError(f"x ** {k}: powers above {MAX_POWER} leave the fixed-point range for any |x| "
+                         "away from 1; use mp.exp(k * mp.log(x))")
+    if not isinstance(x, PrivateTensor):
+        return PublicTensor(plain(x) ** k)
+    if k == 0:
+        return as_private(np.ones(x.shape), x._ctx)
+    result, square = None, x
+    while True:
+        if k & 1:
+            result = square if result is None else result * square
+        k >>= 1
+        if not k:
+            return result * 1 if result is x else result  # a new tensor even for k = 1, as NumPy
+        square = square * square
+
+
+def reduce(x: Tensor, axis, keepdims: bool, smallest: bool, index: bool) -> Tensor:
+    """The maximum (minimum if ``smallest``) of ``x`` over ``axis``, or with ``index`` its position
+    (argmax/argmin: one axis or None for the flattened array, as a private fixed-point value). A
+    tournament with the family's max step (``maxpool.reduce_max``); a minimum is -max(-x), exact.
+    Ties: the first extremal element wins, as in NumPy."""
+    axes = tuple(range(x.ndim)) if axis is None else np.lib.array_utils.normalize_axis_tuple(axis, x.ndim)
+    if index and axis is not None and len(axes) != 1:
+        raise TypeError(f"{'argmin' if smallest else 'argmax'} takes one axis (an int) or None")
+    if not isinstance(x, PrivateTensor):
+        value = plain(x)
+        if index:
+            found = (np.argmin if smallest else np.argmax)(value, axis=axis)
+            return PublicTensor(np.asarray(found, dtype=np.float64))
+        return PublicTensor((np.min if smallest else np.max)(value, axis=axis, keepdims=keepdims))
+    ctx = x._ctx
+    value = -x._value if smallest else x._value
+    best, position = maxpool.reduce_max(ctx, value, axes, families.of(ctx).max_step, with_index=index,
+                                        index_unit=1 << ctx.config.frac_bits)
+    if index:
+        return PrivateTensor(ctx, position)
+    best = -best if smallest else best
+    if keepdims:
+        best = best.map(lambda a: a.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape))))
+    return PrivateTensor(ctx, best)
 
 
 def as_private(value, ctx: Context) -> PrivateTensor:

@@ -38,22 +38,24 @@ class Case:
     log: bool = False
     rounds: int = 0
     products: int = 0  # elementwise products per input element (Pond)
+    exact_rounds: int = 0  # under securenn's default exact truncation (clamp included where clamped)
 
 
 CASES = {
     "sigmoid": Case(approx.sigmoid, exact_sigmoid, -10, 10, lambda y, x, u: 3.2e-5 + 8 * u,
-                    rounds=5, products=19),
+                    rounds=5, products=19, exact_rounds=17),
     "tanh": Case(approx.tanh, np.tanh, -5, 5, lambda y, x, u: 6.4e-5 + 14 * u,
-                 rounds=5, products=19),
+                 rounds=5, products=19, exact_rounds=17),
     "relu": Case(approx.relu_polynomial, lambda v: np.maximum(v, 0), -8, 8, lambda y, x, u: 0.035 + 80 * u,
-                 rounds=5, products=16),
+                 rounds=5, products=16, exact_rounds=13),
     # outside the band |x| < 0.25 only; the band is test_step_inside_its_band's
     "step": Case(approx.step, lambda v: (v > 0) * 1.0, -16, 16,
-                 lambda y, x, u: np.where(np.abs(x) >= 0.25, 5e-6 + 3 * u, np.inf), rounds=12, products=46),
+                 lambda y, x, u: np.where(np.abs(x) >= 0.25, 5e-6 + 3 * u, np.inf), rounds=12, products=46,
+                 exact_rounds=28),
     "exp": Case(approx.exp, np.exp, -16, 6, lambda y, x, u: (40 * y + 3) * u,
-                rounds=6, products=10),
+                rounds=6, products=10, exact_rounds=19),
     "reciprocal": Case(approx.reciprocal, lambda v: 1 / v, 0.05, 100, lambda y, x, u: 2.5 * (1 + y) * u,
-                       log=True, rounds=16, products=16),
+                       log=True, rounds=16, products=16, exact_rounds=41),
 }
 CLAMPED = ("sigmoid", "tanh", "exp")  # clamped exactly under securenn: accurate everywhere
 
@@ -225,10 +227,10 @@ def test_far_outside_gives_finite_values_without_error(protocol):
 
 
 # ---- cost, public inputs, the polynomials themselves ----------------------------------------------
-def cost(fn, x, protocol="pond"):
+def cost(fn, x, protocol="pond", truncation=None):
     """(rounds, elementwise products per input element) of fn on private x: rounds as the growth of
-    the largest Lamport clock; products from the producer's traffic, which under Pond is exactly one
-    triple share c1 (8 bytes) per product element."""
+    the largest Lamport clock; products from the producer's traffic, which under Pond (local
+    truncation) is exactly one triple share c1 (8 bytes) per product element."""
     def program():
         t = mp.private(lambda: x, owner="alice")
         t.reveal()                      # every party in step
@@ -236,7 +238,7 @@ def cost(fn, x, protocol="pond"):
         out = fn(t)
         return before, mp.stats(), out.shape
 
-    results = mp.run(program, parties=["alice"], protocol=protocol)
+    results = mp.run(program, parties=["alice"], protocol=protocol, truncation=truncation)
     rounds = max(r[1]["rounds"] for r in results.values()) - max(r[0]["rounds"] for r in results.values())
     before, after, _ = results["producer"]
     return rounds, (after["payload_bytes_sent"] - before["payload_bytes_sent"]) / (8 * x.size)
@@ -247,12 +249,15 @@ def test_rounds_and_products_as_documented(name):
     case = CASES[name]
     x = grid(case.lo, case.hi, 16, count=64, log=case.log)
     assert cost(case.fn, x) == (case.rounds, case.products)
+    # under securenn's default exact truncation every truncation and division by a public integer
+    # takes one more round (the wrap bit)
+    assert cost(case.fn, x, protocol="securenn")[0] == case.exact_rounds
     if name in CLAMPED:
         # under securenn the polynomial runs on the exactly clamped input: its rounds plus the clamp's
         hi = None if name == "exp" else case.hi
         clamp_rounds = cost(lambda t: approx.clamp(t, int(case.lo), None if hi is None else int(hi)), x,
-                            protocol="securenn")[0]
-        assert cost(case.fn, x, protocol="securenn")[0] == case.rounds + clamp_rounds
+                            protocol="securenn", truncation="local")[0]
+        assert cost(case.fn, x, protocol="securenn", truncation="local")[0] == case.rounds + clamp_rounds
 
 
 def test_public_inputs_give_exact_public_results():

@@ -1,10 +1,9 @@
 """Comparisons, where, relu, maxpool2d, max, argmax and divide on private tensors, against NumPy.
 
 Inputs are first rounded to multiples of 2^-f (``quantize``): the ring then holds them exactly, and
-SecureNN's results are compared with NumPy on the rounded values by equality. Exceptions, with their
-tolerance: ``where`` with a private condition (one truncating multiplication: atol = 2^-f, the one unit
-in the last place local truncation may lose) and the dispatch test (a fake protocol family stands in;
-only which of its steps is called is tested).
+SecureNN's results are compared with NumPy on the rounded values by equality (``where`` with a
+private condition included: SelectShare with the comparison's bit is exact). The exception is the
+dispatch test (a fake protocol family stands in; only which of its steps is called is tested).
 """
 from __future__ import annotations
 
@@ -85,8 +84,8 @@ def test_where_and_relu_match_numpy(data):
     a = quantize(data.draw(real_arrays(a_shape, bound=PRODUCT_BOUND)))
     b = quantize(data.draw(real_arrays(b_shape, bound=PRODUCT_BOUND)))
     expected = np.where(a > b, a, b)
-    # a private condition from a comparison: one truncating multiplication by exactly 0.0 or 1.0
-    np.testing.assert_allclose(run_private(lambda x, y: mp.where(x > y, x, y), a, b), expected, rtol=0, atol=ULP)
+    # a private condition from a comparison: SelectShare with its ring bit, exact
+    np.testing.assert_array_equal(run_private(lambda x, y: mp.where(x > y, x, y), a, b), expected)
     cond = a > 0
     np.testing.assert_array_equal(run_private(lambda x: mp.where(cond, x, -1.5), a), np.where(cond, a, -1.5))
     np.testing.assert_array_equal(run_private(mp.relu, a), np.maximum(a, 0.0))
@@ -162,6 +161,14 @@ class FakeFamily(families.Family):
         self.calls.append("ge_zero")
         return families.FAMILIES["securenn"].ge_zero(ctx, d)
 
+    def equal_zero(self, ctx, d):
+        self.calls.append("equal_zero")
+        return families.FAMILIES["securenn"].equal_zero(ctx, d)
+
+    def select(self, ctx, cond, a, b):
+        self.calls.append("select")
+        return families.FAMILIES["securenn"].select(ctx, cond, a, b)
+
     def relu(self, ctx, x, bound):
         self.calls.append(f"relu {bound}")
         return ones(ctx, x)
@@ -191,7 +198,9 @@ def test_composites_use_the_family(fake_family):
     np.testing.assert_array_equal(run_private(lambda t: mp.relu(t, 32), x, protocol="fake"), np.ones(4))
     np.testing.assert_array_equal(run_private(mp.max, x, protocol="fake"), 3.0)
     np.testing.assert_array_equal(run_private(lambda a: mp.divide(a, a), x, protocol="fake"), np.ones(4))
-    assert set(fake_family) == {"ge_zero", "relu 8", "relu 32", "max_step", "divide"}
+    np.testing.assert_array_equal(run_private(lambda a: mp.where(a > 0, a, -a), x, protocol="fake"), np.abs(x))
+    np.testing.assert_array_equal(run_private(lambda a: a == 0.5, x, protocol="fake"), x == 0.5)
+    assert set(fake_family) == {"ge_zero", "relu 8", "relu 32", "max_step", "divide", "select", "equal_zero"}
 
 
 def test_an_unknown_protocol_is_refused_naming_the_choices():

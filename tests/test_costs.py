@@ -60,8 +60,8 @@ MEASURED = {
     "conv2d": (lambda c: (lambda x=fresh(c, X_SHAPE), w=fresh(c, W_SHAPE):
                           pond.product(c, x, w, pond.conv2d_op(1, 0))), 1,
                dict(x=np.prod(X_SHAPE), w=np.prod(W_SHAPE), z=64, m=4, f=3, i=2, o=4)),
-    "truncate_exact": (lambda c: (lambda x=fresh(c): pond.truncate_exact(c, x, 16)), N, dict(n=1)),
-    "divide_exact": (lambda c: (lambda x=fresh(c): pond.divide_exact(c, x, np.array(3))), N, dict(n=1)),
+    "truncate_exact": (lambda c: (lambda x=fresh(c): pond.truncate_exact(c, x, 16)), 1, dict(n=N)),
+    "divide_exact": (lambda c: (lambda x=fresh(c): pond.divide_exact(c, x, np.array(3))), 1, dict(n=N)),
     "private_compare": (compare_setup(64), N, dict(n=1)),
     "share_convert": (lambda c: (lambda a=fresh(c): securenn.share_convert(c, a)), N, dict(n=1)),
     "compute_msb": (lambda c: (lambda a=odd_fresh(c): securenn.compute_msb(c, a)), N, dict(n=1)),

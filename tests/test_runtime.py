@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 import mpcnp as mp
+from mpcnp.digest import MESSAGE_BYTES
 from mpcnp.net import header_bytes
 
 BACKENDS = ["threads", pytest.param("processes", marks=pytest.mark.processes)]
@@ -88,10 +89,12 @@ def test_counters_equal_array_bytes_plus_framing(backend):
         return {k: after[k] - before[k] for k in after}
 
     costs = mp.run(fn, backend=backend)
-    assert costs["server0"]["bytes_sent"] == 3 * 4 * 8 + header_bytes(2)
-    assert costs["server0"]["messages_sent"] == 1
-    assert costs["server1"]["bytes_received"] == 3 * 4 * 8 + header_bytes(2)
-    assert costs["producer"]["bytes_received"] == 0
+    # before the reveal every party sends its program digest to the two others (mpcnp.digest)
+    digests = 2 * MESSAGE_BYTES
+    assert costs["server0"]["bytes_sent"] == 3 * 4 * 8 + header_bytes(2) + digests
+    assert costs["server0"]["messages_sent"] == 1 + 2
+    assert costs["server1"]["bytes_received"] == 3 * 4 * 8 + header_bytes(2) + digests
+    assert costs["producer"]["bytes_received"] == digests
 
 
 @pytest.mark.parametrize("culprit", CORE + ("alice",))
@@ -183,9 +186,11 @@ def _socket_directory() -> tuple[str, int]:
 
 @pytest.mark.processes
 @pytest.mark.parametrize("fails", [False, True])
-def test_processes_channels_live_in_a_private_directory_that_goes_away(fails):
+def test_processes_channels_live_in_a_private_directory_that_goes_away(fails, tmp_path, monkeypatch):
     """The processes backend's sockets sit in one 0700 directory per run (so no other local user can
-    reach them), and the directory is gone when run returns, after a killed party too."""
+    reach them), and the directory is gone when run returns, after a killed party too. TMPDIR is the
+    test's own, so that other runs on the machine do not show up in it."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     def fn():
         where = _socket_directory()
         mp.private(np.ones(2), owner="server0").reveal()

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 
 __all__ = ["Cost", "COSTS", "table", "markdown"]
 
-_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
+              ast.FloorDiv: operator.floordiv}
 
 
 def _evaluate(formula: str, dims: dict[str, int]) -> int:
-    """The value of an arithmetic formula (integers, names, + - * and parentheses)."""
+    """The value of an arithmetic formula (integers, names, + - * //, parentheses)."""
     def walk(node):
         if isinstance(node, ast.Expression):
             return walk(node.body)
@@ -68,10 +69,11 @@ _ROWS = [
     Cost("conv2d", "conv2d (input x, kernel w, output z elements)", "8*(2*x + 2*w + z)", 1,
          "8*(2*m*m*f*f*i + 2*f*f*o*i + m*m*o)", 2,
          "conv-shaped triples open input- and kernel-sized masks, not im2col-sized ones"),
-    Cost("truncate_exact", "exact truncation, per element", "40*n", 1, None, None,
-         "the wrap bit of the known-MSB argument: one product of bits"),
-    Cost("divide_exact", "exact division by a public integer, per element", "40*n", 1, None, None,
-         "as exact truncation"),
+    Cost("truncate_exact", "exact truncation of n elements (by at most 32 bits)", "4*n + 2*((n + 7)//8)", 1,
+         None, None, "the wrap bit m0 OR m1 of the known-MSB argument: a packed bit each way, the producer's "
+         "a b mod 2^32"),
+    Cost("divide_exact", "exact division by a public integer of n elements", "8*n + 2*((n + 7)//8)", 1,
+         None, None, "as exact truncation"),
     Cost("private_compare", "PrivateCompare, per element", "128*n", 1, "128*n", 1, "the same"),
     Cost("share_convert", "ShareConvert, per element", "224*n", 4, "304*n", 4,
          "the producer's messages PRF-compressed (steps 2, 4)"),

@@ -8,6 +8,8 @@ against this interface, in the tensor layer:
   interval with them);
 - ``default_truncation``: the truncation mode of a run that does not choose one;
 - ``ge_zero(ctx, d)``: fixed-point shares of [d >= 0] (0.0 or 1.0);
+- ``equal_zero(ctx, d)``: fixed-point shares of [d == 0];
+- ``select(ctx, cond, a, b)``: a where the fixed-point 0.0/1.0 ``cond`` is 1, else b (``where``);
 - ``relu(ctx, x, bound)``: fixed-point max(x, 0) (``bound``: the interval of an approximation);
 - ``max_step(ctx, best, other, index, other_index)``: one step of the max tournament
   (``maxpool.tournament_max``), indices in fixed point;
@@ -23,6 +25,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 
 from mpcnp.protocols import maxpool, pond, polynomial, securenn
+from mpcnp.protocols import shared
 from mpcnp.protocols.shared import Shared, add_public, broadcast_shape
 from mpcnp.runtime.context import Config, Context
 
@@ -38,6 +41,15 @@ class Family(ABC):
     @abstractmethod
     def ge_zero(self, ctx: Context, d: Shared) -> Shared:
         """Fixed-point shares of [d >= 0]."""
+
+    @abstractmethod
+    def equal_zero(self, ctx: Context, d: Shared) -> Shared:
+        """Fixed-point shares of [d == 0]."""
+
+    @abstractmethod
+    def select(self, ctx: Context, cond: Shared, a: Shared, b: Shared) -> Shared:
+        """Fixed-point shares of a where cond (fixed-point 0.0/1.0) is 1, b where it is 0; NumPy
+        broadcasting."""
 
     @abstractmethod
     def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
@@ -57,8 +69,11 @@ class Family(ABC):
 
 
 def _fixed_bit(ctx: Context, bit: Shared) -> Shared:
-    """A shared 0/1 ring integer as fixed-point 0.0/1.0 shares: a local shift."""
-    return bit << ctx.config.frac_bits
+    """A shared 0/1 ring integer as fixed-point 0.0/1.0 shares (a local shift) that keeps the ring
+    bit along (``Shared.bit``), for an exact ``select`` later."""
+    fixed = bit << ctx.config.frac_bits
+    fixed.bit = bit
+    return fixed
 
 
 class SecureNN(Family):
@@ -67,12 +82,30 @@ class SecureNN(Family):
 
     name = "securenn"
     exact = True
-    default_truncation = "local"
+    default_truncation = "exact"  # the protocol sold as exact: no truncation failures by default
 
     def ge_zero(self, ctx: Context, d: Shared) -> Shared:
         """[d >= 0] for every d in the ring (so for every difference of encodable values): DReLU,
         3 rounds, 213 bytes per element."""
         return _fixed_bit(ctx, securenn.drelu(ctx, d))
+
+    def equal_zero(self, ctx: Context, d: Shared) -> Shared:
+        """[d == 0] = [d >= 0] + [-d >= 0] - 1, exact for every d in the ring: both DReLUs in one
+        batch, 3 rounds, 426 bytes per element. Keeps the ring bit."""
+        both = securenn.drelu(ctx, shared.stack([d, -d]))
+        bit = add_public(ctx, both.map(lambda a: a[0]) + both.map(lambda a: a[1]), np.uint64((1 << 64) - 1))
+        return _fixed_bit(ctx, bit)
+
+    def select(self, ctx: Context, cond: Shared, a: Shared, b: Shared) -> Shared:
+        """Exact for every a, b: SelectShare (PETS Alg. 2), b + bit (a - b) with the condition's ring
+        bit, one Beaver product of the bit, untruncated (40 bytes per element, 1 round). A condition
+        that carries no bit (not straight from a comparison) is read as [cond >= 0.5] first, by one
+        DReLU (213 bytes, 3 rounds more): exact for 0.0/1.0."""
+        bit = cond.bit
+        if bit is None:
+            half = np.uint64((1 << 64) - (1 << (ctx.config.frac_bits - 1)))  # -0.5 in fixed point
+            bit = securenn.drelu(ctx, add_public(ctx, cond, half))
+        return securenn.select_share(ctx, bit, b, a)
 
     def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
         """Exact for every encodable x (``bound`` is not needed): 3 rounds, 221 bytes per element."""
@@ -84,18 +117,13 @@ class SecureNN(Family):
         return maxpool.exact_step(ctx, best, other, index, other_index)
 
     def divide(self, ctx: Context, x: Shared, y: Shared, integer_bits: int) -> Shared:
-        """floor(x 2^f / y) / 2^f exactly, by SecureNN's long division (PETS Alg. 8) on
-        x 2^f + 2^(integer_bits + f) y, which keeps the dividend nonnegative for |x / y| <
-        2^integer_bits. Preconditions (real values, secret, so not checked): y > 0, |x / y| <
-        2^integer_bits and |x| 2^(2f) + 2^(integer_bits + 2f) y < 2^63. Cost: integer_bits + f + 1
+        """floor(x 2^f / y) / 2^f exactly, by SecureNN's long division restoring the remainder
+        (``securenn.fixed_division``). Preconditions (real values, secret, so not checked): y > 0,
+        |x / y| < 2^integer_bits and y < 2^(62 - integer_bits - f). Cost: integer_bits + f + 1
         sequential steps of one DReLU and one product (4 rounds, 237 bytes per element each)."""
-        f = ctx.config.frac_bits
         shape = broadcast_shape(x.shape, y.shape)
-        offset = np.uint64(1 << (integer_bits + f))
-        divisor = y.broadcast_to(shape)
-        numerator = (x.broadcast_to(shape) << f) + divisor * offset
-        quotient = securenn.division(ctx, numerator, divisor, integer_bits + f + 1)
-        return add_public(ctx, quotient, (1 << 64) - int(offset))  # minus the offset, mod 2^64
+        return securenn.fixed_division(ctx, x.broadcast_to(shape), y.broadcast_to(shape), integer_bits,
+                                       ctx.config.frac_bits)
 
 
 class Pond(Family):
@@ -111,6 +139,24 @@ class Pond(Family):
         1 - step(-d) so that a <= b and a > b add up to exactly 1 (at d = 0 no approximation can
         tell < from <=)."""
         return add_public(ctx, -polynomial.step(ctx, -d), np.uint64(1 << ctx.config.frac_bits))
+
+    def equal_zero(self, ctx: Context, d: Shared) -> Shared:
+        """[-0.5 <= d <= 0.5] = [d >= -0.5] + [d <= 0.5] - 1 by two steps in one batch (``ge_zero``):
+        1 (within the step's error) for |d| <= 0.25, 0 for 0.75 <= |d| <= 15.5, unknown in between,
+        so that values meant to be equal compare equal despite rounding. 12 rounds."""
+        half = np.uint64(1 << (ctx.config.frac_bits - 1))
+        steps = polynomial.step(ctx, shared.stack([add_public(ctx, -d, (1 << 64) - int(half)),
+                                                   add_public(ctx, d, (1 << 64) - int(half))]))
+        ones = add_public(ctx, -(steps.map(lambda a: a[0]) + steps.map(lambda a: a[1])),
+                          np.uint64(1 << ctx.config.frac_bits))
+        return ones
+
+    def select(self, ctx: Context, cond: Shared, a: Shared, b: Shared) -> Shared:
+        """b + cond (a - b): one truncated product (40 bytes per element, 1 round, plus the
+        truncation), within the truncation's error for a 0.0/1.0 cond and |a - b| inside the product
+        headroom 2^(62 - 2f); a cond between 0 and 1 weighs a and b."""
+        moved = pond.multiply(ctx, cond, a - b)
+        return moved + b.broadcast_to(moved.shape)
 
     def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
         """polynomial.relu: accurate on [-bound, bound] within 0.0044 bound."""
@@ -148,8 +194,11 @@ def of(ctx: Context) -> Family:
 
 
 def config(protocol: str = "securenn", frac_bits: int | None = None, truncation: str | None = None,
-           timeout: float = 60.0) -> Config:
+           timeout: float = 60.0, validate: bool = False) -> Config:
     """A run's Config with the protocol checked and its default truncation filled in."""
     chosen = family(protocol)
+    if not isinstance(validate, bool):
+        raise TypeError(f"validate must be True or False, got {validate!r}")
     return Config(protocol=chosen.name, frac_bits=frac_bits,
-                  truncation=chosen.default_truncation if truncation is None else truncation, timeout=timeout)
+                  truncation=chosen.default_truncation if truncation is None else truncation, timeout=timeout,
+                  validate=validate)

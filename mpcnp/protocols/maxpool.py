@@ -21,7 +21,7 @@ from mpcnp.protocols.shared import Shared, concat, trivial
 from mpcnp.protocols.sharing import common_stream, deal, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
-__all__ = ["maxpool", "tournament_max", "exact_step", "dmaxpool"]
+__all__ = ["maxpool", "tournament_max", "exact_step", "dmaxpool", "candidates", "reduce_max"]
 
 # One comparison step of every window at once: (best, other, index, other_index) -> (max, its index).
 Step = Callable[[Context, Shared, Shared, "Shared | None", "Shared | None"], "tuple[Shared, Shared | None]"]
@@ -102,6 +102,25 @@ def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index:
         values, index = best, best_index
     top = values.map(lambda a: a[0])
     return top, None if index is None else index.map(lambda a: a[0])
+
+
+def candidates(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """``array`` with ``axes`` moved to the front and merged into one leading axis (C order): the
+    candidates of a reduction over ``axes`` along axis 0, as ``tournament_max`` takes them."""
+    moved = np.moveaxis(array, axes, tuple(range(len(axes))))
+    count = int(np.prod([array.shape[a] for a in axes], dtype=np.int64))
+    return moved.reshape((count,) + moved.shape[len(axes):])
+
+
+def reduce_max(ctx: Context, x: Shared, axes: tuple[int, ...], step: Step, with_index: bool = False,
+               index_unit: int = 1) -> tuple[Shared, Shared | None]:
+    """The maximum of ``x`` over ``axes`` (normalised, distinct) and, ``with_index``, its position
+    in the C-order flattening of those axes (times ``index_unit``): ``tournament_max`` over the
+    ``candidates``. ValueError for an empty reduction, as NumPy's."""
+    values = x.map(lambda a: np.ascontiguousarray(candidates(a, axes)))
+    if values.shape[0] == 0:
+        raise ValueError("zero-size array to reduction operation maximum which has no identity")
+    return tournament_max(ctx, values, step, with_index, index_unit)
 
 
 # ---- DMaxPool (PETS Alg. 10) -------------------------------------------------------------------------

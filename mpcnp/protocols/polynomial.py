@@ -26,11 +26,12 @@ import numpy as np
 from numpy.polynomial import chebyshev
 
 from mpcnp.protocols import pond
-from mpcnp.protocols.shared import Shared, stack
+from mpcnp.protocols.shared import Shared, add_public, stack
 from mpcnp.runtime.context import Context
 
 __all__ = ["Series", "chebyshev_terms", "combine", "abs_series", "step", "relu", "newton_steps", "reciprocal",
-           "STEP_BOUND", "STEP_BAND", "RELU_BOUND", "RECIPROCAL_INTERVAL"]
+           "STEP_BOUND", "STEP_BAND", "RELU_BOUND", "RECIPROCAL_INTERVAL", "ROOT_INTERVAL", "LOG_INTERVAL",
+           "rsqrt_steps", "rsqrt", "log_atanh", "exact_log", "exact_root"]
 
 
 @dataclass(frozen=True)
@@ -203,14 +204,162 @@ def reciprocal(ctx: Context, x: Shared, lo: float, hi: float, scale: int = 1) ->
     y <- beta y (2 - beta x y) from the constant guess 1 / hi (``newton_steps``); the first step is
     local. Accurate on [lo, hi] within 2.5 (1 + 1/x) units (scale 1). Cost: 2 rounds and 2
     elementwise products per step after the first (x is masked once and reused).
+    Where scale / hi would be below 16 units (hi = 100 at frac_bits 8), the iteration computes a
+    larger power of two over x and divides by the surplus at the end (one more division by a public
+    integer): with y only a few units large, rounding makes the steps overshoot and diverge.
     """
-    betas = newton_steps(lo, hi, ctx.config.frac_bits)
+    f = ctx.config.frac_bits
+    boost = 2 ** max(0, math.ceil(math.log2(16 * hi * 2.0 ** -f / scale)))
+    total = scale * boost
+    betas = newton_steps(lo, hi, f)
     c = betas[0] / hi  # the first step, from the constant guess y = 1 / hi, is local
-    y = pond.add_constant(ctx, pond.scale(ctx, x, np.float64(-scale * c * c)), np.float64(2 * scale * c))
+    y = pond.add_constant(ctx, pond.scale(ctx, x, np.float64(-total * c * c)), np.float64(2 * total * c))
     for beta in betas[1:]:
         u = pond.multiply(ctx, x, y)
-        if scale != 1:
-            u = pond.divide_by(ctx, u, np.float64(scale))
+        if total != 1:
+            u = pond.divide_by(ctx, u, np.float64(total))
         correction = pond.add_constant(ctx, pond.scale(ctx, u, np.float64(-beta * beta)), np.float64(2 * beta))
         y = pond.multiply(ctx, y, correction)
-    return y
+    return y if boost == 1 else pond.divide_by(ctx, y, np.float64(boost))
+
+
+# ---- square roots and the logarithm ---------------------------------------------------------------------
+ROOT_INTERVAL = (0.05, 100.0)   # Pond's rsqrt and sqrt (Newton from a constant)
+LOG_INTERVAL = (0.05, 20.0)     # Pond's log (2 atanh((x - 1) / (x + 1)); symmetric in z for lo = 1 / hi)
+_NEWTON_TOP = 0.5               # keep x y^2 >= 1/2 at the top end, as the reciprocal does
+
+
+def _rsqrt_gain(u):
+    return u * (3 - u) ** 2 / 4   # x y^2 after one step y <- y (3 - x y^2) / 2
+
+
+def rsqrt_steps(lo: float, hi: float, frac_bits: int) -> list[float]:
+    """Pre-scales c of Newton's steps for 1 / sqrt(x), x in [lo, hi] (see ``rsqrt``): with u = x y^2 in
+    [m, 1], a step maps c u to g(c u) = c u (3 - c u)^2 / 4 <= 1; c > 1 is chosen so the ends meet,
+    g(c m) = g(c), capped where g(c) = 1/2. Steps continue until 1 - m < 2^-(f + 2)."""
+    low, high = 1.0, 3.0   # the cap: the c > 1 with g(c) = 1/2, by bisection
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if _rsqrt_gain(mid) > _NEWTON_TOP else (low, mid)
+    cap = low
+    m, scales = lo / hi, []
+    while 1 - m > 2.0 ** -(frac_bits + 2):
+        top = min(cap, 1 / m)
+        if _rsqrt_gain(top * m) <= _rsqrt_gain(top):
+            c = top
+        else:
+            a, b = 1.0, top
+            for _ in range(60):
+                mid = (a + b) / 2
+                a, b = (mid, b) if _rsqrt_gain(mid * m) < _rsqrt_gain(mid) else (a, mid)
+            c = a
+        scales.append(c)
+        m = min(_rsqrt_gain(c * m), _rsqrt_gain(c))
+    return scales
+
+
+def rsqrt(ctx: Context, x: Shared, lo: float, hi: float) -> Shared:
+    """1 / sqrt(x) for x in [lo, hi] by Newton's iteration y <- y (3 - x y^2) / 2 from the constant
+    guess 1 / sqrt(hi), each step pre-scaled (``rsqrt_steps``): y <- sqrt(c) y (3 - c x y^2) / 2. The
+    first step is local. The iteration runs on B y for a power of two B that keeps B / sqrt(hi) at
+    16 units or more (B = 1 from frac_bits 12 on at the default interval). Cost per step after the
+    first: 3 sequential products (x y, then (x y) y, then y times the correction), 3 rounds.
+    """
+    f = ctx.config.frac_bits
+    boost = 2 ** max(0, math.ceil(math.log2(16 * 2.0 ** -f * math.sqrt(hi))))
+    scales = rsqrt_steps(lo, hi, f)
+    c = scales[0]
+    # y1 = sqrt(c) y0 (3 - c x y0^2) / 2 with y0 = 1 / sqrt(hi): affine in x, local
+    y0 = boost / math.sqrt(hi)
+    y = pond.add_constant(ctx, pond.scale(ctx, x, np.float64(-0.5 * c ** 1.5 * y0 / hi)),
+                          np.float64(1.5 * math.sqrt(c) * y0))
+    for c in scales[1:]:
+        u = pond.multiply(ctx, pond.multiply(ctx, x, y), y)
+        if boost != 1:
+            u = pond.divide_by(ctx, u, np.float64(boost * boost))
+        correction = pond.add_constant(ctx, pond.scale(ctx, u, np.float64(-0.5 * c ** 1.5)),
+                                       np.float64(1.5 * math.sqrt(c)))
+        y = pond.multiply(ctx, y, correction)
+    return y if boost == 1 else pond.divide_by(ctx, y, np.float64(boost))
+
+
+_ATANH_REACH = (LOG_INTERVAL[1] - 1) / (LOG_INTERVAL[1] + 1)   # |z| on LOG_INTERVAL
+_ATANH_COEF = tuple(np.where(np.arange(32) % 2 == 1,
+                             chebyshev.chebinterpolate(lambda t: 2 * np.arctanh(_ATANH_REACH * t), 31), 0.0))
+
+
+def log_atanh(ctx: Context, x: Shared) -> Shared:
+    """log x = 2 atanh(z), z = (x - 1) / (x + 1) = 1 - 2 / (x + 1), for x in LOG_INTERVAL = [0.05, 20]
+    (z in [-0.905, 0.905]): 16 / (x + 1) by ``reciprocal`` on [1.05, 21] (the factor 16 keeps four
+    more bits, which the series' slope 2 / (1 - z^2) <= 11 at the ends would otherwise amplify), then
+    an odd Chebyshev series of degree 31 in z / 0.905 (approximation error 1.2e-7)."""
+    lo, hi = LOG_INTERVAL
+    sixteenth = reciprocal(ctx, pond.add_constant(ctx, x, np.float64(1.0)), lo + 1, hi + 1, scale=16)
+    z = pond.add_constant(ctx, -pond.divide_by(ctx, sixteenth, np.float64(8)), np.float64(1.0))
+    t = pond.scale(ctx, z, np.float64(1 / _ATANH_REACH))
+    return combine(ctx, chebyshev_terms(ctx, t, 31, "odd"), _ATANH_COEF)
+
+
+# The mantissa polynomials of the exact range reduction (approximation errors 4e-8, 2.7e-7, 2.4e-7).
+_LOG_MANTISSA = tuple(chebyshev.chebinterpolate(lambda t: np.log((t + 3) / 2), 8))   # log m, t = 2m - 3
+RSQRT_MANTISSA = Series.interpolate(lambda v: 1 / np.sqrt(v / 2), 2, 8, 12)            # of v = 2m, m in [1, 4]
+SQRT_MANTISSA = Series.interpolate(lambda v: np.sqrt(v / 2), 2, 8, 10)
+
+
+def _thermometer(ctx: Context, x: Shared, exponents: range, base_log2: int, ge_bits: Callable) -> Shared:
+    """Ring bits [x >= 2^(base_log2 j)] for j in ``exponents``, shape (J,) + x.shape: all the
+    comparisons in one batch of ``ge_bits`` (exact comparisons giving ring bits)."""
+    f = ctx.config.frac_bits
+    thresholds = np.array([1 << (base_log2 * j + f) for j in exponents], dtype=np.uint64)
+    column = thresholds.reshape((len(thresholds),) + (1,) * len(x.shape))
+    repeated = x.map(lambda a: np.broadcast_to(a, (len(thresholds),) + a.shape).copy())
+    return ge_bits(ctx, add_public(ctx, repeated, np.negative(column)))
+
+
+def _weighted(ctx: Context, bits: Shared, base: int, weights: Sequence[int]) -> Shared:
+    """The ring integer base + sum_j weights[j] bits[j] (weights may be negative), locally."""
+    w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64)
+    w = w.reshape((len(weights),) + (1,) * (len(bits.shape) - 1))
+    total = bits.map(lambda a: np.sum(a * w, axis=0, dtype=np.uint64))
+    return add_public(ctx, total, np.uint64(base % (1 << 64)))
+
+
+def exact_log(ctx: Context, x: Shared, ge_bits: Callable) -> Shared:
+    """log x for every encodable x >= 2^-f, with exact comparisons (``ge_bits``: ring bits of
+    [d >= 0]). x = m 2^k with m in [1, 2): k = -f + sum_j [x >= 2^j] (j = 1 - f .. 61 - f: 61
+    comparisons in one batch); m = x 2^(61 - f - k) / 2^(61 - f), one product with a ring integer
+    built locally from the bits, truncated exactly (the product is m 2^61 < 2^62); log m by a
+    Chebyshev series of degree 8 in 2m - 3; plus k log 2, the bits times log 2 with 20 extra bits."""
+    f = ctx.config.frac_bits
+    exponents = range(1 - f, 62 - f)
+    bits = _thermometer(ctx, x, exponents, 1, ge_bits)
+    scale = _weighted(ctx, bits, 1 << 61, [-(1 << (61 - f - j)) for j in exponents])
+    m = pond.truncate_exact(ctx, pond.product(ctx, x, scale, pond.MUL), 61 - f)
+    t = pond.add_constant(ctx, m * 2, np.float64(-3.0))
+    log_m = combine(ctx, chebyshev_terms(ctx, t, len(_LOG_MANTISSA) - 1), _LOG_MANTISSA)
+    extra = 20
+    k_log2 = _weighted(ctx, bits, 0, [round(math.log(2) * 2 ** (f + extra))] * len(exponents))
+    k_log2 = pond.add_constant(ctx, pond.truncate(ctx, k_log2, extra), np.float64(-f * math.log(2)))
+    return log_m + k_log2
+
+
+def exact_root(ctx: Context, x: Shared, ge_bits: Callable, inverse: bool) -> Shared:
+    """sqrt x (or 1 / sqrt x if ``inverse``) for 2^-f <= x < 2^(2 E1 + 2), E1 = floor((60 - f) / 2)
+    (all encodable x for even f, x < 2^(61 - f) for odd f), with exact comparisons: x = m 4^e with m
+    in [1, 4) (in [2, 4) at the bottom for odd f), e = E0 + sum_j [x >= 4^j] (j = E0 + 1 .. E1, E0 =
+    -ceil(f / 2)); m = x 4^(E1 - e) / 4^E1 by one product, truncated exactly; the root of m by a
+    Chebyshev series in 2m; then the result times 2^e as one product with a ring integer, truncated
+    exactly."""
+    f = ctx.config.frac_bits
+    low, high = -((f + 1) // 2), (60 - f) // 2
+    exponents = range(low + 1, high + 1)
+    bits = _thermometer(ctx, x, exponents, 2, ge_bits)
+    scale = _weighted(ctx, bits, 4 ** (high - low), [-3 * 4 ** (high - j) for j in exponents])
+    m = pond.truncate_exact(ctx, pond.product(ctx, x, scale, pond.MUL), 2 * high)
+    series = RSQRT_MANTISSA if inverse else SQRT_MANTISSA
+    root = series(ctx, m * 2)
+    if inverse:   # times 2^-e = 2^(high - e) / 2^high
+        power = _weighted(ctx, bits, 2 ** (high - low), [-(2 ** (high - j)) for j in exponents])
+        return pond.truncate_exact(ctx, pond.product(ctx, root, power, pond.MUL), high)
+    power = _weighted(ctx, bits, 1, [2 ** (j - 1 - low) for j in exponents])   # 2^(e - low)
+    return pond.truncate_exact(ctx, pond.product(ctx, root, power, pond.MUL), -low)

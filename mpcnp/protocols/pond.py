@@ -22,7 +22,7 @@ import numpy as np
 from mpcnp import fixedpoint, ring
 from mpcnp.protocols import sharing
 from mpcnp.protocols.shared import Shared, add_public, broadcast_shape
-from mpcnp.runtime.context import PRODUCER, SERVER0, Context
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 # Integral public factors below this multiply shares exactly, untruncated (the caller keeps the
 # product within the encodable range, as for any product).
@@ -117,30 +117,57 @@ def divide(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
 _OFFSET = np.uint64(1 << 62)
 
 
-def _offset_and_wrap(ctx: Context, value: Shared) -> tuple[np.ndarray, np.ndarray] | None:
+def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
     """The wrap bit of x + 2^62 for |x| < 2^62: on the servers (x'_j, shares of w), else None.
+    ``narrow``: shares of w mod 2^32 (uint32), all a truncation by at most 32 bits needs, since w is
+    multiplied by 2^(64 - bits) there.
 
     With x' = x + 2^62 in [0, 2^63) and x'_0 = x_0 + 2^62, x'_1 = x_1, the shares x'_0 + x'_1 (as
-    integers) wrap past 2^64 exactly when MSB(x'_0) OR MSB(x'_1): if neither is set the sum is below
-    2^64; if one is, the sum is at least 2^63 and, being x' + w 2^64 with x' < 2^63, must have
-    wrapped. Each server knows its own MSB, so w = m0 + m1 - m0 m1 costs one Beaver product of two
-    bits with the producer's triple, in the spirit of ShareConvert's. The
-    known-MSB argument is that of Huang, Lu, Hong, Ding, "Cheetah", USENIX Security 2022.
-    Cost: 40 bytes per element of x, 1 counted round.
+    integers) wrap past 2^64 exactly when m_0 OR m_1 for m_j = MSB(x'_j): if neither is set the sum
+    is below 2^64; if one is, the sum is at least 2^63 and, being x' + w 2^64 with x' < 2^63, must
+    have wrapped (the known-MSB argument of Huang, Lu, Hong, Ding, "Cheetah", USENIX Security 2022).
+    So w = m_0 + m_1 - m_0 m_1, and server j knows m_j whole, which makes the product cheap: with
+    random bits a (server0 and the producer) and b (server1 and the producer) from their PRF
+    streams, server0 sends e = m_0 XOR a and server1 f = m_1 XOR b (one bit each, packed), the
+    producer deals shares c_j of c = a b, and with s = 1 - 2e, t = 1 - 2f (public),
+    m_0 = e + a s and m_1 = f + b t give
+      m_0 m_1 = e f + e t b + a s f + s t c = [m_0 f + s t c_0] + [e m_1 - e f + s t c_1],
+    the first bracket server0's (a s = m_0 - e) and the second server1's (b t = m_1 - f). Hence
+      w_0 = m_0 (1 - f) - s t c_0,   w_1 = m_1 (1 - e) + e f - s t c_1.
+    docs/protocols.md, section 3.2, has the argument and why nobody learns anything.
+    Cost: 8 bytes per element (server1's c_1; 4 when ``narrow``) and 2 bits (e and f), 1 counted round.
     """
-    shape = value.shape
-    if ctx.is_server:
-        shifted = value.share + _OFFSET if ctx.name == SERVER0 else value.share
-        msb = shifted >> np.uint64(63)
-        zeros = np.zeros(shape, dtype=np.uint64)
-        mine, theirs = (msb, zeros) if ctx.name == SERVER0 else (zeros, msb)
-        m0, m1 = Shared(mine, shape), Shared(theirs, shape)
-    else:
-        m0, m1 = Shared(None, shape), Shared(None, shape)
-    both = product(ctx, m0, m1, MUL)  # shares of m0 * m1
+    n = value.size
+    packed = (n + 7) // 8
+    ring, dtype = (sharing.Z_2_32, np.uint32) if narrow else (sharing.Z_L, np.uint64)
+    if ctx.name == PRODUCER:
+        a = np.unpackbits(ctx.prf(SERVER0).uint8(packed), count=n)
+        b = np.unpackbits(ctx.prf(SERVER1).uint8(packed), count=n)
+        np.bitwise_and(a, b, out=a)
+        sharing.deal(ctx, a.astype(dtype), (n,), ring)
+        return None
     if not ctx.is_server:
         return None
-    return shifted, msb - both.share
+    shifted = value.share.reshape(-1)
+    shifted = shifted + _OFFSET if ctx.name == SERVER0 else shifted
+    msb = np.packbits(shifted.view(np.int64) < 0)    # the top bits, eight to a byte
+    mine = msb ^ ctx.prf(PRODUCER).uint8(packed)       # e on server0, f on server1
+    ctx.send(ctx.other_server, mine)
+    c = sharing.deal(ctx, None, (n,), ring)
+    theirs = sharing.recv_array(ctx, ctx.other_server, np.uint8, (packed,))
+    e, f = (mine, theirs) if ctx.name == SERVER0 else (theirs, mine)
+    # the bits of w_j + s t c_j, packed: m_0 (1 - f) on server0; m_1 (1 - e) + e f = (m_1 AND NOT e)
+    # OR (e AND f) on server1 (the two terms never both 1)
+    bits = msb & ~f if ctx.name == SERVER0 else (msb & ~e) | (e & f)
+    wrap = np.unpackbits(bits, count=n).astype(dtype)
+    # s t c_j = c_j where e = f and -c_j where they differ: with m = 0 or all ones there,
+    # s t c_j = (c_j XOR m) - m (two's complement negation), so w_j = bits + m - (c_j XOR m)
+    m = np.unpackbits(e ^ f, count=n).astype(dtype)
+    np.negative(m, out=m)
+    wrap += m
+    np.bitwise_xor(c, m, out=m)
+    wrap -= m
+    return shifted.reshape(value.shape), wrap.reshape(value.shape)
 
 
 def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
@@ -149,16 +176,20 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     With the wrap bit w of x' = x + 2^62 (``_offset_and_wrap``),
     floor(x / 2^bits) - c = (x'0 >> bits) + (x'1 >> bits) - w 2^(64 - bits) - 2^(62 - bits), where c
     in {0, 1} is the dropped carry out of the low bits; server0 adds one unit, so the result is within
-    one unit of x / 2^bits, like local truncation, and never off by more.
-    Cost: one product of bits: 40 bytes per element, 1 counted round.
+    one unit of x / 2^bits, like local truncation, and never off by more. Beyond |x| < 2^62 (a product
+    beyond |x y| < 2^(62 - 2f) in real terms) the offset value leaves [0, 2^63) and the result is wrong.
+    Only w mod 2^bits matters, so for bits <= 32 (every frac_bits) the wrap bit is shared mod 2^32.
+    Cost: that of the wrap bit, 4 bytes and 2 bits per element (8 and 2 for bits > 32), 1 counted round.
     """
     if not 0 < bits < 62:
         raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
-    parts = _offset_and_wrap(ctx, value)
+    parts = _offset_and_wrap(ctx, value, narrow=bits <= 32)
     if parts is None:
         return Shared(None, value.shape)
     shifted, wrap = parts
-    result = (shifted >> np.uint64(bits)) - (wrap << np.uint64(64 - bits))
+    result = np.right_shift(shifted, np.uint64(bits))
+    wide = wrap.astype(np.uint64)
+    result -= np.left_shift(wide, np.uint64(64 - bits), out=wide)
     if ctx.name == SERVER0:
         result -= np.uint64((1 << (62 - bits)) - 1)
     return Shared(result, value.shape)
@@ -172,7 +203,7 @@ def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
     2^64 = Q d + R: q_0 + q_1 - w Q = (x' - r_0 - r_1 + w R) / d, which falls short of x' / d by a
     value in (-1, 2); taking floor(2^62 / d) off leaves x / d within two units. The truncation of
     ``truncate_exact`` is the case d = 2^bits (R = 0), done there with shifts.
-    Cost: one product of bits: 40 bytes per element of x, 1 counted round.
+    Cost: that of the wrap bit, 8 bytes and 2 bits per element of x, 1 counted round.
     """
     divisor = fixedpoint.check_divisor(divisor).astype(np.uint64)
     shape = broadcast_shape(value.shape, divisor.shape)

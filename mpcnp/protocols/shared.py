@@ -14,7 +14,8 @@ import numpy as np
 
 from mpcnp.runtime.context import SERVER0, Context
 
-__all__ = ["Shared", "shape_proxy", "broadcast_shape", "add_public", "xor_public", "trivial", "concat", "stack"]
+__all__ = ["Shared", "shape_proxy", "broadcast_shape", "add_public", "xor_public", "complement", "trivial",
+           "concat", "stack"]
 
 
 def shape_proxy(shape: tuple[int, ...]) -> np.ndarray:
@@ -34,13 +35,17 @@ def broadcast_shape(*shapes: tuple) -> tuple[int, ...]:
 
 @dataclass(eq=False)
 class Shared:
-    """This party's view of a shared value: its share (None off the servers), its shape, and its
-    Beaver mask once it has been masked (then reused by every later product, pond.open_masks)."""
+    """This party's view of a shared value: its share (None off the servers), its shape, its Beaver
+    mask once it has been masked (then reused by every later product, pond.open_masks) and, for a
+    fixed-point 0.0/1.0 value that a comparison produced, the shares of the same value as a ring
+    integer 0/1 (``bit``: what SelectShare needs for an exact ``where``). Every party holds ``bit``
+    or none does: it is set by the same program steps everywhere."""
 
     share: np.ndarray | None
     shape: tuple[int, ...]
     mask: np.ndarray | None = field(default=None, repr=False)     # a_j on server j, a on the producer
     opened: np.ndarray | None = field(default=None, repr=False)   # e = x - a, on both servers
+    bit: "Shared | None" = field(default=None, repr=False)        # this value / 2^f as ring 0/1 shares
 
     @staticmethod
     def of(share, shape) -> "Shared":
@@ -59,7 +64,8 @@ class Shared:
     def map(self, fn: Callable[[np.ndarray], np.ndarray], view: bool = False) -> "Shared":
         """``fn`` (a linear function of the share: reshape, transpose, index, sum, pad, ...) applied
         share-wise; off the servers only the shape is computed. ``view``: ``fn`` only rearranges
-        elements, so the Beaver mask (and opened value) are carried along: no new mask later."""
+        elements, so the Beaver mask (and opened value) are carried along: no new mask later, and so
+        is a comparison's ``bit``."""
         if self.share is None:
             result = Shared(None, tuple(fn(shape_proxy(self.shape)).shape))
         else:
@@ -68,6 +74,8 @@ class Shared:
         if view and self.mask is not None:
             result.mask = fn(self.mask)
             result.opened = None if self.opened is None else fn(self.opened)
+        if view and self.bit is not None:
+            result.bit = self.bit.map(fn, view=True)
         return result
 
     def broadcast_to(self, shape) -> "Shared":
@@ -133,6 +141,15 @@ def xor_public(ctx: Context, bit: Shared, c) -> Shared:
         return bit
     flipped = add_public(ctx, -bit, 1)
     return Shared(np.where(np.asarray(c) == 1, flipped.share, bit.share), bit.shape)
+
+
+def complement(ctx: Context, value: Shared, unit: int) -> Shared:
+    """Shares of 1 - c for a fixed-point 0.0/1.0 value c (``unit`` = 2^frac_bits), its ring ``bit``
+    complemented along with it. Local."""
+    result = add_public(ctx, -value, np.uint64(unit))
+    if value.bit is not None:
+        result.bit = add_public(ctx, -value.bit, np.uint64(1))
+    return result
 
 
 def trivial(ctx: Context, value, shape) -> Shared:

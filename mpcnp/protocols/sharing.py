@@ -33,6 +33,8 @@ class Ring:
 
 
 Z_L = Ring("Z_2^64", np.uint64, lambda prf, shape: prf.uint64(shape), np.subtract)
+# Z_2^32: where only a value mod 2^32 matters (the wrap bit of a truncation by at most 32 bits)
+Z_2_32 = Ring("Z_2^32", np.uint32, lambda prf, shape: prf.fill(np.empty(shape, np.uint32)), np.subtract)
 Z_ODD = Ring("Z_(2^64 - 1)", np.uint64, zp.odd_uniform, zp.odd_sub)
 # The (rows, n) Z_p shares of the low bits of an (n,) uint64 value, row 0 the most significant.
 BITS_Z_P = Ring("bits in Z_67", np.uint8, lambda prf, shape: zp.uniform(prf, zp.P, shape), zp.bit_shares)
@@ -55,7 +57,9 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     """Secret-share ``owner``'s array between the servers; returns (this party's share, shape).
 
     Only ``owner`` evaluates ``value`` (array-like, or a zero-argument callable) and encodes it in
-    fixed point; invalid values raise ValueError there. Cost: server0's share is drawn from the PRF
+    fixed point (integers exactly); invalid values raise ValueError there, naming positions but no
+    value (the other parties see the message), and when 1% or more of the nonzero values round to 0 a
+    ``fixedpoint.PrecisionWarning`` on the owner alone. Cost: server0's share is drawn from the PRF
     stream it shares with the owner, so the data costs one message of |x| ring elements, owner to
     server1; every other party learns the shape in a message of 8 * ndim
     bytes (server1 reads it from its share). 0 rounds of interaction beyond that single hop.
@@ -64,7 +68,7 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     need_shape = [p for p in ctx.parties if p not in (owner, SERVER1)]
     if ctx.name == owner:
         plain = value() if callable(value) else value
-        x = fixedpoint.encode(plain, ctx.config.frac_bits)
+        x = fixedpoint.encode(plain, ctx.config.frac_bits, secret=True)
         shape = x.shape
         _send_shape(ctx, need_shape, shape)
         if owner == SERVER1:
@@ -198,5 +202,6 @@ def reveal(ctx: Context, share: Share | None, shape: tuple[int, ...], to) -> np.
     return parts[SERVER0] + parts[SERVER1]
 
 
-__all__ = ["Ring", "Z_L", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal", "deal_bits",
+__all__ = ["Ring", "Z_L", "Z_2_32", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal",
+           "deal_bits",
            "common_stream", "exchange", "zero_share", "rerandomize", "reveal", "resolve_receivers"]

@@ -28,12 +28,15 @@ class Config:
     ``protocol`` names the protocol family; the runtime carries it without reading it (the protocol
     layer validates it and maps it to behaviour, mpcnp.protocols.families). ``truncation`` is the
     run's initial truncation mode (fixedpoint.TRUNCATIONS), which ``mp.truncation`` changes per block.
+    ``validate``: the run checks every operation against plaintext (mpcnp.validation), which the
+    program layer sets up; the runtime only makes sure every party agrees on it.
     """
 
     protocol: str = "securenn"
     frac_bits: int = fixedpoint.DEFAULT_FRAC_BITS
     truncation: str = "local"
     timeout: float = 60.0
+    validate: bool = False
 
     def __post_init__(self):
         if not isinstance(self.protocol, str) or not self.protocol:
@@ -169,6 +172,21 @@ class Context:
         """The next array from ``frm`` (read-only); PartyError if ``frm`` is silent or the run aborted."""
         try:
             return self.transport.recv(self.check_party(frm), self.config.timeout)
+        except NetError as exc:
+            raise self._party_error(exc, frm, receiving=True) from None
+
+    def send_json(self, to: str, obj) -> None:
+        """Send small metadata (anything json.dumps accepts) to ``to``: a json message, which a party
+        expecting an array refuses, so programs that diverge fail at the first such message."""
+        try:
+            self.transport.send_json(self.check_party(to), obj)
+        except NetError as exc:
+            raise self._party_error(exc, to) from None
+
+    def recv_json(self, frm: str):
+        """The next json message from ``frm``; errors as for ``recv``."""
+        try:
+            return self.transport.recv_json(self.check_party(frm), self.config.timeout)
         except NetError as exc:
             raise self._party_error(exc, frm, receiving=True) from None
 

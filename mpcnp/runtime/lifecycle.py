@@ -17,6 +17,7 @@ import numpy as np
 
 from mpcnp.net import Transport
 from mpcnp.runtime.context import Config, Context, PartyError, activate, barrier, deactivate, describe
+from mpcnp.runtime.settings import agree_settings
 
 # After the first failure, the other parties get this long to report before the caller gives up on them.
 FAILURE_GRACE = 1.0
@@ -45,6 +46,7 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
     try:
         ctx.wait_ready()
         ctx.agree_keys()
+        agree_settings(ctx)   # every party the same protocol, frac_bits, ...: PartyError naming the one that differs
         transport.stats.reset()
         # Ring arithmetic wraps mod 2^64 by design; NumPy warns about it on 0-d (scalar) uint64 values
         # only. errstate is context-local, so this holds for this party's code alone.
