@@ -193,6 +193,7 @@ def test_timeout_names_the_silent_peer(net):
 
 
 def test_abort_reaches_a_party_waiting_on_another_peer(net):
+    """The notice names its sender from the channel; whom it accuses is the sender's claim."""
     def waiter():
         with pytest.raises(PeerAborted) as info:
             net["server0"].recv("server1", WAIT)
@@ -200,11 +201,11 @@ def test_abort_reaches_a_party_waiting_on_another_peer(net):
 
     def failer():
         time.sleep(0.2)
-        net["producer"].abort("producer", "ValueError: boom")
+        net["producer"].abort("server1", "ValueError: boom")
 
     got = run_parties({"server0": waiter, "producer": failer})["server0"]
-    assert (got.origin, got.reason) == ("producer", "ValueError: boom")
-    assert "producer failed: ValueError: boom" in str(got)
+    assert (got.sender, got.accused, got.reason) == ("producer", "server1", "ValueError: boom")
+    assert "aborted by producer, which reports that server1 failed: ValueError: boom" in str(got)
     with pytest.raises(PeerAborted):
         net["server0"].send("server1", np.ones(1))
     net["producer"].close()

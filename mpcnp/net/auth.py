@@ -5,12 +5,15 @@ whether to admit each connecting key. Ours admits exactly the peers' public keys
 peer's name as the ZAP user id, which ZeroMQ then attaches to every message from that connection
 (the ``User-Id`` property): that is how a key is bound to a name. The same thread reads the socket
 monitors: handshake successes and failures of our DEALERs (a peer refusing our key, a wrong server
-key), and failed handshakes on our ROUTER (strangers, garbage bytes), which it logs.
+key), failed handshakes on our ROUTER (strangers, garbage bytes), which it logs, and our DEALERs'
+disconnections: a peer whose connection closed after a successful handshake and has not come back
+is ``lost`` (its process ended, or the network failed).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import zmq
 from zmq.utils import z85
@@ -20,7 +23,8 @@ log = logging.getLogger("mpcnp.net")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 PEER_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+               | zmq.EVENT_DISCONNECTED)
 BIND_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _PROTOCOL_ERRORS = {getattr(zmq, n): n for n in dir(zmq) if n.startswith("PROTOCOL_ERROR_")}
 
@@ -35,6 +39,7 @@ class Watcher(threading.Thread):
         self.ready = threading.Event()
         self.cond = threading.Condition()
         self.connected: set[str] = set()
+        self.lost: dict[str, float] = {}  # peer -> when its connection closed (monotonic)
         self.failures: dict[str, str] = {}
         self.refused = 0
         self.last_refused = ""
@@ -103,7 +108,14 @@ class Watcher(threading.Thread):
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             with self.cond:
                 self.connected.add(peer)
+                self.lost.pop(peer, None)
                 self.cond.notify_all()
+            return
+        if kind == zmq.EVENT_DISCONNECTED:
+            with self.cond:
+                if peer in self.connected:
+                    self.lost.setdefault(peer, time.monotonic())
+                    self.cond.notify_all()
             return
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             detail = f"{peer} refused our key (status {value}): its configuration lists another " \
@@ -114,8 +126,10 @@ class Watcher(threading.Thread):
             else:
                 detail = f"ZMTP protocol error {_PROTOCOL_ERRORS.get(value, value)}"
             detail = f"handshake with {peer} failed: {detail}" if peer else detail
-        else:
+        elif self.keys is not None:
             detail = f"handshake with {peer} failed: is the public key we have for {peer} right?"
+        else:
+            detail = f"handshake with {peer} failed (did its process end while connecting?)"
         if peer is None:
             log.warning("%s: rejected a connection on %s: %s (a stranger or a misconfigured peer)",
                         self.party, event["endpoint"].decode(errors="replace"), detail)

@@ -1,32 +1,45 @@
 """ZeroMQ channels between processes: the processes backend (over ipc) and clusters of hosts (tcp).
 
 Topology. Each party binds one ROUTER (its inbox) and, for every peer, connects one DEALER to the
-peer's ROUTER with ``routing_id = own name``; so the ROUTER learns the sender of every message from
-its routing id. ``recv`` runs in the caller's thread: a blocking recv on the ROUTER, bounded by
+peer's ROUTER. ``recv`` runs in the caller's thread: a blocking recv on the ROUTER, bounded by
 RCVTIMEO (it wakes up faster than zmq_poll), files what arrives in one FIFO per sender; there is no
-hand-off to another thread on the fast path. Messages queue in the DEALER until the peer is up, and
-high-water marks are off, so ``send`` never blocks and start-up order does not matter.
+hand-off to another thread on the fast path. Messages queue in the DEALER until the peer is up, so
+start-up order does not matter.
+
+Who sent a message. Over CURVE the sender is the peer owning the Curve key that the connection
+authenticated with: the ZAP handler names the connection after that peer (the ZAP user id, which
+ZeroMQ attaches to every message) and nothing the peer says, its routing id included, can change
+that; a participant cannot take over another's identity or connection. Over plain ipc (one user's
+processes, behind a 0700 directory) the DEALER's routing id names the sender.
 
 Framing. One message = one ZeroMQ multipart message: the header of framing.py, with the payload
 appended in the same frame when it is at most ``INLINE_BYTES``; larger payloads follow, sent
-zero-copy, as frames of at most ``chunk_bytes`` (1 MiB with CURVE, 64 MiB plain). A single payload
-frame is received zero-copy (``np.frombuffer``); several are assembled into one ``np.empty``. Small
-payloads are copied once when the frame's memory is not aligned for the dtype.
+zero-copy, as frames of at most ``chunk_bytes`` (1 MiB with CURVE, 64 MiB plain). The header is read
+first: a message over ``max_message_bytes`` is refused (FrameError naming the sender) and its frames
+dropped as they arrive, never assembled. A single payload frame is received zero-copy
+(``np.frombuffer``); several are copied one by one into one ``np.empty`` and released.
+
+Flow control. A sender may have at most ``window`` bytes (payload and header) that the receiver has
+not yet consumed (returned from ``recv``); a larger message may go when nothing is outstanding. The
+receiver tells each sender what it consumed (a credit message, not counted in the stats) every
+``window / 4`` bytes and whenever it waits on that sender; a send beyond the window waits for
+credit (bounded by ``send_timeout``). So an inbox holds at most about ``window`` bytes per sender,
+and a party running ahead (a producer dealing triples) is held back instead of filling its peer's
+memory. A sender that ignores credit and exceeds ``window + max_message_bytes`` is refused
+(FrameError). Every party of a run must use the same limits.
 
 Security. Over tcp a transport always uses CurveZMQ (encryption and mutual authentication), unless
 ``insecure=True`` is passed explicitly (a trusted private network, or benchmarks). Each party has a
-Curve key pair and knows every peer's public key (CurveConfig). Its ROUTER is a CURVE server with
-its own ZAP handler that admits only the peers' public keys and names the connection after the
-peer owning the key (the ZAP user id); every message's claimed sender (its routing id) must equal
-that name, else FrameError. Its DEALERs are CURVE clients pinned to each peer's server key.
-Plain (NULL mechanism) channels exist only over ipc (local, protected by file permissions) and in
-memory (memory.py).
+Curve key pair and knows every peer's public key (CurveConfig); its DEALERs are CURVE clients
+pinned to each peer's server key. Plain (NULL mechanism) channels exist only over ipc (local,
+protected by file permissions) and in memory (memory.py).
 
 Failures. A peer that refuses our key (or whose key we have wrong) is reported as HandshakeError
 naming it by the next ``recv``; strangers (wrong keys, garbage bytes on the port) are refused by
 ZeroMQ and logged as warnings on ``logging.getLogger("mpcnp.net")``; the run goes on. A malformed
-message from an authenticated peer becomes a FrameError raised by the recv from that peer, in FIFO
-order; the other peers are unaffected. Messages under an unknown routing id are dropped and logged.
+message from a peer becomes a FrameError raised by the recv from that peer, in FIFO order; the
+other peers are unaffected. A peer whose connection closed and stayed closed for ``LOST_GRACE``
+seconds while we wait on it is PeerLost. Messages under an unknown routing id are dropped and logged.
 
 Threads and processes. A transport belongs to one thread (its party's). Besides it, one helper
 thread per transport serves ZAP and watches handshakes; ``close`` ends it. pyzmq's own
@@ -39,7 +52,7 @@ import logging
 import math
 import os
 import time
-from collections import deque
+from collections import defaultdict, deque
 from typing import Mapping
 
 import numpy as np
@@ -47,9 +60,9 @@ import zmq
 
 from mpcnp.net.auth import BIND_EVENTS, PEER_EVENTS, Watcher
 from mpcnp.net.base import Transport
-from mpcnp.net.errors import FrameError, HandshakeError, NetError, PeerTimeout
-from mpcnp.net.framing import (ABORT, decode_abort, decode_header, decode_inline, encode_abort,
-                               encode_header)
+from mpcnp.net.errors import FrameError, HandshakeError, NetError, PeerLost, PeerTimeout
+from mpcnp.net.framing import (ABORT, CREDIT, check_size, decode_abort, decode_header, decode_inline,
+                               encode_abort, encode_header)
 from mpcnp.net.keys import CurveConfig, key_bytes
 
 log = logging.getLogger("mpcnp.net")
@@ -60,6 +73,12 @@ INLINE_BYTES = 64 * 1024
 # frame is received zero-copy, and measured fastest up to 64 MiB.
 CURVE_CHUNK_BYTES = 1 << 20
 PLAIN_CHUNK_BYTES = 64 << 20
+# Defaults of the limits: the largest message (1 GiB: a 1.3e8-element operand of a matmul; the
+# protocols send elementwise work in chunks far below it) and the flow-control window per sender.
+MAX_MESSAGE_BYTES = 1 << 30
+WINDOW_BYTES = 256 << 20
+LOST_GRACE = 1.0        # seconds a closed connection may take to come back before its peer is lost
+MAX_LINGER = 3600.0     # seconds: ZeroMQ takes linger in int milliseconds
 _SLICE_MS = 100         # how often a waiting recv looks at handshake failures
 _READY_SLICE_MS = 20    # how often wait_ready looks at the handshakes
 
@@ -76,13 +95,17 @@ class ZmqTransport(Transport):
     ``curve``: this party's keys and its peers' public keys; required over tcp unless
     ``insecure=True``. ``linger``: seconds ``close`` waits for unsent messages (bounded, so a dead
     peer cannot hang the exit). ``chunk_bytes``: largest payload frame (default: 1 MiB with CURVE,
-    64 MiB plain).
+    64 MiB plain). ``max_message_bytes`` and ``window``: the limits of the module docstring
+    (None: no limit, no flow control). ``send_timeout`` (attribute): seconds a send may wait for
+    credit (None: forever).
     Raises ValueError for a bad name, endpoint or configuration, NetError if binding fails.
     Use a transport from one thread only (ZeroMQ sockets are not thread-safe), abort included.
     """
 
     def __init__(self, name: str, bind: str, *, curve: CurveConfig | None = None,
-                 insecure: bool = False, linger: float = 2.0, chunk_bytes: int | None = None) -> None:
+                 insecure: bool = False, linger: float = 2.0, chunk_bytes: int | None = None,
+                 max_message_bytes: int | None = MAX_MESSAGE_BYTES,
+                 window: int | None = WINDOW_BYTES) -> None:
         super().__init__(name)
         scheme = bind.split("://", 1)[0]
         if scheme not in ("tcp", "ipc") or "://" not in bind:
@@ -94,14 +117,27 @@ class ZmqTransport(Transport):
             chunk_bytes = PLAIN_CHUNK_BYTES if curve is None else CURVE_CHUNK_BYTES
         if chunk_bytes < INLINE_BYTES:
             raise ValueError(f"chunk_bytes must be at least {INLINE_BYTES}")
+        for what, limit in (("max_message_bytes", max_message_bytes), ("window", window)):
+            if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+                raise ValueError(f"{what} must be a positive number of bytes or None, got {limit!r}")
         self.curve = curve
+        self.send_timeout: float | None = None
         self._pid = os.getpid()
-        self._linger_ms = int(linger * 1000)
+        self._linger_ms = int(min(max(linger, 0.0), MAX_LINGER) * 1000)
         self._chunk = chunk_bytes
+        self._max_message = max_message_bytes
+        self._window = window
         self._dealers: dict[str, zmq.Socket] = {}
         self._inbox: dict[str, deque] = {}
         self._by_id: dict[bytes, str] = {}
         self._addresses: dict[str, str] = {}
+        # flow control, in bytes per peer: sent and credited (as sender), received, consumed and
+        # credit given (as receiver)
+        self._sent: dict[str, int] = defaultdict(int)
+        self._credit: dict[str, int] = defaultdict(int)
+        self._received: dict[str, int] = defaultdict(int)
+        self._consumed: dict[str, int] = defaultdict(int)
+        self._given: dict[str, int] = defaultdict(int)
         self._ctx = zmq.Context(io_threads=1)
         keys = None
         if curve is not None:
@@ -131,7 +167,7 @@ class ZmqTransport(Transport):
             try:
                 self._router.bind(bind)
             except zmq.ZMQError as exc:
-                raise NetError(f"{name} cannot bind {bind}: {exc}") from exc
+                raise NetError(f"{name} cannot bind {bind}: {exc.strerror}") from None
             self.endpoint: str = self._router.last_endpoint.decode()
         except BaseException:
             self.close()
@@ -167,13 +203,19 @@ class ZmqTransport(Transport):
         self._set_peers(tuple(addresses))
         for peer, address in addresses.items():
             dealer = self._ctx.socket(zmq.DEALER)
-            dealer.routing_id = self.name.encode()
+            if self.curve is None:
+                dealer.routing_id = self.name.encode()  # over CURVE the key names us, not this
             dealer.sndhwm = 0
             dealer.linger = self._linger_ms
             if self.curve is not None:
                 dealer.curve_publickey = self.curve.public_key.encode()
                 dealer.curve_secretkey = self.curve.secret_key.encode()
                 dealer.curve_serverkey = self.curve.peer_keys[peer].encode()
+            if address.startswith("ipc://"):
+                # a local peer's socket appears within milliseconds of its start: retry soon,
+                # backing off to ZeroMQ's usual 100 ms
+                dealer.reconnect_ivl = 5
+                dealer.reconnect_ivl_max = 100
             self._dealers[peer] = dealer  # closed by close(), whatever happens next
             self._set_tcp_options(dealer, address)
             self._watch(dealer, peer)
@@ -185,29 +227,63 @@ class ZmqTransport(Transport):
             self._by_id[peer.encode()] = peer
             self._addresses[peer] = address
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float | None) -> None:
         """Block until the handshake with every peer's ROUTER succeeded.
 
         Messages arriving meanwhile are filed for later receives; an abort notice (a peer that
         failed while we were still starting) raises PeerAborted. Raises HandshakeError for a refused
         key or mismatched configuration, PeerTimeout naming the first peer not reached within
-        ``timeout`` seconds.
+        ``timeout`` seconds (None or inf: no limit). Tells the observer whom it waits for.
         """
-        deadline = time.monotonic() + timeout
+        deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
         watcher = self._watcher
-        while True:
-            with watcher.cond:
-                self._check_handshakes()
-                missing = [p for p in self.peers if p not in watcher.connected]
-            if not missing:
-                return
-            self._raise_if_aborted()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise PeerTimeout(missing[0], timeout, self._hint(missing[0]))
-            pulled = self._pull(min(_READY_SLICE_MS, math.ceil(remaining * 1000)))
-            if pulled is not None and pulled[0] is not None:
-                self._inbox[pulled[0]].append(pulled[1])
+        waiting = None
+        try:
+            while True:
+                with watcher.cond:
+                    self._check_handshakes()
+                    missing = [p for p in self.peers if p not in watcher.connected]
+                if not missing:
+                    return
+                if waiting != missing[0]:
+                    waiting = missing[0]
+                    self.observer.waiting(waiting)
+                self.observer.beat(waiting)
+                self._raise_if_aborted()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PeerTimeout(missing[0], timeout, self._hint(missing[0]))
+                wait_ms = _READY_SLICE_MS if remaining is None else \
+                    min(_READY_SLICE_MS, math.ceil(remaining * 1000))
+                pulled = self._pull(wait_ms)
+                if pulled is not None and pulled[0] is not None:
+                    self._file(*pulled)
+        finally:
+            if waiting is not None:
+                self.observer.resumed()
+
+    def missing(self) -> list[str]:
+        """The peers whose channel is not up yet (their handshake has not succeeded)."""
+        with self._watcher.cond:
+            return [p for p in self.peers if p not in self._watcher.connected]
+
+    def address_of(self, peer: str) -> str:
+        """The endpoint this party connects to for ``peer``."""
+        return self._addresses.get(peer, "?")
+
+    def evidence(self, peer: str) -> str | None:
+        """Our connection to ``peer`` closed after its handshake and has not come back, its handshake
+        failed, or it never completed (see Transport.evidence); a wait on ``peer`` gives a closed
+        connection ``LOST_GRACE`` seconds to come back before it fails."""
+        watcher = self._watcher
+        with watcher.cond:
+            if peer in watcher.lost:
+                return f"its connection closed {time.monotonic() - watcher.lost[peer]:.1f} s ago"
+            if peer in watcher.failures:
+                return watcher.failures[peer]
+            if peer in self._addresses and peer not in watcher.connected:
+                return f"our connection to {self._addresses[peer]} never completed"
+            return None
 
     def _check_handshakes(self) -> None:
         failures = self._watcher.failures
@@ -218,7 +294,11 @@ class ZmqTransport(Transport):
     def _hint(self, peer: str) -> str:
         hints = []
         if peer not in self._watcher.connected:
-            hints.append(f"our connection to {self._addresses.get(peer, '?')} never completed")
+            address = self._addresses.get(peer, "?")
+            if address.startswith("ipc://"):
+                hints.append(f"it never listened on {address}: did its process start?")
+            else:
+                hints.append(f"our connection to {address} never completed")
         if self._watcher.refused:
             hints.append(f"{self._watcher.refused} connection(s) with unknown keys were refused, "
                          f"the last from {self._watcher.last_refused}: check the public keys")
@@ -229,6 +309,15 @@ class ZmqTransport(Transport):
         dealer = self._dealers[to]
         header = encode_header(kind, wire, stamp)
         nbytes = wire.nbytes
+        if self._max_message is not None and nbytes > self._max_message:
+            raise ValueError(f"{self.name}: a message of {nbytes} bytes to {to} exceeds the limit of "
+                             f"{self._max_message} bytes (max_message_bytes)")
+        if self._window is not None:
+            size = nbytes + len(header)
+            outstanding = self._sent[to] - self._credit[to]
+            if outstanding and outstanding + size > self._window:
+                self._await_credit(to, size)
+            self._sent[to] += size
         if nbytes <= INLINE_BYTES:
             dealer.send(header + wire.data if nbytes else header)
             return
@@ -240,12 +329,50 @@ class ZmqTransport(Transport):
             dealer.send(data[start:start + chunk], zmq.SNDMORE, copy=False)
         dealer.send(data[last:], copy=False)
 
-    def abort(self, origin: str, reason: str) -> None:
+    def _await_credit(self, to: str, size: int) -> None:
+        """Wait until ``to`` has consumed enough of what we sent for ``size`` more bytes to fit the
+        window (or everything). Raises PeerTimeout(to) after ``send_timeout`` seconds, and what a
+        receive from ``to`` would raise (abort, lost connection, refused handshake)."""
+        timeout = self.send_timeout
+        deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
+        self.observer.waiting(to)
+        try:
+            while True:
+                outstanding = self._sent[to] - self._credit[to]
+                if not outstanding or outstanding + size <= self._window:
+                    return
+                self._raise_if_aborted()
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise PeerTimeout(to, timeout, f" (sending: {to} has not read the {outstanding} "
+                                                   "bytes already sent to it)")
+                self._check_gone(to)
+                wait_ms = _SLICE_MS if remaining is None else min(_SLICE_MS, math.ceil(remaining * 1000))
+                pulled = self._pull(wait_ms)
+                if pulled is None:
+                    self._check_handshakes()
+                    self.observer.beat(to)
+                elif pulled[0] is not None:
+                    self._file(*pulled)
+        finally:
+            self.observer.resumed()
+
+    def _give_credit(self, peer: str) -> None:
+        """Tell ``peer`` how many of its bytes we have consumed (never blocks)."""
+        consumed = self._consumed[peer]
+        self._given[peer] = consumed
+        payload = np.array([consumed], dtype=np.uint64)
+        try:
+            self._dealers[peer].send(encode_header(CREDIT, payload, 0) + payload.tobytes(), zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass  # a peer that is gone needs no credit
+
+    def abort(self, accused: str, reason: str) -> None:
         """Send the abort notice to every peer without blocking (dropped if it cannot go)."""
         try:
             if self._closed or os.getpid() != self._pid:
                 return
-            payload = encode_abort(str(origin), str(reason))
+            payload = encode_abort(str(accused), str(reason))
             message = encode_header(ABORT, payload, self.stats.clock) + payload.tobytes()
             for dealer in self._dealers.values():
                 try:
@@ -259,31 +386,77 @@ class ZmqTransport(Transport):
     def _next(self, frm: str, timeout: float | None,
               deadline: float | None) -> tuple[int, int, np.ndarray]:
         queue = self._inbox[frm]
-        while True:
-            if queue or self._aborted is not None:
-                self._raise_if_aborted()
-                item = queue.popleft()
-                if isinstance(item, FrameError):
-                    raise item
-                return item
-            wait_ms = _SLICE_MS
-            if deadline is not None:
-                remaining = deadline - time.monotonic()
-                if remaining < _SLICE_MS / 1000:
-                    wait_ms = max(0, math.ceil(remaining * 1000))
-            pulled = self._pull(wait_ms)
-            if pulled is None:
-                self._check_handshakes()
-                if wait_ms == 0:
-                    raise PeerTimeout(frm, timeout, self._hint(frm))
-                continue
-            sender, item = pulled
-            if sender == frm and type(item) is tuple:
-                return item  # the common case: no detour through the queue
-            if sender is not None:
-                self._inbox[sender].append(item)
+        if queue or self._aborted is not None:
+            return self._take(frm, queue)
+        self.observer.waiting(frm)
+        credited = self._window is None
+        try:
+            while True:
+                if queue or self._aborted is not None:
+                    return self._take(frm, queue)
+                wait_ms = _SLICE_MS
+                if deadline is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining < _SLICE_MS / 1000:
+                        wait_ms = max(0, math.ceil(remaining * 1000))
+                pulled = self._pull(wait_ms)
+                if pulled is None:
+                    self._check_handshakes()
+                    self._check_gone(frm)
+                    if wait_ms == 0:
+                        raise PeerTimeout(frm, timeout, self._hint(frm))
+                    self.observer.beat(frm)
+                    if not credited and self._consumed[frm] > self._given[frm]:
+                        # frm may be held back by flow control, waiting for this credit to send
+                        # what we wait for (a message of more than 3/4 of the window)
+                        self._give_credit(frm)
+                        credited = True
+                    continue
+                sender, item = pulled
+                if sender == frm and type(item) is tuple:
+                    return self._consume(frm, item)  # no detour through the queue
+                if sender is not None:
+                    self._file(sender, item)
+        finally:
+            self.observer.resumed()
 
-    def _pull(self, wait_ms: int) -> tuple[str | None, tuple | FrameError] | None:
+    def _take(self, frm: str, queue: deque) -> tuple[int, int, np.ndarray]:
+        self._raise_if_aborted()
+        item = queue.popleft()
+        if isinstance(item, FrameError):
+            raise item
+        return self._consume(frm, item)
+
+    def _consume(self, frm: str, item: tuple) -> tuple[int, int, np.ndarray]:
+        """Count ``item`` as consumed from ``frm`` (flow control) and return it."""
+        if self._window is not None:
+            payload = item[2]
+            self._consumed[frm] += payload.nbytes + 16 + 8 * payload.ndim
+            if self._consumed[frm] - self._given[frm] >= self._window // 4:
+                self._give_credit(frm)
+        return item
+
+    def _file(self, sender: str, item: tuple | FrameError) -> None:
+        """Keep a message for a later receive from ``sender``; a sender that exceeds the window
+        by more than a message (it ignored our credit) has its next message replaced by a
+        FrameError."""
+        if self._window is not None and type(item) is tuple:
+            payload = item[2]
+            pending = self._received[sender] - self._consumed[sender]
+            if pending > self._window + (self._max_message or 0):
+                item = FrameError(sender, f"it sent {pending} bytes that this party has not read yet, "
+                                          f"beyond the flow-control window of {self._window} bytes")
+        self._inbox[sender].append(item)
+
+    def _check_gone(self, peer: str) -> None:
+        """PeerLost(peer) when its connection closed for good (see ``lost``)."""
+        since = self._watcher.lost.get(peer)
+        if since is not None and time.monotonic() - since >= LOST_GRACE:
+            since = time.monotonic() - since
+            raise PeerLost(peer, f"its connection closed {since:.1f} s ago and did not come back "
+                                 "(did its process end?)")
+
+    def _pull(self, wait_ms: int) -> tuple[str | None, tuple | FrameError | None] | None:
         """The next message on the ROUTER as ``_read`` gives it, or None after ``wait_ms``."""
         router = self._router
         # A blocking recv bounded by RCVTIMEO wakes up faster than zmq_poll + recv.
@@ -295,64 +468,84 @@ class ZmqTransport(Transport):
             return None
         return self._read(ident, router.recv(copy=False))
 
-    def _read(self, ident: bytes, frame: zmq.Frame) -> tuple[str | None, tuple | FrameError]:
+    def _read(self, ident: bytes, frame: zmq.Frame) -> tuple[str | None, tuple | FrameError | None]:
         """The rest of one message whose routing id and first frame were read: (sender, message
-        or FrameError), sender None if the message was dropped. Raises PeerAborted for an abort."""
-        frames = None
-        if frame.more:
-            frames = [frame]
-            while frames[-1].more:
-                frames.append(self._router.recv(copy=False))
-        sender = self._by_id.get(ident)
-        if sender is None:
-            log.warning("%s: dropped a message from unknown routing id %r", self.name, ident)
-            return None, None
+        or FrameError), sender None if the message was dropped or was flow control. Raises
+        PeerAborted for an abort notice."""
         if self.curve is not None:
             user = frame.get("User-Id")  # the name the ZAP handler gave the peer's key
-            if user != sender:
-                if user in self._inbox:
-                    return user, FrameError(user, f"message claims to come from {sender}")
-                log.warning("%s: dropped a message from %r claiming to be %s", self.name, user, sender)
-                return None, None
+            sender = user if user in self._inbox else None
+        else:
+            sender = self._by_id.get(ident)
+        if sender is None:
+            self._drain(frame)
+            log.warning("%s: dropped a message from unknown routing id %r", self.name, ident)
+            return None, None
         try:
-            if frames is None:
+            if frame.more:
+                message = self._assemble(sender, frame)
+            else:
                 # A bytes copy of a small frame is immutable and aligned, whereas the frame's
                 # memory sits at any offset of ZeroMQ's receive buffer.
                 message = decode_inline(frame.bytes, sender)
-            else:
-                message = self._assemble(sender, frames)
-            if message[0] == ABORT:
-                raise self._note_abort(*decode_abort(message[2], sender))
+                check_size(message[2].nbytes, self._max_message, sender)
+            kind = message[0]
+            if kind == ABORT:
+                raise self._note_abort(sender, *decode_abort(message[2], sender))
+            if kind == CREDIT:
+                self._credit[sender] = max(self._credit[sender], int(message[2][0]))
+                return None, None
+            if self._window is not None:
+                payload = message[2]
+                self._received[sender] += payload.nbytes + 16 + 8 * payload.ndim
         except FrameError as exc:
             return sender, exc
         return sender, message
 
-    @staticmethod
-    def _assemble(sender: str, frames: list[zmq.Frame]) -> tuple[int, int, np.ndarray]:
-        """Decode a message whose payload spans several frames."""
-        first = frames[0].buffer
-        kind, dtype, shape, stamp, size, nbytes = decode_header(first, sender)
-        total = len(first) - size + sum(len(f) for f in frames[1:])
-        if total != nbytes:
-            raise FrameError(sender, f"payload of {total} bytes, but shape {shape} of {dtype} "
-                                     f"needs {nbytes}")
-        if len(frames) == 2 and len(first) == size:
-            array = np.frombuffer(frames[1], dtype, nbytes // dtype.itemsize)
+    def _drain(self, frame: zmq.Frame) -> None:
+        """Receive and drop the remaining frames of a message whose frame ``frame`` was read."""
+        while frame.more:
+            frame = self._router.recv(copy=False)
+
+    def _assemble(self, sender: str, first: zmq.Frame) -> tuple[int, int, np.ndarray]:
+        """Decode a message whose payload spans several frames, reading them one at a time: the
+        header is checked (size limit included) before any payload is kept, and each frame is
+        released once copied."""
+        try:
+            kind, dtype, shape, stamp, size, nbytes = decode_header(first.buffer, sender)
+            check_size(nbytes, self._max_message, sender)
+        except FrameError:
+            self._drain(first)
+            raise
+        head = first.buffer[size:]
+        frame = self._router.recv(copy=False)
+        if not len(head) and not frame.more and len(frame) == nbytes:
+            array = np.frombuffer(frame, dtype, nbytes // dtype.itemsize)  # zero-copy
             if not array.flags.aligned:
                 array = array.copy()
             array.flags.writeable = False
-        else:
-            array = np.empty(total, np.uint8)
-            offset = 0
-            parts = [f.buffer for f in frames[1:]]
-            if len(first) > size:
-                parts.insert(0, first[size:])
+            return kind, stamp, array.reshape(shape)
+        array = np.empty(nbytes, np.uint8)
+        offset = 0
+        parts = [head, frame.buffer]
+        while True:
             for part in parts:
-                array[offset:offset + len(part)] = part
-                offset += len(part)
-            array.flags.writeable = False
-            array = array.view(dtype)
-        return kind, stamp, array.reshape(shape)
+                end = offset + len(part)
+                if end > nbytes:
+                    self._drain(frame)
+                    raise FrameError(sender, f"payload of more than {nbytes} bytes, but shape {shape} "
+                                             f"of {dtype} needs {nbytes}")
+                array[offset:end] = part
+                offset = end
+            if not frame.more:
+                break
+            frame = self._router.recv(copy=False)
+            parts = [frame.buffer]
+        if offset != nbytes:
+            raise FrameError(sender, f"payload of {offset} bytes, but shape {shape} of {dtype} "
+                                     f"needs {nbytes}")
+        array.flags.writeable = False
+        return kind, stamp, array.view(dtype).reshape(shape)
 
     # ---- shutdown -----------------------------------------------------------------------------
     def close(self, linger: float | None = None) -> None:
@@ -374,6 +567,6 @@ class ZmqTransport(Transport):
             self._watcher.join()
         for sock in [self._router, self._control, *self._dealers.values()]:
             if linger is not None:
-                sock.linger = int(linger * 1000)
+                sock.linger = int(min(max(linger, 0.0), MAX_LINGER) * 1000)
             sock.close()
         self._ctx.term()
