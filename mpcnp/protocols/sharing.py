@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from mpcnp import fixedpoint, ring, zp
-from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, InputRefused, PartyError
 
 Share = np.ndarray  # this party's share: an array on the servers; None elsewhere
 
@@ -55,7 +55,8 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     """Secret-share ``owner``'s array between the servers; returns (this party's share, shape).
 
     Only ``owner`` evaluates ``value`` (array-like, or a zero-argument callable) and encodes it in
-    fixed point; invalid values raise ValueError there. Cost: server0's share is drawn from the PRF
+    fixed point; invalid values raise InputRefused (a ValueError) there, whose message never
+    leaves the owner. Cost: server0's share is drawn from the PRF
     stream it shares with the owner, so the data costs one message of |x| ring elements, owner to
     server1; every other party learns the shape in a message of 8 * ndim
     bytes (server1 reads it from its share). 0 rounds of interaction beyond that single hop.
@@ -64,7 +65,10 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     need_shape = [p for p in ctx.parties if p not in (owner, SERVER1)]
     if ctx.name == owner:
         plain = value() if callable(value) else value
-        x = fixedpoint.encode(plain, ctx.config.frac_bits)
+        try:
+            x = fixedpoint.encode(plain, ctx.config.frac_bits)
+        except (ValueError, TypeError) as exc:
+            raise InputRefused(str(exc)) from None
         shape = x.shape
         _send_shape(ctx, need_shape, shape)
         if owner == SERVER1:
