@@ -15,7 +15,8 @@ The payload is the array's bytes in C order, little-endian: exactly prod(shape) 
 A json or abort message is a 1-d uint8 array of UTF-8 JSON text; an abort notice's JSON is
 ``{"accused": NAME, "reason": TEXT}`` (who the sender says failed, and why; the sender itself is
 known from the channel, never from the payload). A credit message (flow control, zmqnet.py) is a
-1-d uint64 array of one element: the bytes the receiver has consumed from that sender so far.
+1-d uint64 array: the bytes the receiver has consumed from that sender so far, and 1 if the
+receiver itself waits for credit to send to that sender (else 0).
 
 ``header_bytes(ndim)`` is the framing overhead that the byte counters add to every array or json
 message; the transports' own envelopes (ZMTP frame lengths, CURVE's 16-byte MAC and nonce) are not

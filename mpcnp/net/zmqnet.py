@@ -23,10 +23,13 @@ Flow control. A sender may have at most ``window`` bytes (payload and header) th
 not yet consumed (returned from ``recv``); a larger message may go when nothing is outstanding. The
 receiver tells each sender what it consumed (a credit message, not counted in the stats) every
 ``window / 4`` bytes and whenever it waits on that sender; a send beyond the window waits for
-credit (bounded by ``send_timeout``). So an inbox holds at most about ``window`` bytes per sender,
-and a party running ahead (a producer dealing triples) is held back instead of filling its peer's
-memory. A sender that ignores credit and exceeds ``window + max_message_bytes`` is refused
-(FrameError). Every party of a run must use the same limits.
+credit (bounded by ``send_timeout``), unless the receiver says it is itself waiting for our credit
+(two parties exchanging more than a window at once: both go ahead). So an inbox holds about
+``window`` bytes per sender, and a party running ahead (a producer dealing triples) is held back
+instead of filling its peer's memory. A sender that ignores credit and exceeds twice ``window +
+max_message_bytes`` is refused (FrameError). Every party of a run must use the same limits; a cycle
+of three or more parties each waiting for the next one's credit is not resolved (none of mpcnp's
+protocols sends that way).
 
 Security. Over tcp a transport always uses CurveZMQ (encryption and mutual authentication), unless
 ``insecure=True`` is passed explicitly (a trusted private network, or benchmarks). Each party has a
@@ -138,6 +141,7 @@ class ZmqTransport(Transport):
         self._received: dict[str, int] = defaultdict(int)
         self._consumed: dict[str, int] = defaultdict(int)
         self._given: dict[str, int] = defaultdict(int)
+        self._blocked_by: set[str] = set()  # peers that said they wait for our credit to send
         self._ctx = zmq.Context(io_threads=1)
         keys = None
         if curve is not None:
@@ -331,15 +335,18 @@ class ZmqTransport(Transport):
 
     def _await_credit(self, to: str, size: int) -> None:
         """Wait until ``to`` has consumed enough of what we sent for ``size`` more bytes to fit the
-        window (or everything). Raises PeerTimeout(to) after ``send_timeout`` seconds, and what a
-        receive from ``to`` would raise (abort, lost connection, refused handshake)."""
+        window (or everything), or until ``to`` says it is itself waiting for our credit to send
+        to us: two parties exchanging more than a window at once (both send, then both receive)
+        then both go ahead rather than wait for each other. Raises PeerTimeout(to) after
+        ``send_timeout`` seconds, and what a receive from ``to`` would raise."""
         timeout = self.send_timeout
         deadline = None if timeout is None or math.isinf(timeout) else time.monotonic() + timeout
+        self._give_credit(to, blocked=True)
         self.observer.waiting(to)
         try:
             while True:
                 outstanding = self._sent[to] - self._credit[to]
-                if not outstanding or outstanding + size <= self._window:
+                if not outstanding or outstanding + size <= self._window or to in self._blocked_by:
                     return
                 self._raise_if_aborted()
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -357,11 +364,12 @@ class ZmqTransport(Transport):
         finally:
             self.observer.resumed()
 
-    def _give_credit(self, peer: str) -> None:
-        """Tell ``peer`` how many of its bytes we have consumed (never blocks)."""
+    def _give_credit(self, peer: str, blocked: bool = False) -> None:
+        """Tell ``peer`` how many of its bytes we have consumed, and whether we wait for its credit
+        to send to it (never blocks)."""
         consumed = self._consumed[peer]
         self._given[peer] = consumed
-        payload = np.array([consumed], dtype=np.uint64)
+        payload = np.array([consumed, int(blocked)], dtype=np.uint64)
         try:
             self._dealers[peer].send(encode_header(CREDIT, payload, 0) + payload.tobytes(), zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -443,7 +451,7 @@ class ZmqTransport(Transport):
         if self._window is not None and type(item) is tuple:
             payload = item[2]
             pending = self._received[sender] - self._consumed[sender]
-            if pending > self._window + (self._max_message or 0):
+            if pending > 2 * (self._window + (self._max_message or 0)):
                 item = FrameError(sender, f"it sent {pending} bytes that this party has not read yet, "
                                           f"beyond the flow-control window of {self._window} bytes")
         self._inbox[sender].append(item)
@@ -493,9 +501,14 @@ class ZmqTransport(Transport):
             if kind == ABORT:
                 raise self._note_abort(sender, *decode_abort(message[2], sender))
             if kind == CREDIT:
-                self._credit[sender] = max(self._credit[sender], int(message[2][0]))
+                credit = message[2]
+                if credit.size:
+                    self._credit[sender] = max(self._credit[sender], int(credit[0]))
+                if credit.size > 1 and credit[1]:
+                    self._blocked_by.add(sender)
                 return None, None
             if self._window is not None:
+                self._blocked_by.discard(sender)  # whatever it waited for, it is sending again
                 payload = message[2]
                 self._received[sender] += payload.nbytes + 16 + 8 * payload.ndim
         except FrameError as exc:

@@ -39,6 +39,7 @@ from typing import Callable
 
 from mpcnp import ring
 from mpcnp.net import ZmqTransport
+from mpcnp.net.zmqnet import MAX_MESSAGE_BYTES, WINDOW_BYTES
 from mpcnp.runtime.board import Board
 from mpcnp.runtime.context import Config, PartyError, describe
 from mpcnp.runtime.forking import Child, Janitor, describe_exit, imports_quiet, process_note
@@ -99,7 +100,8 @@ def _party(name: str, index: int, directory: str, conn: Connection, parties: tup
     try:
         # Unsent messages when it closes mean a failure: a short linger keeps a dead peer from
         # delaying the exit.
-        transport = ZmqTransport(name, f"ipc://{directory}/{index}", linger=min(config.timeout, 5.0))
+        transport = ZmqTransport(name, f"ipc://{directory}/{index}", linger=min(config.timeout, 5.0),
+                                 max_message_bytes=MAX_MESSAGE_BYTES, window=WINDOW_BYTES)
         transport.send_timeout = wait
         transport.connect({p: f"ipc://{directory}/{i}" for i, p in enumerate(parties)})
         outcome = party_main(name, parties, transport, config, fn, args, kwargs, status=status, wait=wait)
