@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import mpcnp as mp
+from helpers import free_ports
 from mpcnp.net import header_bytes
 
 BACKENDS = ["threads", pytest.param("processes", marks=pytest.mark.processes)]
@@ -225,6 +227,20 @@ def test_bad_arguments_fail_fast():
         mp.run(lambda: 1, frac_bits=40)
     with pytest.raises(RuntimeError, match="not inside an mpcnp party"):
         mp.party()
+    with pytest.raises(TypeError, match="parties must be a sequence"):
+        mp.run(lambda: 1, parties=None)
+
+
+@pytest.mark.parametrize("program, words", [
+    (lambda: mp.private(np.ones(2)).reveal(to=5), "reveal(to=...) takes None"),
+    (lambda: mp.softmax(mp.private(np.ones((2, 2))), axis=5), "softmax: axis 5 is out of bounds"),
+    (lambda: mp.softmax(np.ones((2, 2)), axis=-3), "softmax: axis -3 is out of bounds"),
+    (lambda: mp.maxpool2d(mp.private(np.ones((1, 1, 4, 4))), 1.5), "maxpool2d: kernel and stride"),
+    (lambda: mp.avgpool2d(mp.private(np.ones((1, 1, 4, 4))), 2, stride=0.5), "avgpool2d: kernel and stride"),
+])
+def test_argument_errors_name_the_argument(program, words):
+    with pytest.raises(mp.PartyError, match=re.escape(words)):
+        mp.run(program, timeout=5)
 
 
 def test_unknown_party_names_are_named(backend):
@@ -260,25 +276,6 @@ PROGRAM = textwrap.dedent("""
     if result.get("producer") is not None:
         print("VALUE", list(result["producer"]), flush=True)
 """)
-
-
-def free_ports(count: int) -> list[int]:
-    """Free ports below the ephemeral range, as a cluster's fixed ports should be: a party's port in
-    that range can be handed to another party's reconnecting socket as its source port before the
-    party binds it, and a TCP socket connecting to its own port connects to itself (self-connect)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
-    ports: list[int] = []
-    for port in np.random.default_rng().permutation(np.arange(20000, min(low, 32768))):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", int(port)))
-            except OSError:
-                continue
-        ports.append(int(port))
-        if len(ports) == count:
-            return ports
-    raise RuntimeError("no free ports below the ephemeral range")
 
 
 def make_cluster(tmp_path: Path, names=CORE) -> tuple[Path, dict]:

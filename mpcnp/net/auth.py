@@ -141,3 +141,30 @@ class Watcher(threading.Thread):
             self.failures.setdefault(peer, detail)
             self.cond.notify_all()
         log.error("%s: %s", self.party, detail)
+
+    # ---- what the watcher knows of a peer, for the transport's errors ------------------------------
+    def evidence(self, peer: str, address: str | None, settle: float) -> str | None:
+        """Our own evidence that ``peer`` failed: its connection closed ``settle`` seconds ago or more
+        and has not come back, its handshake failed, or it never completed; None if there is none."""
+        with self.cond:
+            if peer in self.lost:
+                age = time.monotonic() - self.lost[peer]
+                return f"its connection closed {age:.1f} s ago" if age >= settle else None
+            if peer in self.failures:
+                return self.failures[peer]
+            if address is not None and peer not in self.connected:
+                return f"our connection to {address} never completed"
+            return None
+
+    def hint(self, peer: str, address: str) -> str:
+        """What may explain that nothing came from ``peer``, as " (...)", or ""."""
+        hints = []
+        if peer not in self.connected:
+            if address.startswith("ipc://"):
+                hints.append(f"it never listened on {address}: did its process start?")
+            else:
+                hints.append(f"our connection to {address} never completed")
+        if self.refused:
+            hints.append(f"{self.refused} connection(s) with unknown keys were refused, the last "
+                         f"from {self.last_refused}: check the public keys")
+        return f" ({'; '.join(hints)})" if hints else ""

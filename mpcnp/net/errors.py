@@ -46,11 +46,12 @@ class PeerAborted(NetError):
 
 class PeerLost(NetError):
     """The connection to ``peer`` closed and did not come back (its process ended, or the network
-    between us failed); ``detail`` says since when."""
+    between us failed), or ``peer`` left the run; ``detail`` says which. ``after_failure``: it left
+    in order after a failure (its own or another's), so its leaving is a consequence, not a cause."""
 
-    def __init__(self, peer: str, detail: str) -> None:
-        self.peer, self.detail = peer, detail
-        super().__init__(f"lost the connection to {peer}: {detail}", peer, detail)
+    def __init__(self, peer: str, detail: str, after_failure: bool = False) -> None:
+        self.peer, self.detail, self.after_failure = peer, detail, after_failure
+        super().__init__(f"lost the connection to {peer}: {detail}", peer, detail, after_failure)
 
 
 class FrameError(NetError):

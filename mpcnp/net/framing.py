@@ -5,7 +5,7 @@ Header layout (little-endian, ``HEADER_BYTES`` = 16 bytes, then 8 bytes per dime
     offset  size  field
     0       4     magic b"MPCN"
     4       1     version (1)
-    5       1     kind: 1 array, 2 json, 3 abort, 4 credit
+    5       1     kind: 1 array, 2 json, 3 abort, 4 credit, 5 goodbye
     6       1     dtype code (see DTYPES; json and abort carry uint8, credit uint64)
     7       1     ndim, 0..64 (NumPy's limit)
     8       8     the sender's round stamp (uint64, see stats.py)
@@ -16,7 +16,9 @@ A json or abort message is a 1-d uint8 array of UTF-8 JSON text; an abort notice
 ``{"accused": NAME, "reason": TEXT}`` (who the sender says failed, and why; the sender itself is
 known from the channel, never from the payload). A credit message (flow control, zmqnet.py) is a
 1-d uint64 array: the bytes the receiver has consumed from that sender so far, and 1 if the
-receiver itself waits for credit to send to that sender (else 0).
+receiver itself waits for credit to send to that sender (else 0). A goodbye message (an empty
+1-d uint8 array) is the last a transport sends each peer when it closes after a failure: it left in
+order, and will send nothing more.
 
 ``header_bytes(ndim)`` is the framing overhead that the byte counters add to every array or json
 message; the transports' own envelopes (ZMTP frame lengths, CURVE's 16-byte MAC and nonce) are not
@@ -35,8 +37,8 @@ from mpcnp.net.errors import FrameError
 
 MAGIC = b"MPCN"
 VERSION = 1
-ARRAY, JSON, ABORT, CREDIT = 1, 2, 3, 4
-KIND_NAMES = {ARRAY: "array", JSON: "json", ABORT: "abort", CREDIT: "credit"}
+ARRAY, JSON, ABORT, CREDIT, GOODBYE = 1, 2, 3, 4, 5
+KIND_NAMES = {ARRAY: "array", JSON: "json", ABORT: "abort", CREDIT: "credit", GOODBYE: "goodbye"}
 MAX_NDIM = 64
 
 _PREFIX = struct.Struct("<4sBBBB")
@@ -62,7 +64,7 @@ DTYPES: dict[int, np.dtype] = {
 _CODES: dict[np.dtype, int] = {dt: code for code, dt in DTYPES.items()}
 _UINT8, _UINT64 = 2, 8
 # The dtype code of each kind but array, which takes any (its arrays are 1-d).
-_CONTROL_CODES = {JSON: _UINT8, ABORT: _UINT8, CREDIT: _UINT64}
+_CONTROL_CODES = {JSON: _UINT8, ABORT: _UINT8, CREDIT: _UINT64, GOODBYE: _UINT8}
 # prefix bytes -> (kind, dtype, struct of stamp and shape, header size)
 _PREFIXES = {
     _PREFIX.pack(MAGIC, VERSION, kind, code, ndim):

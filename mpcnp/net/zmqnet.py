@@ -14,22 +14,16 @@ processes, behind a 0700 directory) the DEALER's routing id names the sender.
 
 Framing. One message = one ZeroMQ multipart message: the header of framing.py, with the payload
 appended in the same frame when it is at most ``INLINE_BYTES``; larger payloads follow, sent
-zero-copy, as frames of at most ``chunk_bytes`` (1 MiB with CURVE, 64 MiB plain). The header is read
-first: a message over ``max_message_bytes`` is refused (FrameError naming the sender) and its frames
-dropped as they arrive, never assembled. A single payload frame is received zero-copy
-(``np.frombuffer``); several are copied one by one into one ``np.empty`` and released.
+zero-copy, as frames of at most ``chunk_bytes`` (1 MiB with CURVE, 64 MiB plain), and are received
+by frames.py: refused from the header when over ``max_message_bytes``, else assembled frame by frame.
 
-Flow control. A sender may have at most ``window`` bytes (payload and header) that the receiver has
-not yet consumed (returned from ``recv``); a larger message may go when nothing is outstanding. The
-receiver tells each sender what it consumed (a credit message, not counted in the stats) every
-``window / 4`` bytes and whenever it waits on that sender; a send beyond the window waits for
-credit (bounded by ``send_timeout``), unless the receiver says it is itself waiting for our credit
-(two parties exchanging more than a window at once: both go ahead). So an inbox holds about
-``window`` bytes per sender, and a party running ahead (a producer dealing triples) is held back
-instead of filling its peer's memory. A sender that ignores credit and exceeds twice ``window +
-max_message_bytes`` is refused (FrameError). Every party of a run must use the same limits; a cycle
-of three or more parties each waiting for the next one's credit is not resolved (none of mpcnp's
-protocols sends that way).
+Flow control (flow.py): a sender may have at most ``window`` bytes its receiver has not consumed; a
+send beyond it waits for the receiver's credit (bounded by ``send_timeout``), so an inbox holds about
+``window`` bytes per sender and a party running ahead (a producer dealing triples) is held back
+instead of filling its peer's memory. Two parties exchanging more than a window at once both go
+ahead; a sender that ignores credit is refused (FrameError). Every party of a run must use the same
+limits; a cycle of three or more parties each waiting for the next one's credit is not resolved
+(none of mpcnp's protocols sends that way).
 
 Security. Over tcp a transport always uses CurveZMQ (encryption and mutual authentication), unless
 ``insecure=True`` is passed explicitly (a trusted private network, or benchmarks). Each party has a
@@ -42,7 +36,9 @@ naming it by the next ``recv``; strangers (wrong keys, garbage bytes on the port
 ZeroMQ and logged as warnings on ``logging.getLogger("mpcnp.net")``; the run goes on. A malformed
 message from a peer becomes a FrameError raised by the recv from that peer, in FIFO order; the
 other peers are unaffected. A peer whose connection closed and stayed closed for ``LOST_GRACE``
-seconds while we wait on it is PeerLost. Messages under an unknown routing id are dropped and logged.
+seconds while we wait on it is PeerLost; so is one that said goodbye (a transport that closes after
+a failure says so to every peer it reached, so that its leaving is not taken for its fault:
+``after_failure``). Messages under an unknown routing id are dropped and logged.
 
 Threads and processes. A transport belongs to one thread (its party's). Besides it, one helper
 thread per transport serves ZAP and watches handshakes; ``close`` ends it. pyzmq's own
@@ -51,11 +47,12 @@ garbage-collector thread (for zero-copy sends) lives for the process. Never fork
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections import defaultdict, deque
+from collections import deque
 from typing import Mapping
 
 import numpy as np
@@ -64,7 +61,9 @@ import zmq
 from mpcnp.net.auth import BIND_EVENTS, PEER_EVENTS, Watcher
 from mpcnp.net.base import Transport
 from mpcnp.net.errors import FrameError, HandshakeError, NetError, PeerLost, PeerTimeout
-from mpcnp.net.framing import (ABORT, CREDIT, check_size, decode_abort, decode_header, decode_inline,
+from mpcnp.net.flow import Window
+from mpcnp.net.frames import assemble, drain
+from mpcnp.net.framing import (ABORT, CREDIT, GOODBYE, check_size, decode_abort, decode_inline,
                                encode_abort, encode_header)
 from mpcnp.net.keys import CurveConfig, key_bytes
 
@@ -82,6 +81,7 @@ MAX_MESSAGE_BYTES = 1 << 30
 WINDOW_BYTES = 256 << 20
 LOST_GRACE = 1.0        # seconds a closed connection may take to come back before its peer is lost
 MAX_LINGER = 3600.0     # seconds: ZeroMQ takes linger in int milliseconds
+_EMPTY = np.zeros(0, np.uint8)
 _SLICE_MS = 100         # how often a waiting recv looks at handshake failures
 _READY_SLICE_MS = 20    # how often wait_ready looks at the handshakes
 
@@ -129,19 +129,13 @@ class ZmqTransport(Transport):
         self._linger_ms = int(min(max(linger, 0.0), MAX_LINGER) * 1000)
         self._chunk = chunk_bytes
         self._max_message = max_message_bytes
-        self._window = window
+        self._flow = None if window is None else Window(window, max_message_bytes)
         self._dealers: dict[str, zmq.Socket] = {}
         self._inbox: dict[str, deque] = {}
         self._by_id: dict[bytes, str] = {}
         self._addresses: dict[str, str] = {}
-        # flow control, in bytes per peer: sent and credited (as sender), received, consumed and
-        # credit given (as receiver)
-        self._sent: dict[str, int] = defaultdict(int)
-        self._credit: dict[str, int] = defaultdict(int)
-        self._received: dict[str, int] = defaultdict(int)
-        self._consumed: dict[str, int] = defaultdict(int)
-        self._given: dict[str, int] = defaultdict(int)
-        self._blocked_by: set[str] = set()  # peers that said they wait for our credit to send
+        self._left: set[str] = set()        # peers that said goodbye: they left after a failure
+        self._abort_sent = False
         self._ctx = zmq.Context(io_threads=1)
         keys = None
         if curve is not None:
@@ -276,18 +270,16 @@ class ZmqTransport(Transport):
         return self._addresses.get(peer, "?")
 
     def evidence(self, peer: str) -> str | None:
-        """Our connection to ``peer`` closed after its handshake and has not come back, its handshake
-        failed, or it never completed (see Transport.evidence); a wait on ``peer`` gives a closed
-        connection ``LOST_GRACE`` seconds to come back before it fails."""
-        watcher = self._watcher
-        with watcher.cond:
-            if peer in watcher.lost:
-                return f"its connection closed {time.monotonic() - watcher.lost[peer]:.1f} s ago"
-            if peer in watcher.failures:
-                return watcher.failures[peer]
-            if peer in self._addresses and peer not in watcher.connected:
-                return f"our connection to {self._addresses[peer]} never completed"
-            return None
+        """Our connection to ``peer`` closed at least ``LOST_GRACE / 2`` seconds ago without a
+        goodbye and has not come back, its handshake failed, or it never completed (see
+        Transport.evidence). A peer that left in order after a failure said goodbye first: that is
+        no evidence against it."""
+        with contextlib.suppress(NetError):
+            while (pulled := self._pull(0)) is not None:  # a goodbye may be waiting to be read
+                if pulled[0] is not None:
+                    self._file(*pulled)
+        return None if peer in self._left else \
+            self._watcher.evidence(peer, self._addresses.get(peer), LOST_GRACE / 2)
 
     def _check_handshakes(self) -> None:
         failures = self._watcher.failures
@@ -296,17 +288,7 @@ class ZmqTransport(Transport):
             raise HandshakeError(peer, failures[peer])
 
     def _hint(self, peer: str) -> str:
-        hints = []
-        if peer not in self._watcher.connected:
-            address = self._addresses.get(peer, "?")
-            if address.startswith("ipc://"):
-                hints.append(f"it never listened on {address}: did its process start?")
-            else:
-                hints.append(f"our connection to {address} never completed")
-        if self._watcher.refused:
-            hints.append(f"{self._watcher.refused} connection(s) with unknown keys were refused, "
-                         f"the last from {self._watcher.last_refused}: check the public keys")
-        return f" ({'; '.join(hints)})" if hints else ""
+        return self._watcher.hint(peer, self._addresses.get(peer, "?"))
 
     # ---- sending ------------------------------------------------------------------------------
     def _deliver(self, to: str, kind: int, stamp: int, wire: np.ndarray) -> None:
@@ -316,12 +298,11 @@ class ZmqTransport(Transport):
         if self._max_message is not None and nbytes > self._max_message:
             raise ValueError(f"{self.name}: a message of {nbytes} bytes to {to} exceeds the limit of "
                              f"{self._max_message} bytes (max_message_bytes)")
-        if self._window is not None:
+        if self._flow is not None:
             size = nbytes + len(header)
-            outstanding = self._sent[to] - self._credit[to]
-            if outstanding and outstanding + size > self._window:
+            if not self._flow.fits(to, size):
                 self._await_credit(to, size)
-            self._sent[to] += size
+            self._flow.sent[to] += size
         if nbytes <= INLINE_BYTES:
             dealer.send(header + wire.data if nbytes else header)
             return
@@ -344,15 +325,12 @@ class ZmqTransport(Transport):
         self._give_credit(to, blocked=True)
         self.observer.waiting(to)
         try:
-            while True:
-                outstanding = self._sent[to] - self._credit[to]
-                if not outstanding or outstanding + size <= self._window or to in self._blocked_by:
-                    return
+            while not self._flow.fits(to, size):
                 self._raise_if_aborted()
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    raise PeerTimeout(to, timeout, f" (sending: {to} has not read the {outstanding} "
-                                                   "bytes already sent to it)")
+                    raise PeerTimeout(to, timeout, f" (sending: {to} has not read the "
+                                                   f"{self._flow.outstanding(to)} bytes already sent to it)")
                 self._check_gone(to)
                 wait_ms = _SLICE_MS if remaining is None else min(_SLICE_MS, math.ceil(remaining * 1000))
                 pulled = self._pull(wait_ms)
@@ -367,9 +345,7 @@ class ZmqTransport(Transport):
     def _give_credit(self, peer: str, blocked: bool = False) -> None:
         """Tell ``peer`` how many of its bytes we have consumed, and whether we wait for its credit
         to send to it (never blocks)."""
-        consumed = self._consumed[peer]
-        self._given[peer] = consumed
-        payload = np.array([consumed, int(blocked)], dtype=np.uint64)
+        payload = self._flow.credit_message(peer, blocked)
         try:
             self._dealers[peer].send(encode_header(CREDIT, payload, 0) + payload.tobytes(), zmq.NOBLOCK)
         except zmq.ZMQError:
@@ -380,6 +356,7 @@ class ZmqTransport(Transport):
         try:
             if self._closed or os.getpid() != self._pid:
                 return
+            self._abort_sent = True
             payload = encode_abort(str(accused), str(reason))
             message = encode_header(ABORT, payload, self.stats.clock) + payload.tobytes()
             for dealer in self._dealers.values():
@@ -397,7 +374,7 @@ class ZmqTransport(Transport):
         if queue or self._aborted is not None:
             return self._take(frm, queue)
         self.observer.waiting(frm)
-        credited = self._window is None
+        credited = self._flow is None
         try:
             while True:
                 if queue or self._aborted is not None:
@@ -414,7 +391,7 @@ class ZmqTransport(Transport):
                     if wait_ms == 0:
                         raise PeerTimeout(frm, timeout, self._hint(frm))
                     self.observer.beat(frm)
-                    if not credited and self._consumed[frm] > self._given[frm]:
+                    if not credited and self._flow.owed(frm):
                         # frm may be held back by flow control, waiting for this credit to send
                         # what we wait for (a message of more than 3/4 of the window)
                         self._give_credit(frm)
@@ -437,27 +414,19 @@ class ZmqTransport(Transport):
 
     def _consume(self, frm: str, item: tuple) -> tuple[int, int, np.ndarray]:
         """Count ``item`` as consumed from ``frm`` (flow control) and return it."""
-        if self._window is not None:
-            payload = item[2]
-            self._consumed[frm] += payload.nbytes + 16 + 8 * payload.ndim
-            if self._consumed[frm] - self._given[frm] >= self._window // 4:
-                self._give_credit(frm)
+        if self._flow is not None and self._flow.took(frm, item[2]):
+            self._give_credit(frm)
         return item
 
     def _file(self, sender: str, item: tuple | FrameError) -> None:
-        """Keep a message for a later receive from ``sender``; a sender that exceeds the window
-        by more than a message (it ignored our credit) has its next message replaced by a
-        FrameError."""
-        if self._window is not None and type(item) is tuple:
-            payload = item[2]
-            pending = self._received[sender] - self._consumed[sender]
-            if pending > 2 * (self._window + (self._max_message or 0)):
-                item = FrameError(sender, f"it sent {pending} bytes that this party has not read yet, "
-                                          f"beyond the flow-control window of {self._window} bytes")
+        """Keep a message (or the error it was) for a later receive from ``sender``."""
         self._inbox[sender].append(item)
 
     def _check_gone(self, peer: str) -> None:
-        """PeerLost(peer) when its connection closed for good (see ``lost``)."""
+        """PeerLost(peer) when it said goodbye (it left after a failure: all it sent has arrived, it
+        will send nothing more), or when its connection closed for good (see ``evidence``)."""
+        if peer in self._left:
+            raise PeerLost(peer, "it left the run after a failure", after_failure=True)
         since = self._watcher.lost.get(peer)
         if since is not None and time.monotonic() - since >= LOST_GRACE:
             since = time.monotonic() - since
@@ -486,12 +455,12 @@ class ZmqTransport(Transport):
         else:
             sender = self._by_id.get(ident)
         if sender is None:
-            self._drain(frame)
+            drain(self._router, frame)
             log.warning("%s: dropped a message from unknown routing id %r", self.name, ident)
             return None, None
         try:
             if frame.more:
-                message = self._assemble(sender, frame)
+                message = assemble(sender, frame, self._router, self._max_message)
             else:
                 # A bytes copy of a small frame is immutable and aligned, whereas the frame's
                 # memory sits at any offset of ZeroMQ's receive buffer.
@@ -500,67 +469,35 @@ class ZmqTransport(Transport):
             kind = message[0]
             if kind == ABORT:
                 raise self._note_abort(sender, *decode_abort(message[2], sender))
+            if kind == GOODBYE:
+                self._left.add(sender)
+                return None, None
             if kind == CREDIT:
                 credit = message[2]
-                if credit.size:
-                    self._credit[sender] = max(self._credit[sender], int(credit[0]))
-                if credit.size > 1 and credit[1]:
-                    self._blocked_by.add(sender)
+                if self._flow is not None and credit.size == 2:
+                    self._flow.credited(sender, int(credit[0]), bool(credit[1]))
                 return None, None
-            if self._window is not None:
-                self._blocked_by.discard(sender)  # whatever it waited for, it is sending again
-                payload = message[2]
-                self._received[sender] += payload.nbytes + 16 + 8 * payload.ndim
+            if self._flow is not None and not self._flow.arrived(sender, message[2]):
+                raise FrameError(sender, f"it sent {self._flow.unread(sender)} bytes that this party "
+                                         f"has not read yet, ignoring flow control (window "
+                                         f"{self._flow.window} bytes)")
         except FrameError as exc:
             return sender, exc
         return sender, message
 
-    def _drain(self, frame: zmq.Frame) -> None:
-        """Receive and drop the remaining frames of a message whose frame ``frame`` was read."""
-        while frame.more:
-            frame = self._router.recv(copy=False)
-
-    def _assemble(self, sender: str, first: zmq.Frame) -> tuple[int, int, np.ndarray]:
-        """Decode a message whose payload spans several frames, reading them one at a time: the
-        header is checked (size limit included) before any payload is kept, and each frame is
-        released once copied."""
-        try:
-            kind, dtype, shape, stamp, size, nbytes = decode_header(first.buffer, sender)
-            check_size(nbytes, self._max_message, sender)
-        except FrameError:
-            self._drain(first)
-            raise
-        head = first.buffer[size:]
-        frame = self._router.recv(copy=False)
-        if not len(head) and not frame.more and len(frame) == nbytes:
-            array = np.frombuffer(frame, dtype, nbytes // dtype.itemsize)  # zero-copy
-            if not array.flags.aligned:
-                array = array.copy()
-            array.flags.writeable = False
-            return kind, stamp, array.reshape(shape)
-        array = np.empty(nbytes, np.uint8)
-        offset = 0
-        parts = [head, frame.buffer]
-        while True:
-            for part in parts:
-                end = offset + len(part)
-                if end > nbytes:
-                    self._drain(frame)
-                    raise FrameError(sender, f"payload of more than {nbytes} bytes, but shape {shape} "
-                                             f"of {dtype} needs {nbytes}")
-                array[offset:end] = part
-                offset = end
-            if not frame.more:
-                break
-            frame = self._router.recv(copy=False)
-            parts = [frame.buffer]
-        if offset != nbytes:
-            raise FrameError(sender, f"payload of {offset} bytes, but shape {shape} of {dtype} "
-                                     f"needs {nbytes}")
-        array.flags.writeable = False
-        return kind, stamp, array.view(dtype).reshape(shape)
-
     # ---- shutdown -----------------------------------------------------------------------------
+    def _say_goodbye(self) -> None:
+        """After a failure, tell every peer we reached that we leave in order: waiting for us is then
+        pointless, and our closed connection is no evidence against us. (Not after a success: a
+        goodbye to a peer that has already gone would wait out the linger.)"""
+        goodbye = encode_header(GOODBYE, _EMPTY, self.stats.clock)
+        with self._watcher.cond:
+            connected = set(self._watcher.connected) - set(self._watcher.lost) - set(self._left)
+        for peer, dealer in self._dealers.items():
+            if peer in connected:
+                with contextlib.suppress(zmq.ZMQError):
+                    dealer.send(goodbye, zmq.NOBLOCK)
+
     def close(self, linger: float | None = None) -> None:
         """Stop the helper thread, close the sockets, release the port. Idempotent.
 
@@ -572,6 +509,8 @@ class ZmqTransport(Transport):
         self._closed = True
         if os.getpid() != self._pid:  # a forked child must not touch the parent's context
             return
+        if self._abort_sent or self._aborted is not None:
+            self._say_goodbye()
         if self._watcher.is_alive():
             try:
                 self._control.send(b"stop")

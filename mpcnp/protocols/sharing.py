@@ -254,7 +254,13 @@ def resolve_receivers(ctx: Context, to) -> tuple[str, ...]:
     """``to`` of reveal (None, a name or a sequence of names) as a tuple of party names."""
     if to is None:
         return ctx.parties
-    names = (to,) if isinstance(to, str) else tuple(to)
+    if isinstance(to, str):
+        names = (to,)
+    elif isinstance(to, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in to):
+        names = tuple(to)
+    else:
+        raise TypeError(f"reveal(to=...) takes None (every party), a party name or a list of names, "
+                        f"got {to!r}")
     for name in names:
         ctx.check_party(name)
     return tuple(dict.fromkeys(names))

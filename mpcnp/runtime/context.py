@@ -16,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from mpcnp import fixedpoint, ring
-from mpcnp.net import NetError, PeerAborted, PeerTimeout, Transport, WaitObserver, check_party_name
+from mpcnp.net import (NetError, PeerAborted, PeerLost, PeerTimeout, Transport, WaitObserver,
+                       check_party_name)
 
 SERVER0, SERVER1, PRODUCER = "server0", "server1", "producer"
 CORE_PARTIES = (SERVER0, SERVER1, PRODUCER)
@@ -233,25 +234,30 @@ class Context:
                 f"within {self.config.timeout:g} s{exc.hint}"))
         if isinstance(exc, PeerAborted):
             return self._aborted_error(exc, peer, receiving)
+        if isinstance(exc, PeerLost) and exc.after_failure:  # a consequence of another failure
+            return PartyError(peer, exc, relayed=True)
         return PartyError(peer, exc)
 
     def _aborted_error(self, exc: PeerAborted, peer: str, receiving: bool) -> PartyError:
+        """Whom an abort notice makes this party name: the accused when the notice comes from the
+        run's supervisor or from the accused itself; else a party this party has its own evidence
+        against (the peer it waits for, or the accused: connection lost, handshake failed); else
+        the notice's sender, whose claim it cannot check."""
         sender, accused, reason = exc.sender, exc.accused, exc.reason
         if sender is None or sender == accused:
             # the run's own supervisor, or a party reporting its own failure: both are trusted
             return PartyError(accused, reason, relayed=True)
-        if receiving and accused == self.name and reason.startswith(TimeoutError.__name__):
-            # Another party gave up waiting for us while we were waiting for ``peer``: we were not
-            # silent, ``peer`` is the suspect (the caller follows such chains to their end).
-            # Notices describe their cause as "Type: message" (``describe``).
-            return PartyError(peer, TimeoutError(
-                f"{self.name} was still waiting for {peer} when {sender} gave up on {self.name}"))
-        evidence = self.transport.evidence(accused) if accused in self.parties else None
-        if evidence is not None and accused != self.name:
-            return PartyError(accused, ConnectionError(
-                f"{self.name} sees it too: {evidence} ({sender} reports: {reason})"))
-        return PartyError(sender, f"{sender} aborted the run, reporting (unverified) that {accused} "
-                                  f"failed: {reason}", relayed=True)
+        for suspect in dict.fromkeys(([peer] if receiving else []) + [accused]):
+            evidence = self.transport.evidence(suspect) if suspect in self.parties else None
+            if evidence is not None and suspect != self.name:
+                return PartyError(suspect, ConnectionError(
+                    f"{self.name} sees it: {evidence} ({sender} reports that {accused} failed: {reason})"))
+        if accused == self.name and receiving:
+            # Another party gave up waiting for us while we were still waiting for ``peer``.
+            claim = f"{sender} gave up on {self.name} while it was still waiting for {peer}: {reason}"
+        else:
+            claim = f"{sender} aborted the run, reporting that {accused} failed: {reason}"
+        return PartyError(sender, f"{claim} (unverified)", relayed=True)
 
 
 def barrier(ctx: Context, parties: Sequence[str] = CORE_PARTIES, exchanges: int = 2) -> None:

@@ -50,6 +50,9 @@ class Supervisor:
         self.board = board
         self.timeout = timeout
         self.beats = beats
+        # a waiting party beats every 100 ms: one silent for this long is frozen (shorter under short
+        # timeouts, so that a frozen party looks frozen before the stall is decided)
+        self.stale = min(STALE_BEAT, max(0.3, timeout / 2))
         self.process_note = process_note
         self._suspect: tuple | None = None
 
@@ -67,19 +70,18 @@ class Supervisor:
         if not confirmed:
             return None
         waiter = suspect[0]
-        by_name = {r.name: r for r in rows}
-        if by_name[waiter].state == WAITING:
+        row = {r.name: r for r in rows}[waiter]
+        if row.state == WAITING and not self._frozen(row, now):
             culprit, text = self.follow(rows, waiter, now)
         else:
             culprit = waiter
-            text = (f"no party sent or received anything for {self.timeout:g} s: "
-                    + self._idle(by_name[waiter], now))
+            text = f"no party sent or received anything for {self.timeout:g} s: " + self._idle(row, now)
         return Outcome(culprit, OBSERVED, error=PartyError(culprit, TimeoutError(text)))
 
     def _suspect_of(self, rows: list[Row], now: float) -> tuple | None:
         """(party, its row's key) of the longest wait past the timeout, or of the longest idle party
         when nobody waits and every unfinished party has been idle past it; None otherwise."""
-        waiting = [r for r in rows if r.state == WAITING]
+        waiting = [r for r in rows if r.state == WAITING and not self._frozen(r, now)]
         if waiting:
             longest = min(waiting, key=lambda r: r.since)
             return (longest.name, longest.key()) if now - longest.since >= self.timeout else None
@@ -102,9 +104,8 @@ class Supervisor:
         while True:
             row = by_name[target]
             if row.state == WAITING:
-                if self.beats and now - row.beat > STALE_BEAT:
-                    text.append(f"{target} stopped responding {now - row.beat:.1f} s ago while it "
-                                f"waited for {self.board.peer_name(row.peer)}{self._note(target)}")
+                if self._frozen(row, now):
+                    text.append(self._idle(row, now))
                     return target, "; ".join(text)
                 after = self.board.peer_name(row.peer)
                 if after is None or after in chain or after == target:
@@ -119,9 +120,16 @@ class Supervisor:
             text.append(self._idle(row, now))
             return target, "; ".join(text)
 
+    def _frozen(self, row: Row, now: float) -> bool:
+        """A waiting party whose heartbeat stopped: it is not waiting, it is stopped."""
+        return self.beats and now - row.beat > self.stale
+
     def _idle(self, row: Row, now: float) -> str:
         """Why party ``row`` sends nothing, from its state."""
         name, spent = row.name, now - row.since
+        if row.state == WAITING:  # and frozen
+            return (f"{name} stopped responding {now - row.beat:.1f} s ago while it waited for "
+                    f"{self.board.peer_name(row.peer)}{self._note(name)}")
         if row.state == STARTING:
             return f"{name} did not start within {spent:.1f} s{self._note(name)}"
         if row.state == RUNNING:
