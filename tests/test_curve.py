@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from mpcnp.net import (CurveConfig, FrameError, HandshakeError, NetError,
+from mpcnp.net import (CurveConfig, HandshakeError, NetError,
                        PeerAborted, PeerTimeout, ZmqTransport, keygen)
 from helpers import NAMES, WAIT, curve_configs, header, network, rogue
 

@@ -6,7 +6,6 @@ import math
 import os
 import signal
 import sys
-import textwrap
 import threading
 import time
 
@@ -223,3 +222,30 @@ def test_a_notice_accusing_another_party_names_its_sender(backend):
         mp.run(program, parties=["alice", "bob"], backend=backend, timeout=5)
     assert info.value.party == "alice", str(info.value)
     assert "unverified" in str(info.value)
+
+
+def test_a_report_cut_short_never_blocks_the_caller():
+    """A party frozen halfway through writing its report (a large return value) cannot stall the
+    caller: it reads what is there, and only a whole report counts."""
+    from mpcnp.runtime.lifecycle import OK, Outcome
+    from mpcnp.runtime.processes import _report, _Run
+    run = _Run(("server0",))
+    reader, writer = os.pipe()
+    os.set_blocking(reader, False)
+    run.pipes[reader], run.received[reader] = "server0", bytearray()
+    try:
+        threading.Thread(target=_report, args=(writer, Outcome("server0", OK, value=np.ones(10 ** 6))),
+                         daemon=True).start()
+        start = time.monotonic()
+        first = run._read(reader)  # the pipe holds 64 KiB: a part of the report at most
+        assert first is None and time.monotonic() - start < 1.0
+        deadline = time.monotonic() + 20
+        outcome = None
+        while outcome is None and time.monotonic() < deadline:
+            outcome = run._read(reader)
+        assert outcome is not None and outcome.party == "server0"
+        np.testing.assert_array_equal(outcome.value, np.ones(10 ** 6))
+        assert reader not in run.pipes  # closed once read
+    finally:
+        os.close(writer)
+        run.stop()

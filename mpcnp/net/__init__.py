@@ -9,6 +9,7 @@ roles of parties.
   named by their Curve key, a message size limit, flow control that bounds every inbox.
 - framing.py: the message header; ``HEADER_BYTES`` and ``header_bytes(ndim)`` give its size.
 - stats.py: ``Stats``, the byte, message and round counters (rounds = Lamport clock).
+- flow.py, frames.py, sockets.py: the ZeroMQ transport's flow control, frame assembly and sockets.
 - keys.py: Curve key pairs, key files, ``CurveConfig``.
 - auth.py: the ZAP handler binding each peer key to its name, and the handshake monitor.
 - errors.py: ``NetError`` and its subclasses.

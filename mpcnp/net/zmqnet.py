@@ -58,6 +58,7 @@ from typing import Mapping
 import numpy as np
 import zmq
 
+from mpcnp.net import sockets
 from mpcnp.net.auth import BIND_EVENTS, PEER_EVENTS, Watcher
 from mpcnp.net.base import Transport
 from mpcnp.net.errors import FrameError, HandshakeError, NetError, PeerLost, PeerTimeout
@@ -147,20 +148,8 @@ class ZmqTransport(Transport):
         self._control = self._ctx.socket(zmq.PAIR)
         self._control.linger = 0
         self._control.connect(self._watcher.control)
-        self._router = self._ctx.socket(zmq.ROUTER)
+        self._router = sockets.router(self._ctx, curve, bind)
         try:
-            self._router.linger = 0
-            self._router.rcvhwm = 0
-            if curve is not None:
-                self._router.curve_server = True
-                self._router.curve_secretkey = curve.secret_key.encode()
-                self._router.curve_publickey = curve.public_key.encode()
-                self._router.zap_domain = b"mpcnp"
-                try:  # a draft option: refuse everyone should the ZAP handler be missing
-                    self._router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
-                except zmq.ZMQError:
-                    pass  # the handler is bound before the ROUTER, so it cannot be missing
-            self._set_tcp_options(self._router, bind)
             self._watch(self._router, None)
             try:
                 self._router.bind(bind)
@@ -171,12 +160,6 @@ class ZmqTransport(Transport):
             self.close()
             raise
         self._rcvtimeo = -1
-
-    def _set_tcp_options(self, sock: zmq.Socket, endpoint: str) -> None:
-        if endpoint.startswith("tcp://"):
-            sock.tcp_keepalive = 1  # notices peers vanished behind a NAT or firewall
-            sock.tcp_keepalive_idle = 60
-            sock.ipv6 = "[" in endpoint
 
     def _watch(self, sock: zmq.Socket, peer: str | None) -> None:
         address = f"inproc://mpcnp-monitor-{id(sock)}"
@@ -200,22 +183,8 @@ class ZmqTransport(Transport):
                 raise ValueError(f"{self.name}: no public key for {', '.join(missing)}")
         self._set_peers(tuple(addresses))
         for peer, address in addresses.items():
-            dealer = self._ctx.socket(zmq.DEALER)
-            if self.curve is None:
-                dealer.routing_id = self.name.encode()  # over CURVE the key names us, not this
-            dealer.sndhwm = 0
-            dealer.linger = self._linger_ms
-            if self.curve is not None:
-                dealer.curve_publickey = self.curve.public_key.encode()
-                dealer.curve_secretkey = self.curve.secret_key.encode()
-                dealer.curve_serverkey = self.curve.peer_keys[peer].encode()
-            if address.startswith("ipc://"):
-                # a local peer's socket appears within milliseconds of its start: retry soon,
-                # backing off to ZeroMQ's usual 100 ms
-                dealer.reconnect_ivl = 5
-                dealer.reconnect_ivl_max = 100
+            dealer = sockets.dealer(self._ctx, self.name, self.curve, peer, address, self._linger_ms)
             self._dealers[peer] = dealer  # closed by close(), whatever happens next
-            self._set_tcp_options(dealer, address)
             self._watch(dealer, peer)
             try:
                 dealer.connect(address)

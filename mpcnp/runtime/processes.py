@@ -34,7 +34,8 @@ import signal
 import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection, Pipe, wait
+import struct
+from multiprocessing.connection import wait
 from typing import Callable
 
 from mpcnp import ring
@@ -88,7 +89,20 @@ def _keep_freed_memory() -> None:
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def _party(name: str, index: int, directory: str, conn: Connection, parties: tuple, config: Config,
+_LENGTH = struct.Struct("<Q")
+
+
+def _report(fd: int, outcome: Outcome) -> None:
+    """Write ``outcome`` to the caller's pipe: its length, then its pickle (``_Run.reports`` reads
+    it without ever blocking)."""
+    data = _LENGTH.pack(0) + pickle.dumps(_portable(outcome))
+    view = memoryview(bytearray(data))
+    _LENGTH.pack_into(view, 0, len(data) - _LENGTH.size)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _party(name: str, index: int, directory: str, report: int, parties: tuple, config: Config,
            board: Board, fn: Callable, args: tuple, kwargs: dict) -> None:
     """Body of one party's process: bind, connect, run, report."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles Ctrl-C and stops us
@@ -112,8 +126,8 @@ def _party(name: str, index: int, directory: str, conn: Connection, parties: tup
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
-    with contextlib.suppress(OSError, ValueError):
-        conn.send(_portable(outcome))
+    with contextlib.suppress(OSError):
+        _report(report, outcome)
     if transport is not None:
         transport.close()
 
@@ -126,7 +140,8 @@ class _Run:
         self.board = Board(parties, shared=True)
         self.directory = _private_directory(len(parties))
         self.children: dict[str, Child] = {}
-        self.pipes: dict[Connection, str] = {}
+        self.pipes: dict[int, str] = {}          # the read end of each child's report pipe
+        self.received: dict[int, bytearray] = {}
         self.sentinels: dict[int, str] = {}
         self.reported: set[str] = set()
         self.janitor: Janitor | None = None
@@ -137,24 +152,29 @@ class _Run:
         with imports_quiet(deadline):
             self.janitor = Janitor(self.directory)
             for index, name in enumerate(self.parties):
-                reader, writer = Pipe(duplex=False)
-                inherited = [c.fileno() for c in self.pipes] + [reader.fileno()]
+                reader, writer = os.pipe()
+                inherited = list(self.pipes) + [reader]
                 inherited += [fd for child in self.children.values() for fd in child.descriptors()]
                 self.pipes[reader] = name
+                self.received[reader] = bytearray()
+                os.set_blocking(reader, False)
 
                 def target(name=name, index=index, writer=writer) -> None:
                     _party(name, index, self.directory, writer, self.parties, config, self.board,
                            fn, args, kwargs)
                 try:
                     child = Child(name, target, inherited)
+                except OSError as exc:  # no process could be made (EAGAIN, ENOMEM)
+                    raise PartyError(name, exc) from None
                 finally:
-                    writer.close()
+                    os.close(writer)
                 self.children[name] = child
                 self.sentinels[child.sentinel] = name
 
     def reports(self, wait_for: float) -> list[Outcome]:
         """What the children reported within ``wait_for`` seconds: outcomes, and deaths (a child
-        whose process ended without reporting)."""
+        whose process ended without reporting). Reads only what is there: a child frozen halfway
+        through its report cannot block the caller."""
         reported: list[Outcome] = []
         ready = wait(list(self.pipes) + list(self.sentinels), wait_for)
         # Read every pipe before any sentinel: a child that reported and then exited is not dead.
@@ -166,8 +186,8 @@ class _Run:
             elif item in self.sentinels:
                 name = self.sentinels.pop(item)
                 code = self.children[name].reap()
-                for conn in [c for c, n in self.pipes.items() if n == name]:
-                    outcome = self._read(conn)  # what it reported just before it ended, if anything
+                for fd in [f for f, n in self.pipes.items() if n == name]:
+                    outcome = self._read(fd)  # what it reported just before it ended, if anything
                     if outcome is not None:
                         reported.append(outcome)
                 if name not in self.reported:
@@ -175,19 +195,36 @@ class _Run:
                     reported.append(Outcome(name, OBSERVED, error=PartyError(name, describe_exit(code))))
         return reported
 
-    def _read(self, conn: Connection) -> Outcome | None:
-        """The outcome on a child's pipe (None if it ended without a complete one); closes it."""
-        name = self.pipes.pop(conn)
-        outcome = None
+    def _read(self, fd: int) -> Outcome | None:
+        """The outcome on a child's pipe once all of it has arrived (then the pipe is closed)."""
+        buffer = self.received[fd]
+        ended = False
         try:
-            if conn.poll(0):
-                outcome = conn.recv()
-        except (EOFError, OSError, pickle.UnpicklingError):
-            pass  # it died while reporting: its sentinel tells
-        conn.close()
-        if outcome is not None:
-            self.reported.add(name)
+            while chunk := os.read(fd, 1 << 20):
+                buffer += chunk
+            ended = True  # the child's end is closed: nothing more will come
+        except BlockingIOError:
+            pass
+        except OSError:
+            ended = True
+        end = None if len(buffer) < _LENGTH.size else _LENGTH.size + _LENGTH.unpack_from(buffer)[0]
+        if end is None or len(buffer) < end:
+            if ended:  # it ended before a whole report: its sentinel tells
+                self._close(fd)
+            return None
+        name = self.pipes[fd]
+        self._close(fd)
+        try:
+            outcome = pickle.loads(buffer[_LENGTH.size:end])
+        except Exception:  # noqa: BLE001 - a report cut short is no report
+            return None
+        self.reported.add(name)
         return outcome
+
+    def _close(self, fd: int) -> None:
+        self.pipes.pop(fd, None)
+        self.received.pop(fd, None)
+        os.close(fd)
 
     def note(self, name: str) -> str:
         child = self.children.get(name)
@@ -202,9 +239,8 @@ class _Run:
         for child in self.children.values():
             child.reap()
             child.close()
-        for conn in self.pipes:
-            conn.close()
-        self.pipes.clear()
+        for fd in list(self.pipes):
+            self._close(fd)
         self.sentinels.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
         if self.janitor is not None:
