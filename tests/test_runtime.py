@@ -185,7 +185,7 @@ def _socket_directory() -> tuple[str, int]:
 
 @pytest.mark.processes
 @pytest.mark.parametrize("fails", [False, True])
-def test_processes_channels_live_in_a_private_directory_that_goes_away(fails):
+def test_processes_channels_live_in_a_private_directory_that_goes_away(fails, monkeypatch):
     """The processes backend's sockets sit in one 0700 directory per run (so no other local user can
     reach them), and the directory is gone when run returns, after a killed party too."""
     def fn():
@@ -196,10 +196,13 @@ def test_processes_channels_live_in_a_private_directory_that_goes_away(fails):
         return where
 
     if fails:
-        before = set(Path(tempfile.gettempdir()).glob("mpcnp-*"))
+        # a directory of our own: other programs' runs may come and go in the system's temporary one
+        private = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+        monkeypatch.setattr(tempfile, "tempdir", str(private))
         with pytest.raises(mp.PartyError, match="SIGKILL"):
             mp.run(fn, backend="processes", timeout=5)
-        assert set(Path(tempfile.gettempdir()).glob("mpcnp-*")) <= before
+        assert not list(private.iterdir())
+        private.rmdir()
         return
     results = mp.run(fn, backend="processes", timeout=5)
     assert len({directory for directory, _ in results.values()}) == 1
