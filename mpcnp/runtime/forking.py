@@ -222,6 +222,11 @@ class Janitor:
         if not dismissed:
             shutil.rmtree(directory, ignore_errors=True)
 
+    def descriptors(self) -> list[int]:
+        """The caller's end of the janitor's pipe: a party must not hold it, or the janitor would
+        wait for the parties too."""
+        return [self._write_end]
+
     def dismiss(self) -> None:
         """The caller cleaned up itself: the janitor exits without touching anything."""
         with contextlib.suppress(OSError):

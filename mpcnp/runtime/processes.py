@@ -153,7 +153,7 @@ class _Run:
             self.janitor = Janitor(self.directory)
             for index, name in enumerate(self.parties):
                 reader, writer = os.pipe()
-                inherited = list(self.pipes) + [reader]
+                inherited = list(self.pipes) + [reader] + self.janitor.descriptors()
                 inherited += [fd for child in self.children.values() for fd in child.descriptors()]
                 self.pipes[reader] = name
                 self.received[reader] = bytearray()
