@@ -249,6 +249,9 @@ def softmax(x: Operand, axis: int = -1) -> Tensor:
     securenn: + 4 rounds for the clamp) + reciprocal on the sums (2 rounds per step, log_3.4(2n) + 3
     steps under securenn, log_3.4(800 n) + 3 under pond) + 1 round for the final product.
     """
+    ndim = x.ndim if isinstance(x, Tensor) else np.ndim(x)
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)) or not -ndim <= axis < max(ndim, 1):
+        raise ValueError(f"softmax: axis {axis!r} is out of bounds for a tensor of {ndim} dimensions")
     if not isinstance(x, PrivateTensor):
         return _public(lambda v: _softmax_exact(v, axis), x)
     if x.size == 0:

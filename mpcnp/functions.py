@@ -91,7 +91,10 @@ def pool_windows(kernel, stride, name: str):
     ValueError for a kernel or stride below 1, an array not NCHW, or one smaller than the window."""
     kh, kw = (kernel, kernel) if np.isscalar(kernel) else tuple(kernel)
     sh, sw = (kh, kw) if stride is None else ((stride, stride) if np.isscalar(stride) else tuple(stride))
-    if np.min([kh, kw, sh, sw]) < 1:
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (kh, kw, sh, sw)):
+        raise TypeError(f"{name}: kernel and stride must be whole numbers (or pairs of them), got "
+                        f"kernel {kernel!r}, stride {stride!r}")
+    if np.min([kh, kw, sh, sw]) < 1:  # (mp.min shadows the builtin here)
         raise ValueError(f"pooling kernel and stride must be positive, got kernel {kernel}, stride {stride}")
 
     def view(a: np.ndarray) -> np.ndarray:

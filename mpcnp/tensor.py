@@ -8,6 +8,7 @@ comparisons go to the run's protocol family (mpcnp.protocols.families).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import numpy as np
@@ -378,6 +379,9 @@ def compare(a, b, numpy_op, difference_of, negate: bool) -> Tensor:
     if not isinstance(a, PrivateTensor) and not isinstance(b, PrivateTensor):
         return PublicTensor(numpy_op(plain(a), plain(b)).astype(np.float64))
     ctx = (a if isinstance(a, PrivateTensor) else b)._ctx
+    shape = (a if isinstance(a, PrivateTensor) else b).shape
+    if math.prod(shape) > sharing.CHUNK and all(np.shape(v) in (shape, ()) for v in (a, b)):
+        return _compare_in_chunks(ctx, shape, a, b, numpy_op, difference_of, negate)
     difference = difference_of(a, b)
     at_least = families.of(ctx).ge_zero(ctx, difference._value)
     if negate:
@@ -472,6 +476,36 @@ def reduce(x: Tensor, axis, keepdims: bool, smallest: bool, index: bool) -> Tens
     if keepdims:
         best = best.map(lambda a: a.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape))))
     return PrivateTensor(ctx, best)
+
+
+# A comparison's temporaries take about 30 times its operand (SecureNN's PrivateCompare: a byte per bit
+# and element, several times over), so large comparisons go in chunks 8 times smaller than others.
+COMPARE_CHUNK = sharing.CHUNK // 8
+
+
+def _compare_in_chunks(ctx: Context, shape, a, b, numpy_op, difference_of, negate) -> PrivateTensor:
+    """``compare`` on ``COMPARE_CHUNK`` elements at a time (operands of one shape, or scalars), so
+    that its temporaries (difference, bit, negation, a DReLU's bit matrices) take a chunk each:
+    memory for the operands and the result only. One comparison's rounds per chunk."""
+    n = math.prod(shape)
+    flat = [v.flatten() if isinstance(v, Tensor) else (v if np.ndim(v) == 0 else np.reshape(v, -1))
+            for v in (a, b)]
+    out = np.empty(n, np.uint64) if ctx.is_server else None
+    bits = np.empty(n, np.uint64) if ctx.is_server else None
+    every_bit = True  # each chunk's ring bit (what an exact where selects with), if all have one
+    for start in range(0, n, COMPARE_CHUNK):
+        part = slice(start, min(n, start + COMPARE_CHUNK))
+        pieces = [v if np.ndim(v) == 0 else v[part] for v in flat]
+        result = compare(*pieces, numpy_op, difference_of, negate)._value
+        every_bit = every_bit and result.bit is not None
+        if out is not None:
+            out[part] = result.share
+            if every_bit:
+                bits[part] = result.bit.share
+    value = Shared(None if out is None else out.reshape(shape), shape)
+    if every_bit:
+        value.bit = Shared(None if bits is None else bits.reshape(shape), shape)
+    return PrivateTensor(ctx, value)
 
 
 def as_private(value, ctx: Context) -> PrivateTensor:

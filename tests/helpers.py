@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import socket
 import struct
 import tempfile
 import threading
+from pathlib import Path
 
 import numpy as np
 import zmq
@@ -323,3 +325,22 @@ def winning_gaps(logits: np.ndarray) -> np.ndarray:
         return np.abs(logits.reshape(len(logits)))
     ranked = np.sort(logits, axis=-1)
     return ranked[:, -1] - ranked[:, -2]
+
+
+def free_ports(count: int) -> list[int]:
+    """Free ports below the ephemeral range, as a cluster's fixed ports should be: a party's port in
+    that range can be handed to another party's reconnecting socket as its source port before the
+    party binds it, and a TCP socket connecting to its own port connects to itself (self-connect)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
+        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
+    ports: list[int] = []
+    for port in np.random.default_rng().permutation(np.arange(20000, min(low, 32768))):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", int(port)))
+            except OSError:
+                continue
+        ports.append(int(port))
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free ports below the ephemeral range")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -113,3 +115,90 @@ def test_transports_from_a_cluster_file(tmp_path):
     finally:
         for t in transports.values():
             t.close()
+
+
+# ---- key files open to others, the cluster command, clients and limits ------------------------------------
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_key_files_open_to_other_users_are_refused_with_the_fix(tmp_path, mode):
+    path = tmp_path / "k.key"
+    write_key_file(path)
+    os.chmod(path, mode)
+    with pytest.raises(ValueError, match=f"open to other users.*chmod 600 {path}"):
+        read_key_file(path)
+    os.chmod(path, 0o600)
+    read_key_file(path)
+
+
+def test_write_cluster_writes_the_file_and_a_key_per_party_and_client(tmp_path):
+    from mpcnp.runtime.clusterfile import write_cluster
+    parties = {"server0": "127.0.0.1:4000", "server1": "127.0.0.1:4001", "producer": "[::1]:4002",
+               "alice": "alice.example.org:4003"}
+    config = write_cluster(tmp_path / "c", parties, ("carol",))
+    cluster = load_cluster(config)
+    assert cluster.names == tuple(parties) and set(cluster.clients) == {"carol"}
+    assert cluster.parties["producer"].bind_endpoint == "tcp://[::1]:4002"  # binds its own address
+    for name in [*parties, "carol"]:
+        key = tmp_path / "c" / f"{name}.key"
+        assert os.stat(key).st_mode & 0o777 == 0o600
+        public = (cluster.parties[name] if name in parties else cluster.clients[name]).public_key
+        assert read_key_file(key)[0] == public
+    for name in parties:  # each party finds its own key from the file alone
+        assert cluster.curve_config(name).public_key == cluster.parties[name].public_key
+    secret = read_key_file(tmp_path / "c" / "server0.key")[1]
+    assert secret not in config.read_text()
+    with pytest.raises(FileExistsError):
+        write_cluster(tmp_path / "c", parties)
+
+
+@pytest.mark.parametrize("parties, message", [
+    ({"server0": "h:1", "server1": "h:2"}, "core party producer"),
+    ({"server0": "h:1", "server1": "h:2", "producer": "h"}, "bad address"),
+    ({"server0": "h:1", "server1": "h:2", "producer": "h:3", "clients": "h:4"}, "reserved"),
+    ({"server0": "h:1", "server1": "h:1", "producer": "h:3"}, "same address"),
+])
+def test_write_cluster_refuses_a_bad_cluster_before_writing_anything(tmp_path, parties, message):
+    from mpcnp.runtime.clusterfile import write_cluster
+    with pytest.raises(ValueError, match=message):
+        write_cluster(tmp_path / "c", parties)
+    assert not (tmp_path / "c").exists()
+
+
+def test_clients_and_limits_in_the_cluster_file():
+    keyed = dict(KEYED, clients={"carol": {"public_key": keygen()[0]}},
+                 limits={"max_message_bytes": 1 << 20, "window_bytes": 1 << 18})
+    cluster = parse_cluster(keyed)
+    assert set(cluster.clients) == {"carol"} and "carol" not in cluster.names
+    assert cluster.limits == {"max_message_bytes": 1 << 20, "window_bytes": 1 << 18}
+    assert parse_cluster(KEYED).limits["window_bytes"] == 256 << 20
+    for bad, message in [(dict(KEYED, limits={"window": 5}), "unknown limit"),
+                         (dict(KEYED, limits={"window_bytes": True}), "whole number"),
+                         (dict(KEYED, clients={"server0": {"public_key": keygen()[0]}}), "both a party"),
+                         (dict(KEYED, clients={"carol": {}}), "no public_key"),
+                         (dict(KEYED, clients={"carol": {"public_key": KEYS["server0"]}}), "same public_key")]:
+        with pytest.raises(ValueError, match=message):
+            parse_cluster(bad)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mpcnp", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cluster_and_keygen_commands(tmp_path):
+    done = run_cli("cluster", "--out", str(tmp_path / "c"), "server0=127.0.0.1:4000",
+                   "server1=127.0.0.1:4001", "producer=127.0.0.1:4002", "--clients", "carol")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == \
+        ["carol.key", "cluster.json", "producer.key", "server0.key", "server1.key"]
+    for args, message in [(("cluster", "--out", str(tmp_path / "d"), "server0"), "NAME=HOST:PORT"),
+                          (("cluster", "--out", str(tmp_path / "d"), "server0=h:1", "server1=h:2"),
+                           "core party producer"),
+                          (("cluster", "--out", str(tmp_path / "c"), "server0=h:1", "server1=h:2",
+                            "producer=h:3"), "exists")]:
+        failed = run_cli(*args)
+        assert failed.returncode == 2 and message in failed.stderr and len(failed.stderr.splitlines()) == 1, \
+            failed.stderr
+    secretless = run_cli("keygen")  # the secret key is never printed
+    assert secretless.returncode == 2 and "--out" in secretless.stderr and not secretless.stdout
+    written = run_cli("keygen", "--out", str(tmp_path / "k.key"))
+    assert written.returncode == 0 and "secret" not in written.stdout
+    assert json.loads(written.stdout)["public_key"] == read_key_file(tmp_path / "k.key")[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import zmq
 
-from mpcnp.net import (CurveConfig, FrameError, HandshakeError, NetError,
+from mpcnp.net import (CurveConfig, HandshakeError, NetError,
                        PeerAborted, PeerTimeout, ZmqTransport, keygen)
 from helpers import NAMES, WAIT, curve_configs, header, network, rogue
 
@@ -82,7 +82,8 @@ def test_wait_ready_keeps_messages_and_honours_an_abort():
         net["producer"].abort("client", "HandshakeError: refused our key")
         with pytest.raises(PeerAborted) as aborted:
             net["server0"].wait_ready(WAIT)
-        assert (aborted.value.origin, aborted.value.reason) == ("client", "HandshakeError: refused our key")
+        assert (aborted.value.sender, aborted.value.accused, aborted.value.reason) == \
+            ("producer", "client", "HandshakeError: refused our key")
 
 
 def test_server_reports_refused_keys_when_a_peer_stays_silent(caplog):
@@ -96,14 +97,38 @@ def test_server_reports_refused_keys_when_a_peer_stays_silent(caplog):
         assert "unknown key" in caplog.text
 
 
-def test_curve_peer_claiming_another_name_is_a_frame_error():
+def test_curve_sender_is_the_key_owner_whatever_routing_id_it_claims():
+    """Over CURVE the key names the sender: a routing id claiming another name changes nothing."""
     with network("curve", absent=("client",)) as net:
         producer_keys = (net["producer"].curve.public_key, net["producer"].curve.secret_key)
         with rogue(net["server0"], "client", producer_keys) as impostor:
-            impostor.send(header() + bytes(8))  # authenticated as producer, claims client
-            with pytest.raises(FrameError, match="claims to come from client") as info:
-                net["server0"].recv("producer", WAIT)
-        assert info.value.peer == "producer"
+            impostor.send(header() + np.array([7], np.uint64).tobytes())  # the producer, claiming client
+            assert net["server0"].recv("producer", WAIT)[0] == 7
+            with pytest.raises(PeerTimeout):
+                net["server0"].recv("client", 0.3)
+
+
+def test_a_participant_cannot_take_over_another_partys_identity():
+    """An authenticated participant that connects first under server1's routing id neither blocks
+    the real server1 nor passes for it: server0 hears from both, each under its own name."""
+    names = NAMES + ("client",)
+    configs = curve_configs(names)
+    s0 = ZmqTransport("server0", "tcp://127.0.0.1:0", curve=configs["server0"])
+    s1 = ZmqTransport("server1", "tcp://127.0.0.1:0", curve=configs["server1"])
+    try:
+        client_keys = (configs["client"].public_key, configs["client"].secret_key)
+        endpoints = {"server0": s0.endpoint, "server1": s1.endpoint, "producer": "tcp://127.0.0.1:9",
+                     "client": "tcp://127.0.0.1:9"}
+        s0.connect(endpoints)
+        with rogue(s0, "server1", client_keys) as squatter:
+            squatter.send(header() + np.array([1], np.uint64).tobytes())
+            np.testing.assert_array_equal(s0.recv("client", WAIT), [1])  # named by its key
+            s1.connect(endpoints)
+            s1.send("server0", np.array([2], np.uint64))
+            np.testing.assert_array_equal(s0.recv("server1", WAIT), [2])
+    finally:
+        s0.close()
+        s1.close()
 
 
 def test_random_bytes_on_the_port_do_not_break_the_party():

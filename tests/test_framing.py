@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from mpcnp.net import (FrameError, HandshakeError, NetError,
-                       PeerAborted, PeerTimeout)
+                       PeerAborted, PeerLost, PeerTimeout)
 from mpcnp.net.framing import JSON
 from helpers import WAIT, header, network, rogue
 
 
 def test_exceptions_pickle_with_their_attributes():
-    for exc in (PeerTimeout("producer", 5.0), PeerAborted("server1", "boom"),
+    for exc in (PeerTimeout("producer", 5.0), PeerAborted("server1", "server1", "boom"),
+                PeerAborted(None, "producer", "stopped"), PeerLost("client", "closed"),
                 FrameError("client", "bad magic"), HandshakeError("server0", "refused")):
         copy = pickle.loads(pickle.dumps(exc))
         assert type(copy) is type(exc) and str(copy) == str(exc) and copy.__dict__ == exc.__dict__

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import numpy as np
 import pytest
 
 import mpcnp as mp
+from helpers import free_ports
 from mpcnp.digest import MESSAGE_BYTES
 from mpcnp.net import header_bytes
 
@@ -186,11 +188,9 @@ def _socket_directory() -> tuple[str, int]:
 
 @pytest.mark.processes
 @pytest.mark.parametrize("fails", [False, True])
-def test_processes_channels_live_in_a_private_directory_that_goes_away(fails, tmp_path, monkeypatch):
+def test_processes_channels_live_in_a_private_directory_that_goes_away(fails, monkeypatch):
     """The processes backend's sockets sit in one 0700 directory per run (so no other local user can
-    reach them), and the directory is gone when run returns, after a killed party too. TMPDIR is the
-    test's own, so that other runs on the machine do not show up in it."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    reach them), and the directory is gone when run returns, after a killed party too."""
     def fn():
         where = _socket_directory()
         mp.private(np.ones(2), owner="server0").reveal()
@@ -199,10 +199,13 @@ def test_processes_channels_live_in_a_private_directory_that_goes_away(fails, tm
         return where
 
     if fails:
-        before = set(Path(tempfile.gettempdir()).glob("mpcnp-*"))
+        # a directory of our own: other programs' runs may come and go in the system's temporary one
+        private = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+        monkeypatch.setattr(tempfile, "tempdir", str(private))
         with pytest.raises(mp.PartyError, match="SIGKILL"):
             mp.run(fn, backend="processes", timeout=5)
-        assert set(Path(tempfile.gettempdir()).glob("mpcnp-*")) <= before
+        assert not list(private.iterdir())
+        private.rmdir()
         return
     results = mp.run(fn, backend="processes", timeout=5)
     assert len({directory for directory, _ in results.values()}) == 1
@@ -230,6 +233,20 @@ def test_bad_arguments_fail_fast():
         mp.run(lambda: 1, frac_bits=40)
     with pytest.raises(RuntimeError, match="not inside an mpcnp party"):
         mp.party()
+    with pytest.raises(TypeError, match="parties must be a sequence"):
+        mp.run(lambda: 1, parties=None)
+
+
+@pytest.mark.parametrize("program, words", [
+    (lambda: mp.private(np.ones(2)).reveal(to=5), "reveal(to=...) takes None"),
+    (lambda: mp.softmax(mp.private(np.ones((2, 2))), axis=5), "softmax: axis 5 is out of bounds"),
+    (lambda: mp.softmax(np.ones((2, 2)), axis=-3), "softmax: axis -3 is out of bounds"),
+    (lambda: mp.maxpool2d(mp.private(np.ones((1, 1, 4, 4))), 1.5), "maxpool2d: kernel and stride"),
+    (lambda: mp.avgpool2d(mp.private(np.ones((1, 1, 4, 4))), 2, stride=0.5), "avgpool2d: kernel and stride"),
+])
+def test_argument_errors_name_the_argument(program, words):
+    with pytest.raises(mp.PartyError, match=re.escape(words)):
+        mp.run(program, timeout=5)
 
 
 def test_unknown_party_names_are_named(backend):
@@ -265,25 +282,6 @@ PROGRAM = textwrap.dedent("""
     if result.get("producer") is not None:
         print("VALUE", list(result["producer"]), flush=True)
 """)
-
-
-def free_ports(count: int) -> list[int]:
-    """Free ports below the ephemeral range, as a cluster's fixed ports should be: a party's port in
-    that range can be handed to another party's reconnecting socket as its source port before the
-    party binds it, and a TCP socket connecting to its own port connects to itself (self-connect)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
-    ports: list[int] = []
-    for port in np.random.default_rng().permutation(np.arange(20000, min(low, 32768))):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", int(port)))
-            except OSError:
-                continue
-        ports.append(int(port))
-        if len(ports) == count:
-            return ports
-    raise RuntimeError("no free ports below the ephemeral range")
 
 
 def make_cluster(tmp_path: Path, names=CORE) -> tuple[Path, dict]:
@@ -362,8 +360,8 @@ def test_cluster_refuses_a_peer_with_the_wrong_key(tmp_path):
              "server1": start_party(impostor_config, "server1", impostor_key, script, "4", "10")}
     outputs = finish_all(procs, timeout=40)
     for name in ("server0", "producer"):
-        assert procs[name].returncode != 0, outputs
-        assert "PartyError" in outputs[name][1] and "server1" in outputs[name][1], outputs
+        assert procs[name].returncode == 1, outputs
+        assert f"mpcnp party {name}: party 'server1' failed" in outputs[name][1], outputs
 
 
 def test_party_command_refuses_a_key_that_does_not_match(tmp_path):

@@ -193,6 +193,7 @@ def test_timeout_names_the_silent_peer(net):
 
 
 def test_abort_reaches_a_party_waiting_on_another_peer(net):
+    """The notice names its sender from the channel; whom it accuses is the sender's claim."""
     def waiter():
         with pytest.raises(PeerAborted) as info:
             net["server0"].recv("server1", WAIT)
@@ -200,11 +201,11 @@ def test_abort_reaches_a_party_waiting_on_another_peer(net):
 
     def failer():
         time.sleep(0.2)
-        net["producer"].abort("producer", "ValueError: boom")
+        net["producer"].abort("server1", "ValueError: boom")
 
     got = run_parties({"server0": waiter, "producer": failer})["server0"]
-    assert (got.origin, got.reason) == ("producer", "ValueError: boom")
-    assert "producer failed: ValueError: boom" in str(got)
+    assert (got.sender, got.accused, got.reason) == ("producer", "server1", "ValueError: boom")
+    assert "aborted by producer, which reports that server1 failed: ValueError: boom" in str(got)
     with pytest.raises(PeerAborted):
         net["server0"].send("server1", np.ones(1))
     net["producer"].close()
@@ -225,3 +226,83 @@ def test_closed_transport_refuses_work(net):
         net["server0"].send("server1", np.ones(1))
     with pytest.raises(NetError, match="closed"):
         net["server0"].recv("server1", 1.0)
+
+
+# ---- limits: message size, flow control ----------------------------------------------------------------
+def test_a_message_over_the_limit_is_refused_from_its_header():
+    """A peer announcing a payload over max_message_bytes is refused before anything is kept; its
+    next message, and the other peers, go on. Sending one is an error at the sender."""
+    from helpers import header, rogue
+    limit = 1 << 20
+    with network("ipc", absent=("client",), max_message_bytes=limit) as net, \
+            rogue(net["server0"], "client") as client:
+        client.send_multipart([header(shape=(1 << 27,)), bytes(1 << 16), bytes(1 << 16)])  # claims 1 GiB
+        client.send(header(shape=(1,)) + np.array([42], np.uint64).tobytes())
+        with pytest.raises(FrameError, match="exceeds the limit of 1048576 bytes") as info:
+            net["server0"].recv("client", WAIT)
+        assert info.value.peer == "client"
+        assert net["server0"].recv("client", WAIT)[0] == 42
+        with pytest.raises(ValueError, match="max_message_bytes"):
+            net["server1"].send("server0", np.zeros(limit // 8 + 1, np.uint64))
+
+
+@pytest.mark.parametrize("backend", ["ipc", "curve"])
+def test_flow_control_holds_a_sender_that_runs_ahead(backend):
+    """A sender with a window of 1 MiB blocks once 1 MiB is unread, and goes on as the receiver
+    reads: its peer's inbox never holds more."""
+    window = 1 << 20
+    message = np.zeros(window // 32, np.uint64)  # 256 KiB
+    with network(backend, window=window) as net:
+        sent = []
+
+        def sender():
+            for i in range(12):
+                net["producer"].send("server1", message)
+                sent.append(i)
+
+        def receiver():
+            time.sleep(0.5)
+            ahead = len(sent)  # what got through while nobody read
+            for _ in range(12):
+                net["server1"].recv("producer", WAIT)
+            return ahead
+
+        ahead = run_parties({"producer": sender, "server1": receiver})["server1"]
+        fit = window // (message.nbytes + header_bytes(1))  # 3: a 4th would pass 1 MiB unread
+        assert ahead == fit and len(sent) == 12
+
+
+@pytest.mark.parametrize("backend", ["ipc", "curve"])
+def test_an_exchange_larger_than_the_window_goes_through(backend):
+    """Both parties send more than a window, then both receive: neither waits for the other."""
+    window = 1 << 20
+    parts = [np.full(3 * window // 8, i, np.uint64) for i in range(3)]
+    with network(backend, window=window) as net:
+        def side(me, other):
+            def body():
+                for part in parts:
+                    net[me].send(other, part)
+                return [int(net[me].recv(other, WAIT)[0]) for _ in parts]
+            return body
+
+        start = time.monotonic()
+        got = run_parties({"server0": side("server0", "server1"), "server1": side("server1", "server0")})
+        assert got == {"server0": [0, 1, 2], "server1": [0, 1, 2]}
+        assert time.monotonic() - start < WAIT
+
+
+def test_a_sender_ignoring_flow_control_is_refused():
+    """A peer that keeps sending what is not read, far past the window, is named in a FrameError."""
+    from helpers import header, rogue
+    window = 1 << 16
+    with network("ipc", absent=("client",), window=window, max_message_bytes=window) as net, \
+            rogue(net["server0"], "client") as client:
+        chunk = header(shape=(window // 8,)) + bytes(window)
+        for _ in range(8):
+            client.send(chunk)
+        with pytest.raises(PeerTimeout):  # meanwhile the client's messages pile up unread
+            net["server0"].recv("producer", 0.5)
+        with pytest.raises(FrameError, match="ignoring flow control") as info:
+            for _ in range(8):
+                net["server0"].recv("client", WAIT)
+        assert info.value.peer == "client"

@@ -5,12 +5,15 @@ whether to admit each connecting key. Ours admits exactly the peers' public keys
 peer's name as the ZAP user id, which ZeroMQ then attaches to every message from that connection
 (the ``User-Id`` property): that is how a key is bound to a name. The same thread reads the socket
 monitors: handshake successes and failures of our DEALERs (a peer refusing our key, a wrong server
-key), and failed handshakes on our ROUTER (strangers, garbage bytes), which it logs.
+key), failed handshakes on our ROUTER (strangers, garbage bytes), which it logs, and our DEALERs'
+disconnections: a peer whose connection closed after a successful handshake and has not come back
+is ``lost`` (its process ended, or the network failed).
 """
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import zmq
 from zmq.utils import z85
@@ -20,7 +23,8 @@ log = logging.getLogger("mpcnp.net")
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 PEER_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+               | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+               | zmq.EVENT_DISCONNECTED)
 BIND_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
 _PROTOCOL_ERRORS = {getattr(zmq, n): n for n in dir(zmq) if n.startswith("PROTOCOL_ERROR_")}
 
@@ -35,6 +39,7 @@ class Watcher(threading.Thread):
         self.ready = threading.Event()
         self.cond = threading.Condition()
         self.connected: set[str] = set()
+        self.lost: dict[str, float] = {}  # peer -> when its connection closed (monotonic)
         self.failures: dict[str, str] = {}
         self.refused = 0
         self.last_refused = ""
@@ -103,7 +108,14 @@ class Watcher(threading.Thread):
         if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             with self.cond:
                 self.connected.add(peer)
+                self.lost.pop(peer, None)
                 self.cond.notify_all()
+            return
+        if kind == zmq.EVENT_DISCONNECTED:
+            with self.cond:
+                if peer in self.connected:
+                    self.lost.setdefault(peer, time.monotonic())
+                    self.cond.notify_all()
             return
         if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             detail = f"{peer} refused our key (status {value}): its configuration lists another " \
@@ -114,8 +126,10 @@ class Watcher(threading.Thread):
             else:
                 detail = f"ZMTP protocol error {_PROTOCOL_ERRORS.get(value, value)}"
             detail = f"handshake with {peer} failed: {detail}" if peer else detail
-        else:
+        elif self.keys is not None:
             detail = f"handshake with {peer} failed: is the public key we have for {peer} right?"
+        else:
+            detail = f"handshake with {peer} failed (did its process end while connecting?)"
         if peer is None:
             log.warning("%s: rejected a connection on %s: %s (a stranger or a misconfigured peer)",
                         self.party, event["endpoint"].decode(errors="replace"), detail)
@@ -127,3 +141,30 @@ class Watcher(threading.Thread):
             self.failures.setdefault(peer, detail)
             self.cond.notify_all()
         log.error("%s: %s", self.party, detail)
+
+    # ---- what the watcher knows of a peer, for the transport's errors ------------------------------
+    def evidence(self, peer: str, address: str | None, settle: float) -> str | None:
+        """Our own evidence that ``peer`` failed: its connection closed ``settle`` seconds ago or more
+        and has not come back, its handshake failed, or it never completed; None if there is none."""
+        with self.cond:
+            if peer in self.lost:
+                age = time.monotonic() - self.lost[peer]
+                return f"its connection closed {age:.1f} s ago" if age >= settle else None
+            if peer in self.failures:
+                return self.failures[peer]
+            if address is not None and peer not in self.connected:
+                return f"our connection to {address} never completed"
+            return None
+
+    def hint(self, peer: str, address: str) -> str:
+        """What may explain that nothing came from ``peer``, as " (...)", or ""."""
+        hints = []
+        if peer not in self.connected:
+            if address.startswith("ipc://"):
+                hints.append(f"it never listened on {address}: did its process start?")
+            else:
+                hints.append(f"our connection to {address} never completed")
+        if self.refused:
+            hints.append(f"{self.refused} connection(s) with unknown keys were refused, the last "
+                         f"from {self.last_refused}: check the public keys")
+        return f" ({'; '.join(hints)})" if hints else ""

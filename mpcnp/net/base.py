@@ -8,6 +8,10 @@ sticky abort state; a backend supplies ``_deliver``, ``_next``, ``abort`` and ``
 
 A transport is driven by one thread, its party's; only ``abort`` may also be called from elsewhere
 on the in-memory backend.
+
+Whenever a transport waits on a peer it tells its ``observer`` (a WaitObserver: ``waiting(peer)``,
+then ``beat(peer)`` about every 100 ms on transports that poll, then ``resumed()``), which is how a
+runtime's supervisor sees who waits on whom without asking the party anything.
 """
 from __future__ import annotations
 
@@ -22,6 +26,27 @@ from mpcnp.net.framing import ARRAY, JSON, KIND_NAMES, as_wire_array, decode_jso
 from mpcnp.net.stats import Stats
 
 
+# Waits longer than this are split into slices: a condition or poll given a huge timeout (1e12 s)
+# overflows the platform's time_t.
+MAX_WAIT_SLICE = 3600.0
+
+
+class WaitObserver:
+    """Told when a transport waits on a peer; this base class ignores everything."""
+
+    def waiting(self, peer: str) -> None:
+        """A wait on ``peer`` begins (a receive, a start-up handshake, a send held by flow control)."""
+
+    def beat(self, peer: str) -> None:
+        """Still waiting on ``peer`` (about every 100 ms, from transports that poll)."""
+
+    def resumed(self) -> None:
+        """The wait is over."""
+
+
+IGNORE = WaitObserver()
+
+
 def check_party_name(name: Any) -> str:
     """``name`` if it is a usable party name, else ValueError (it becomes a ZeroMQ routing id)."""
     if not isinstance(name, str) or not name:
@@ -34,17 +59,20 @@ def check_party_name(name: Any) -> str:
 class Transport(ABC):
     """One party's endpoint towards all its peers.
 
-    Attributes: ``name`` (this party), ``peers`` (the other parties), ``stats`` (a Stats).
+    Attributes: ``name`` (this party), ``peers`` (the other parties), ``stats`` (a Stats),
+    ``observer`` (a WaitObserver, told of every wait).
     """
 
     name: str
     peers: tuple[str, ...]
     stats: Stats
+    observer: WaitObserver
 
     def __init__(self, name: str, peers: tuple[str, ...] = ()) -> None:
         self.name = check_party_name(name)
         self.stats = Stats()
-        self._aborted: tuple[str, str] | None = None
+        self.observer = IGNORE
+        self._aborted: tuple[str | None, str, str] | None = None
         self._closed = False
         self._set_peers(peers)
 
@@ -92,8 +120,9 @@ class Transport(ABC):
     def recv(self, frm: str, timeout: float | None) -> np.ndarray:
         """The next array from ``frm`` (read-only, C-contiguous, aligned).
 
-        Waits at most ``timeout`` seconds (None: forever). Raises PeerTimeout(frm, timeout);
-        PeerAborted(origin, reason) once an abort notice arrived from any peer; FrameError(frm, ...)
+        Waits at most ``timeout`` seconds (None or inf: forever). Raises PeerTimeout(frm, timeout);
+        PeerAborted(sender, accused, reason) once an abort notice arrived from any peer;
+        PeerLost(frm, ...) when the connection to frm closed for good; FrameError(frm, ...)
         for a malformed message from frm, or a json message where an array was expected;
         HandshakeError when a peer refused our key; ValueError for an unknown ``frm``; NetError
         once closed.
@@ -108,8 +137,8 @@ class Transport(ABC):
         """The payload of the next message from ``frm``, which must be of kind ``expected``; counted."""
         if frm not in self._peer_set or self._closed:
             self._check_peer(frm)
-        kind, stamp, payload = self._next(frm, timeout,
-                                          None if timeout is None else time.monotonic() + timeout)
+        deadline = None if timeout is None or timeout == float("inf") else time.monotonic() + timeout
+        kind, stamp, payload = self._next(frm, timeout, deadline)
         if kind != expected:
             raise FrameError(frm, f"expected a {KIND_NAMES[expected]} message, got {KIND_NAMES[kind]} "
                                   "(the parties' programs diverged)")
@@ -120,14 +149,22 @@ class Transport(ABC):
         if self._aborted is not None:
             raise PeerAborted(*self._aborted)
 
-    def _note_abort(self, origin: str, reason: str) -> PeerAborted:
+    def _note_abort(self, sender: str | None, accused: str, reason: str) -> PeerAborted:
+        """Keep the first abort notice (later ones are consequences of it) and return it as an error."""
         if self._aborted is None:
-            self._aborted = (origin, reason)
+            self._aborted = (sender, accused, reason)
         return PeerAborted(*self._aborted)
 
     def wait_ready(self, timeout: float | None) -> None:
         """Block until the channels to every peer are up; raise NetError if they cannot be. In
         memory they always are."""
+
+    def evidence(self, peer: str) -> str | None:
+        """This party's own evidence that ``peer`` failed, if it has any: its connection closed and
+        did not come back, its handshake failed or never completed (never on the in-memory
+        transport, whose peers cannot vanish). Lets a party check an abort notice's accusation for
+        itself."""
+        return None
 
     # ---- backend --------------------------------------------------------------------------------
     @abstractmethod
@@ -140,8 +177,9 @@ class Transport(ABC):
         """(kind, stamp, read-only payload) of the next array/json message from frm, or raise."""
 
     @abstractmethod
-    def abort(self, origin: str, reason: str) -> None:
-        """Tell every peer, best effort and without blocking, that ``origin`` failed with ``reason``.
+    def abort(self, accused: str, reason: str) -> None:
+        """Tell every peer, best effort and without blocking, that ``accused`` failed with ``reason``
+        (the peers learn that this party says so: they know the sender from the channel).
 
         Never raises and never blocks (a dead peer or a full queue just loses the notice).
         """

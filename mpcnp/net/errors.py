@@ -18,7 +18,8 @@ class NetError(Exception):
 
 
 class PeerTimeout(NetError):
-    """Nothing arrived from ``peer`` within ``timeout`` seconds."""
+    """Nothing arrived from ``peer`` within ``timeout`` seconds (or, sending, ``peer`` did not make
+    room in its inbox within ``timeout`` seconds: ``hint`` says which)."""
 
     def __init__(self, peer: str, timeout: float | None, hint: str = "") -> None:
         self.peer, self.timeout, self.hint = peer, timeout, hint
@@ -26,11 +27,31 @@ class PeerTimeout(NetError):
 
 
 class PeerAborted(NetError):
-    """Party ``origin`` failed with ``reason`` and told everyone the run is over."""
+    """An abort notice arrived: ``sender`` (the authenticated party that sent it; None when the
+    run's own supervisor stopped this party) says that ``accused`` failed with ``reason``.
 
-    def __init__(self, origin: str, reason: str) -> None:
-        self.origin, self.reason = origin, reason
-        super().__init__(f"run aborted because {origin} failed: {reason}", origin, reason)
+    Only ``sender`` is known first-hand: ``accused`` and ``reason`` are what it claims.
+    """
+
+    def __init__(self, sender: str | None, accused: str, reason: str) -> None:
+        self.sender, self.accused, self.reason = sender, accused, reason
+        if sender is None:
+            text = f"the run was stopped because {accused} failed: {reason}"
+        elif sender == accused:
+            text = f"run aborted because {sender} failed: {reason}"
+        else:
+            text = f"run aborted by {sender}, which reports that {accused} failed: {reason}"
+        super().__init__(text, sender, accused, reason)
+
+
+class PeerLost(NetError):
+    """The connection to ``peer`` closed and did not come back (its process ended, or the network
+    between us failed), or ``peer`` left the run; ``detail`` says which. ``after_failure``: it left
+    in order after a failure (its own or another's), so its leaving is a consequence, not a cause."""
+
+    def __init__(self, peer: str, detail: str, after_failure: bool = False) -> None:
+        self.peer, self.detail, self.after_failure = peer, detail, after_failure
+        super().__init__(f"lost the connection to {peer}: {detail}", peer, detail, after_failure)
 
 
 class FrameError(NetError):

@@ -5,14 +5,20 @@ Header layout (little-endian, ``HEADER_BYTES`` = 16 bytes, then 8 bytes per dime
     offset  size  field
     0       4     magic b"MPCN"
     4       1     version (1)
-    5       1     kind: 1 array, 2 json, 3 abort
-    6       1     dtype code (see DTYPES; json and abort carry uint8)
+    5       1     kind: 1 array, 2 json, 3 abort, 4 credit, 5 goodbye
+    6       1     dtype code (see DTYPES; json and abort carry uint8, credit uint64)
     7       1     ndim, 0..64 (NumPy's limit)
     8       8     the sender's round stamp (uint64, see stats.py)
     16      8*n   shape, one uint64 per dimension
 
 The payload is the array's bytes in C order, little-endian: exactly prod(shape) * itemsize bytes.
-A json or abort message is a 1-d uint8 array of UTF-8 JSON text.
+A json or abort message is a 1-d uint8 array of UTF-8 JSON text; an abort notice's JSON is
+``{"accused": NAME, "reason": TEXT}`` (who the sender says failed, and why; the sender itself is
+known from the channel, never from the payload). A credit message (flow control, zmqnet.py) is a
+1-d uint64 array: the bytes the receiver has consumed from that sender so far, and 1 if the
+receiver itself waits for credit to send to that sender (else 0). A goodbye message (an empty
+1-d uint8 array) is the last a transport sends each peer when it closes after a failure: it left in
+order, and will send nothing more.
 
 ``header_bytes(ndim)`` is the framing overhead that the byte counters add to every array or json
 message; the transports' own envelopes (ZMTP frame lengths, CURVE's 16-byte MAC and nonce) are not
@@ -31,8 +37,8 @@ from mpcnp.net.errors import FrameError
 
 MAGIC = b"MPCN"
 VERSION = 1
-ARRAY, JSON, ABORT = 1, 2, 3
-KIND_NAMES = {ARRAY: "array", JSON: "json", ABORT: "abort"}
+ARRAY, JSON, ABORT, CREDIT, GOODBYE = 1, 2, 3, 4, 5
+KIND_NAMES = {ARRAY: "array", JSON: "json", ABORT: "abort", CREDIT: "credit", GOODBYE: "goodbye"}
 MAX_NDIM = 64
 
 _PREFIX = struct.Struct("<4sBBBB")
@@ -56,13 +62,15 @@ DTYPES: dict[int, np.dtype] = {
     11: np.dtype("<f8"),
 }
 _CODES: dict[np.dtype, int] = {dt: code for code, dt in DTYPES.items()}
-_UINT8 = 2
+_UINT8, _UINT64 = 2, 8
+# The dtype code of each kind but array, which takes any (its arrays are 1-d).
+_CONTROL_CODES = {JSON: _UINT8, ABORT: _UINT8, CREDIT: _UINT64, GOODBYE: _UINT8}
 # prefix bytes -> (kind, dtype, struct of stamp and shape, header size)
 _PREFIXES = {
     _PREFIX.pack(MAGIC, VERSION, kind, code, ndim):
         (kind, DTYPES[code], struct.Struct(f"<{ndim + 1}Q"), HEADER_BYTES + 8 * ndim)
     for kind in KIND_NAMES for code in DTYPES for ndim in range(MAX_NDIM + 1)
-    if kind == ARRAY or (code == _UINT8 and ndim == 1)
+    if kind == ARRAY or (code == _CONTROL_CODES[kind] and ndim == 1)
 }
 _WHITELIST = ", ".join(str(dt.name) for dt in DTYPES.values())
 
@@ -162,7 +170,7 @@ def _reject_prefix(buf: bytes | memoryview, peer: str) -> None:
         raise FrameError(peer, f"unknown dtype code {code}")
     if ndim > MAX_NDIM:
         raise FrameError(peer, f"impossible ndim {ndim} (NumPy allows at most {MAX_NDIM})")
-    raise FrameError(peer, f"{KIND_NAMES[kind]} message must be 1-d uint8, "
+    raise FrameError(peer, f"{KIND_NAMES[kind]} message must be 1-d {DTYPES[_CONTROL_CODES[kind]]}, "
                            f"got {DTYPES[code]} with ndim {ndim}")
 
 
@@ -180,15 +188,26 @@ def decode_json(payload: np.ndarray, peer: str) -> Any:
         raise FrameError(peer, f"invalid json payload: {exc}") from None
 
 
-def encode_abort(origin: str, reason: str) -> np.ndarray:
-    """The payload of an abort notice."""
-    return encode_json({"origin": origin, "reason": reason})
+def encode_abort(accused: str, reason: str) -> np.ndarray:
+    """The payload of an abort notice: the sender says ``accused`` failed with ``reason``."""
+    return encode_json({"accused": accused, "reason": reason})
+
+
+# An abort notice's reason is shown to a user, never used as data: longer ones are cut.
+MAX_REASON_CHARS = 2000
 
 
 def decode_abort(payload: np.ndarray, peer: str) -> tuple[str, str]:
-    """(origin, reason) of an abort notice. Raises FrameError(peer, ...) if malformed."""
+    """(accused, reason) of an abort notice from ``peer``. Raises FrameError(peer, ...) if malformed."""
     obj = decode_json(payload, peer)
-    if (not isinstance(obj, dict) or not isinstance(obj.get("origin"), str)
+    if (not isinstance(obj, dict) or not isinstance(obj.get("accused"), str)
             or not isinstance(obj.get("reason"), str)):
         raise FrameError(peer, "malformed abort notice")
-    return obj["origin"], obj["reason"]
+    return obj["accused"][:255], obj["reason"][:MAX_REASON_CHARS]
+
+
+def check_size(nbytes: int, limit: int | None, peer: str) -> None:
+    """FrameError(peer, ...) when a message of ``nbytes`` payload bytes exceeds ``limit``."""
+    if limit is not None and nbytes > limit:
+        raise FrameError(peer, f"a message of {nbytes} bytes exceeds the limit of {limit} bytes "
+                               "(max_message_bytes)")

@@ -1,20 +1,20 @@
 """Curve keys: key pairs, key files and a party's CurveConfig (its pair and its peers' public keys).
 
 Key file: JSON ``{"public_key": "<Z85>", "secret_key": "<Z85>"}``, created with mode 0600 and never
-overwritten. Keys are Z85 text of 40 characters (32 raw bytes), as ZeroMQ's CURVE takes them.
+overwritten; one that other users can read or write is refused. Keys are Z85 text of 40 characters
+(32 raw bytes), as ZeroMQ's CURVE takes them.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
+import shlex
+import stat
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import zmq
 from zmq.utils import z85
-
-log = logging.getLogger("mpcnp.net")
 
 
 def key_bytes(key: str | bytes, what: str) -> bytes:
@@ -83,19 +83,24 @@ def write_key_file(path: str | os.PathLike, public: str | None = None,
 
 
 def read_key_file(path: str | os.PathLike) -> tuple[str, str]:
-    """(public_z85, secret_z85) from a key file; ValueError naming the file if it is malformed.
+    """(public_z85, secret_z85) from a key file.
 
-    Logs a warning when the file is readable by group or others.
+    Raises ValueError naming the file if it is malformed, or if users other than its owner may read
+    or write it (the message gives the chmod that fixes it), before its secret is read; OSError if
+    it cannot be opened.
     """
-    try:
-        with open(path) as f:
+    with open(path) as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if mode & 0o077:
+            raise ValueError(f"key file {path} is open to other users (mode {stat.filemode(mode)}): "
+                             f"a secret key must be readable by its owner only; run "
+                             f"chmod 600 {shlex.quote(str(path))}")
+        try:
             obj = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"key file {path}: not JSON ({exc})") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"key file {path}: not JSON ({exc})") from None
     if not isinstance(obj, dict) or set(obj) != {"public_key", "secret_key"}:
         raise ValueError(f"key file {path}: expected exactly the fields public_key and secret_key")
-    if os.stat(path).st_mode & 0o077:
-        log.warning("key file %s is readable by other users: chmod 600 it", path)
     _check_pair(obj["public_key"], obj["secret_key"], str(path))
     return obj["public_key"], obj["secret_key"]
 

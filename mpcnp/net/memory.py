@@ -14,8 +14,8 @@ from typing import Iterable
 
 import numpy as np
 
-from mpcnp.net.base import Transport, check_party_name
-from mpcnp.net.errors import PeerTimeout
+from mpcnp.net.base import MAX_WAIT_SLICE, Transport, check_party_name
+from mpcnp.net.errors import NetError, PeerTimeout
 
 
 class MemoryNetwork:
@@ -71,32 +71,49 @@ class MemoryTransport(Transport):
               deadline: float | None) -> tuple[int, int, np.ndarray]:
         queue = self._inbox[frm]
         with self._cond:
-            while True:
-                self._raise_if_aborted()
-                if queue:
-                    return queue.popleft()
-                if deadline is None:
-                    self._cond.wait()
-                    continue
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise PeerTimeout(frm, timeout)
-                self._cond.wait(remaining)
+            if queue and self._aborted is None:
+                return queue.popleft()
+            self.observer.waiting(frm)
+            try:
+                while True:
+                    self._raise_if_aborted()
+                    if queue:
+                        return queue.popleft()
+                    if self._closed:
+                        raise NetError(f"the transport of {self.name} was closed while it waited for {frm}")
+                    remaining = MAX_WAIT_SLICE if deadline is None else deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise PeerTimeout(frm, timeout)
+                    self._cond.wait(min(remaining, MAX_WAIT_SLICE))
+            finally:
+                self.observer.resumed()
 
-    def abort(self, origin: str, reason: str) -> None:
+    def abort(self, accused: str, reason: str) -> None:
         """Post the abort notice into every peer's inbox (never blocks for long, never raises)."""
         try:
             for peer in self.peers:
                 target = self._network._transports[peer]
                 with target._cond:
-                    target._note_abort(str(origin), str(reason))
+                    target._note_abort(self.name, str(accused), str(reason))
                     target._cond.notify_all()
         except Exception:  # an abort must not mask the failure being reported
             pass
 
+    def halt(self, accused: str, reason: str) -> None:
+        """End this party's waits from outside (the run's supervisor, in another thread): its
+        next or current receive raises PeerAborted(None, accused, reason). Never raises."""
+        try:
+            with self._cond:
+                self._note_abort(None, str(accused), str(reason))
+                self._cond.notify_all()
+        except Exception:  # stopping a party must not mask the failure being reported
+            pass
+
     def close(self) -> None:
-        """Mark closed and drop undelivered messages: later send/recv raise NetError. Idempotent."""
-        self._closed = True
+        """Mark closed and drop undelivered messages: later send/recv raise NetError, and a receive
+        waiting now does too. Idempotent; may be called from any thread."""
         with self._cond:
+            self._closed = True
             for queue in self._inbox.values():
                 queue.clear()
+            self._cond.notify_all()

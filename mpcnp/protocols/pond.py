@@ -220,7 +220,13 @@ def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
 
 
 def multiply(ctx: Context, x: Shared, y: Shared, op: Bilinear = MUL) -> Shared:
-    """x (op) y for shared fixed-point x, y: a Beaver product then truncation by frac_bits."""
+    """x (op) y for shared fixed-point x, y: a Beaver product then truncation by frac_bits.
+
+    An elementwise product of two values of one shape with more than ``sharing.CHUNK`` elements is
+    computed chunk by chunk (``sharing.chunkwise``: one round per chunk, memory for the result and
+    one chunk; the values get masks per chunk that are not kept for reuse)."""
+    if op is MUL and x.shape == y.shape and x.size > sharing.CHUNK:
+        return sharing.chunkwise(ctx, lambda a, b: multiply(ctx, a, b, MUL), x, y)
     return truncate(ctx, product(ctx, x, y, op), consume=True)
 
 

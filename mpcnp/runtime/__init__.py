@@ -1,7 +1,9 @@
 """The runtime (layer 4): who each party is, its channels and PRF keys, and launching parties.
 
-context.py (a party's Context and Config) <- lifecycle.py (one party's life in a run) <- threads.py,
-processes.py, cluster.py (three ways to start parties) <- launch.py (``run``).
+context.py (a party's Context and Config) <- board.py (what each party is doing, for the
+supervisor) <- lifecycle.py (one party's life in a run) <- supervisor.py (the caller's watch over a
+run: docs/failures.md) and forking.py (safe forks) <- threads.py, processes.py, clusterfile.py and
+cluster.py (three ways to start parties) <- launch.py (``run``).
 """
 from mpcnp.runtime.context import (CORE_PARTIES, PRODUCER, SERVER0, SERVER1, SERVERS, Config, Context,
                                    PartyError, current, party, stats)

@@ -7,6 +7,8 @@ between parties. Protocol code receives the context explicitly or reads ``curren
 from __future__ import annotations
 
 import contextvars
+import math
+import numbers
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -14,7 +16,8 @@ from typing import Sequence
 import numpy as np
 
 from mpcnp import fixedpoint, ring
-from mpcnp.net import NetError, PeerAborted, PeerTimeout, Transport, check_party_name
+from mpcnp.net import (NetError, PeerAborted, PeerLost, PeerTimeout, Transport, WaitObserver,
+                       check_party_name)
 
 SERVER0, SERVER1, PRODUCER = "server0", "server1", "producer"
 CORE_PARTIES = (SERVER0, SERVER1, PRODUCER)
@@ -30,6 +33,8 @@ class Config:
     run's initial truncation mode (fixedpoint.TRUNCATIONS), which ``mp.truncation`` changes per block.
     ``validate``: the run checks every operation against plaintext (mpcnp.validation), which the
     program layer sets up; the runtime only makes sure every party agrees on it.
+    ``timeout``: seconds any party waits for a peer before the run fails; any positive real, ``inf``
+    for no limit (``wait`` gives it as the transports take it: None for no limit).
     """
 
     protocol: str = "securenn"
@@ -43,8 +48,33 @@ class Config:
             raise ValueError(f"protocol must be a non-empty name, got {self.protocol!r}")
         object.__setattr__(self, "frac_bits", fixedpoint.check_frac_bits(self.frac_bits))
         fixedpoint.check_truncation(self.truncation)
-        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        object.__setattr__(self, "timeout", check_timeout(self.timeout))
+
+    @property
+    def wait(self) -> float | None:
+        """``timeout`` as the transports take it: None when there is no limit."""
+        return None if math.isinf(self.timeout) else self.timeout
+
+
+def check_timeout(timeout) -> float:
+    """``timeout`` as a float if it is a positive real number of seconds (inf included); TypeError
+    for a bool or a non-number, ValueError for zero, a negative number or NaN."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise TypeError(f"timeout must be a positive number of seconds (float('inf') for none), "
+                        f"got {timeout!r}")
+    timeout = float(timeout)
+    if not timeout > 0:  # NaN fails this too
+        raise ValueError(f"timeout must be a positive number of seconds (float('inf') for none), "
+                         f"got {timeout!r}")
+    return timeout
+
+
+class InputRefused(ValueError):
+    """An input owner's value was refused (not finite, out of range, not numeric).
+
+    The message may quote the value, so it stays with the owner: its peers are told only that the
+    owner's input was refused (``public_reason``).
+    """
 
 
 class PartyError(Exception):
@@ -57,7 +87,8 @@ class PartyError(Exception):
     def __init__(self, party: str, cause: BaseException | str, relayed: bool = False):
         self.party = party
         self.cause = cause
-        self.relayed = relayed  # learnt from another party's abort notice, not seen first-hand
+        # learnt from an abort notice (an authenticated peer's report), not seen first-hand
+        self.relayed = relayed
         super().__init__(f"party {party!r} failed: {describe(cause)}")
         if isinstance(cause, BaseException):
             self.__cause__ = cause
@@ -74,10 +105,21 @@ def describe(cause: BaseException | str) -> str:
     return str(cause)
 
 
+def public_reason(party: str, exc: BaseException) -> str:
+    """What the peers of ``party`` are told of ``exc``, raised in its own code: the exception's type,
+    never its message, which may quote private data (an input's rejected value)."""
+    if isinstance(exc, InputRefused):
+        return f"{InputRefused.__name__}: {party}'s input was refused (the details stay on {party})"
+    return f"{type(exc).__name__} raised in {party}'s own code (the message stays on {party})"
+
+
 def check_party_names(parties: Sequence[str]) -> tuple[str, ...]:
     """The names of every party of a run: the core parties, then ``parties`` (validated)."""
     if isinstance(parties, str):
         raise TypeError(f"parties must be a sequence of names, got the string {parties!r}")
+    if parties is None or not hasattr(parties, "__iter__"):
+        raise TypeError(f"parties must be a sequence of the extra parties' names (() for none), "
+                        f"got {parties!r}")
     names = list(CORE_PARTIES)
     for name in parties:
         check_party_name(name)
@@ -91,11 +133,18 @@ def check_party_names(parties: Sequence[str]) -> tuple[str, ...]:
 class Context:
     """The runtime of one party: identity, channels, pairwise PRF streams, configuration."""
 
-    def __init__(self, name: str, parties: Sequence[str], transport: Transport, config: Config):
+    def __init__(self, name: str, parties: Sequence[str], transport: Transport, config: Config,
+                 observer: WaitObserver | None = None, wait: float | None = None):
+        """``observer``: told whenever this party waits (a supervisor's status board); ``wait``:
+        seconds a receive waits (None: ``config.wait``; a supervised party waits a little longer
+        than the timeout, so that its supervisor, which sees every party, decides first)."""
         self.name = name
         self.parties = tuple(parties)
         self.transport = transport
         self.config = config
+        self.wait = config.wait if wait is None else wait
+        if observer is not None:
+            transport.observer = observer
         self._pair_prfs: dict[str, ring.PRF] = {}
         self.own_prf = ring.PRF(os.urandom(ring.KEY_BYTES))
         self.truncation = config.truncation  # the mode products truncate in now (mp.truncation)
@@ -157,7 +206,7 @@ class Context:
         """Block until the channels to every peer are up (at once in memory); PartyError naming a
         peer that cannot be reached or refused us, or relaying an abort notice, as ``recv``."""
         try:
-            self.transport.wait_ready(self.config.timeout)
+            self.transport.wait_ready(self.wait)
         except NetError as exc:
             raise self._party_error(exc, self.name) from None
 
@@ -171,7 +220,7 @@ class Context:
     def recv(self, frm: str) -> np.ndarray:
         """The next array from ``frm`` (read-only); PartyError if ``frm`` is silent or the run aborted."""
         try:
-            return self.transport.recv(self.check_party(frm), self.config.timeout)
+            return self.transport.recv(self.check_party(frm), self.wait)
         except NetError as exc:
             raise self._party_error(exc, frm, receiving=True) from None
 
@@ -192,21 +241,41 @@ class Context:
 
     def _party_error(self, exc: NetError, peer: str, receiving: bool = False) -> PartyError:
         """A channel failure as the PartyError naming the party at fault: the peer the error names
-        (else ``peer``), or an abort notice's origin. Plain try/except at the call sites: this is
-        every message's path."""
+        (else ``peer``); for an abort notice, its authenticated sender, never a party the sender
+        merely accuses, unless this party sees for itself that the accused is gone. Plain try/except
+        at the call sites: this is every message's path."""
         peer = getattr(exc, "peer", None) or peer
         if isinstance(exc, PeerTimeout):
+            sending = exc.hint.startswith(" (sending")
             return PartyError(peer, TimeoutError(
-                f"{self.name} received nothing from {peer} within {self.config.timeout:g} s{exc.hint}"))
+                f"{self.name} {'could not send to' if sending else 'received nothing from'} {peer} "
+                f"within {self.config.timeout:g} s{exc.hint}"))
         if isinstance(exc, PeerAborted):
-            if receiving and exc.origin == self.name and exc.reason.startswith(TimeoutError.__name__):
-                # Another party gave up waiting for us while we were waiting for ``peer``: we were not
-                # silent, ``peer`` is the suspect (the caller follows such chains to their end).
-                # Notices describe their cause as "Type: message" (``describe``).
-                return PartyError(peer, TimeoutError(
-                    f"{self.name} was still waiting for {peer} when the others gave up on {self.name}"))
-            return PartyError(exc.origin, exc.reason, relayed=True)
+            return self._aborted_error(exc, peer, receiving)
+        if isinstance(exc, PeerLost) and exc.after_failure:  # a consequence of another failure
+            return PartyError(peer, exc, relayed=True)
         return PartyError(peer, exc)
+
+    def _aborted_error(self, exc: PeerAborted, peer: str, receiving: bool) -> PartyError:
+        """Whom an abort notice makes this party name: the accused when the notice comes from the
+        run's supervisor or from the accused itself; else a party this party has its own evidence
+        against (the peer it waits for, or the accused: connection lost, handshake failed); else
+        the notice's sender, whose claim it cannot check."""
+        sender, accused, reason = exc.sender, exc.accused, exc.reason
+        if sender is None or sender == accused:
+            # the run's own supervisor, or a party reporting its own failure: both are trusted
+            return PartyError(accused, reason, relayed=True)
+        for suspect in dict.fromkeys(([peer] if receiving else []) + [accused]):
+            evidence = self.transport.evidence(suspect) if suspect in self.parties else None
+            if evidence is not None and suspect != self.name:
+                return PartyError(suspect, ConnectionError(
+                    f"{self.name} sees it: {evidence} ({sender} reports that {accused} failed: {reason})"))
+        if accused == self.name and receiving:
+            # Another party gave up waiting for us while we were still waiting for ``peer``.
+            claim = f"{sender} gave up on {self.name} while it was still waiting for {peer}: {reason}"
+        else:
+            claim = f"{sender} aborted the run, reporting that {accused} failed: {reason}"
+        return PartyError(sender, f"{claim} (unverified)", relayed=True)
 
 
 def barrier(ctx: Context, parties: Sequence[str] = CORE_PARTIES, exchanges: int = 2) -> None:

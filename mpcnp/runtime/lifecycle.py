@@ -4,11 +4,11 @@
 function, meet the others at an end-of-run barrier. Failures follow one rule: the first party that
 fails tells every other party (an abort notice on the channels); each party turns what it sees into
 a ``PartyError`` naming the party at fault, and reports an ``Outcome``; the caller gathers the
-outcomes (``collect``) and raises the root cause (``finish``).
+outcomes and raises the root cause (``finish``). What a notice says of a failure in a party's own
+code is its exception's type only (``context.public_reason``): the message stays on that party.
 """
 from __future__ import annotations
 
-import queue
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -16,11 +16,10 @@ from typing import Any, Callable
 import numpy as np
 
 from mpcnp.net import Transport
-from mpcnp.runtime.context import Config, Context, PartyError, activate, barrier, deactivate, describe
+from mpcnp.runtime.board import PartyStatus
+from mpcnp.runtime.context import (Config, Context, PartyError, activate, barrier, deactivate, describe,
+                                   public_reason)
 from mpcnp.runtime.settings import agree_settings
-
-# After the first failure, the other parties get this long to report before the caller gives up on them.
-FAILURE_GRACE = 1.0
 
 # Severity of what a party reports, lowest first: the root cause is the most direct report.
 OK, ABORTED, OBSERVED, OWN = 0, 1, 2, 3
@@ -38,10 +37,17 @@ class Outcome:
 
 
 def party_main(name: str, parties: tuple[str, ...], transport: Transport, config: Config,
-               fn: Callable, args: tuple, kwargs: dict) -> Outcome:
+               fn: Callable, args: tuple, kwargs: dict, status: PartyStatus | None = None,
+               wait: float | None = None) -> Outcome:
     """Run ``fn`` as party ``name``: wait for the channels, agree keys, call fn, classify and
-    broadcast any failure (a failure to connect included, so peers name the culprit, not us)."""
-    ctx = Context(name, parties, transport, config)
+    broadcast any failure (a failure to connect included, so peers name the culprit, not us).
+
+    ``status``: this party's row on a supervisor's board; ``wait``: how long a receive waits
+    (Context). A failure relayed by an abort notice is not broadcast again: its sender told everyone.
+    """
+    if status is not None:
+        status.running()
+    ctx = Context(name, parties, transport, config, observer=status, wait=wait)
     token = activate(ctx)
     try:
         ctx.wait_ready()
@@ -57,14 +63,17 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
         barrier(ctx, parties, exchanges=1)
         return Outcome(name, OK, value=value)
     except PartyError as exc:
-        kind = ABORTED if exc.relayed else OBSERVED
+        if exc.relayed:
+            return Outcome(name, ABORTED, error=exc)
         transport.abort(exc.party, describe(exc.cause))
-        return Outcome(name, kind, error=exc)
+        return Outcome(name, OBSERVED, error=exc)
     except BaseException as exc:  # noqa: BLE001 - any failure of user code ends the run for everyone
-        transport.abort(name, describe(exc))
+        transport.abort(name, public_reason(name, exc))
         return Outcome(name, OWN, error=PartyError(name, exc))
     finally:
         deactivate(token)
+        if status is not None:
+            status.done()
 
 
 def root_cause(outcomes: list[Outcome]) -> PartyError | None:
@@ -86,32 +95,6 @@ def root_cause(outcomes: list[Outcome]) -> PartyError | None:
         seen.add(blamed.party)
         best = blamed
     return best.error
-
-
-def collect(results: "queue.Queue[Outcome]", parties: tuple[str, ...], timeout: float,
-            on_failure: Callable[[Outcome], None] = lambda outcome: None) -> dict[str, Outcome]:
-    """Gather every party's outcome from ``results`` without ever waiting forever.
-
-    Once one party has failed the others get ``FAILURE_GRACE`` seconds; once one has finished, the
-    others get ``timeout`` seconds (a party that has not finished by then is reported as silent).
-    """
-    outcomes: dict[str, Outcome] = {}
-    deadline = None
-    failed = False
-    while len(outcomes) < len(parties):
-        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-        try:
-            outcome = results.get(timeout=wait)
-        except queue.Empty:
-            break
-        outcomes[outcome.party] = outcome
-        if outcome.kind != OK and not failed:
-            failed = True
-            on_failure(outcome)
-            deadline = time.monotonic() + FAILURE_GRACE
-        elif deadline is None:
-            deadline = time.monotonic() + timeout
-    return fill_missing(outcomes, parties, timeout)
 
 
 def fill_missing(outcomes: dict[str, Outcome], parties, timeout: float) -> dict[str, Outcome]:

@@ -1,40 +1,51 @@
 """The processes backend: one forked OS process per party, ZeroMQ over ipc in a private directory.
 
 Channels. Every party binds its ROUTER to a Unix-domain socket ``ipc://DIR/N`` in a directory the
-parent creates per run with mode 0700 (``tempfile.mkdtemp``): only this user (and root) can reach
-it, so no other local user can connect or listen in, and names are fixed before anyone binds (no
-port races, nothing left bound: the directory goes when ``run`` returns). CurveZMQ on loopback tcp
-protected these processes against exactly those local users, by authenticating and encrypting
-every message, at a price: 16 MB each way under CURVE took 35 ms of a 1e6-element Pond multiply on
-two cores (~73 ms on tcp + CURVE, ~37 ms on ipc; benchmarks/ops.py). The channels are plain only
-here and in memory; clusters, whose channels cross tcp, always use CurveZMQ (runtime/cluster.py).
+caller creates per run with mode 0700 (``tempfile.mkdtemp``): only this user (and root) can reach
+it, so no other local user can connect or listen in, and every address is known before anyone
+binds (no port races, no exchange of endpoints: each child binds its own and connects to the
+others', and ZeroMQ retries until they exist). CurveZMQ on loopback tcp protected these processes
+against exactly those local users, by authenticating and encrypting every message, at a price: 16
+MB each way under CURVE took 35 ms of a 1e6-element Pond multiply on two cores (~73 ms on tcp +
+CURVE, ~37 ms on ipc; benchmarks/ops.py). The channels are plain only here and in memory; clusters,
+whose channels cross tcp, always use CurveZMQ (runtime/cluster.py).
 
-Start-up: each child binds, reports its endpoint over its pipe, receives every party's endpoint and
-connects. Then it runs ``party_main`` and sends its Outcome back over the pipe. No ZeroMQ context
-exists across the fork.
+Forking (forking.py): only while no other thread of the caller is importing, so a child never
+inherits a held import lock; every child dies with the caller (SIGKILL included), and a janitor
+removes the socket directory should the caller die first. No ZeroMQ context exists across the fork.
 
-Supervision: the parent waits on the pipes and the process sentinels together. A child that dies
-(killed, crashed) is reported at once as a PartyError naming it; after any failure the other
-children get ``FAILURE_GRACE`` seconds to report, then are terminated; every child is reaped and
-every pipe closed before ``run`` returns or raises, so no process or socket file is left behind.
+Supervision (supervisor.py): the caller watches the children's reports (a pipe each), their deaths
+(a pidfd each) and the status board they write (board.py), and never waits on a child: a death is
+reported at once as a PartyError naming the party, a failure report settles the run, a stall
+(a party waiting ``timeout`` seconds, or none doing anything) is blamed on the end of the chain of
+waits. Then every child still running is killed, every child reaped, every descriptor closed and
+the directory removed before ``run`` returns or raises: ``run`` ends within ``timeout`` + 2 s of a
+fault, whatever the children do.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
-import multiprocessing
+import math
 import os
 import pickle
 import shutil
 import signal
+import sys
 import tempfile
 import time
-from multiprocessing.connection import Connection, wait
+import struct
+from multiprocessing.connection import wait
 from typing import Callable
 
 from mpcnp import ring
 from mpcnp.net import ZmqTransport
+from mpcnp.net.zmqnet import MAX_MESSAGE_BYTES, WINDOW_BYTES
+from mpcnp.runtime.board import Board
 from mpcnp.runtime.context import Config, PartyError, describe
-from mpcnp.runtime.lifecycle import FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, fill_missing, finish, party_main
+from mpcnp.runtime.forking import Child, Janitor, describe_exit, imports_quiet, process_note
+from mpcnp.runtime.lifecycle import OBSERVED, OK, OWN, Outcome, fill_missing, finish, party_main
+from mpcnp.runtime.supervisor import MARGIN, Supervisor, supervise
 
 _SUN_PATH_MAX = 103  # bytes of a Unix-domain socket path, NUL excluded (107 on Linux, 103 on macOS)
 
@@ -59,151 +70,181 @@ def _portable(outcome: Outcome) -> Outcome:
                 outcome.party, TypeError(f"the return value cannot travel back to the caller: {exc}")))
         error = outcome.error
         return Outcome(outcome.party, outcome.kind, error=PartyError(
-            error.party, describe(error.cause)), when=outcome.when)
+            error.party, describe(error.cause), error.relayed), when=outcome.when)
 
 
 def _keep_freed_memory() -> None:
     """Let glibc reuse freed large blocks instead of returning them to the OS: protocols allocate
     many multi-megabyte temporaries, and faulting their pages in again each time cost 20% of a
-    1e6-element multiply and a third of an exact ReLU (benchmarks/ops.py, securenn.py). Only in our
-    own party processes; a no-op where glibc's mallopt is missing."""
+    1e6-element multiply and a third of an exact ReLU (benchmarks/ops.py, securenn.py). Blocks of
+    256 MiB and more are still mapped and unmapped on their own, so that a large tensor's memory goes
+    back to the system when it is freed. Only in our own party processes; a no-op where glibc's
+    mallopt is missing."""
     try:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:
         return
     m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 1 << 30)
+    libc.mallopt(m_mmap_threshold, 256 << 20)
     libc.mallopt(m_trim_threshold, (1 << 31) - 1)
 
 
-def _child(name: str, conn: Connection, endpoint: str, parties: tuple, config: Config,
-           fn: Callable, args: tuple, kwargs: dict) -> None:
-    """Body of one party's process."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
+_LENGTH = struct.Struct("<Q")
+
+
+def _report(fd: int, outcome: Outcome) -> None:
+    """Write ``outcome`` to the caller's pipe: its length, then its pickle (``_Run.reports`` reads
+    it without ever blocking)."""
+    data = _LENGTH.pack(0) + pickle.dumps(_portable(outcome))
+    view = memoryview(bytearray(data))
+    _LENGTH.pack_into(view, 0, len(data) - _LENGTH.size)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _party(name: str, index: int, directory: str, report: int, parties: tuple, config: Config,
+           board: Board, fn: Callable, args: tuple, kwargs: dict) -> None:
+    """Body of one party's process: bind, connect, run, report."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the caller handles Ctrl-C and stops us
     ring.set_num_threads(1)  # three parties share the cores (two cores: one thread each)
     _keep_freed_memory()
+    status = board.status(name)
+    wait = None if config.wait is None else config.wait + MARGIN
     transport = None
     try:
-        transport = ZmqTransport(name, endpoint, linger=config.timeout)
-        conn.send(("endpoint", transport.endpoint))
-        if not conn.poll(config.timeout):
-            return
-        transport.connect(conn.recv())
-        outcome = party_main(name, parties, transport, config, fn, args, kwargs)
-    except BaseException as exc:  # noqa: BLE001 - start-up failures must reach the parent too
+        # Unsent messages when it closes mean a failure: a short linger keeps a dead peer from
+        # delaying the exit.
+        transport = ZmqTransport(name, f"ipc://{directory}/{index}", linger=min(config.timeout, 5.0),
+                                 max_message_bytes=MAX_MESSAGE_BYTES, window=WINDOW_BYTES)
+        transport.send_timeout = wait
+        transport.connect({p: f"ipc://{directory}/{i}" for i, p in enumerate(parties)})
+        outcome = party_main(name, parties, transport, config, fn, args, kwargs, status=status, wait=wait)
+    except BaseException as exc:  # noqa: BLE001 - start-up failures must reach the caller too
         outcome = Outcome(name, OWN, error=PartyError(name, exc))
-    # Report before closing: close() lingers on messages queued for peers that may be gone already.
-    conn.send(("outcome", _portable(outcome)))
+    # Report before closing: close() lingers on messages queued for peers that may be gone already,
+    # and the caller kills every party as soon as all have reported. So flush the output first.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    with contextlib.suppress(OSError):
+        _report(report, outcome)
     if transport is not None:
         transport.close()
 
 
-def _describe_exit(code: int | None) -> str:
-    if code is not None and code < 0:
-        try:
-            return f"process died from signal {signal.Signals(-code).name}"
-        except ValueError:
-            return f"process died from signal {-code}"
-    return f"process exited with code {code} before reporting"
+class _Run:
+    """The caller's side of one run: the children, their pipes, the directory, the janitor."""
 
-
-class _Children:
-    """The forked parties and their pipes; ``stop`` leaves nothing running."""
-
-    def __init__(self, parties, config, fn, args, kwargs):
-        mp_context = multiprocessing.get_context("fork")
+    def __init__(self, parties: tuple[str, ...]) -> None:
+        self.parties = parties
+        self.board = Board(parties, shared=True)
         self.directory = _private_directory(len(parties))
-        self.conns: dict[str, Connection] = {}
-        self.procs: dict[str, multiprocessing.Process] = {}
-        for index, name in enumerate(parties):
-            parent_end, child_end = mp_context.Pipe()
-            endpoint = f"ipc://{self.directory}/{index}"
-            proc = mp_context.Process(target=_child, name=f"mpcnp-{name}", daemon=True,
-                                      args=(name, child_end, endpoint, parties, config, fn, args, kwargs))
-            proc.start()
-            child_end.close()
-            self.conns[name], self.procs[name] = parent_end, proc
-        # what the parent waits on: each child's pipe and its process sentinel, named
-        self.by_pipe = {conn: name for name, conn in self.conns.items()}
-        self.by_sentinel = {proc.sentinel: name for name, proc in self.procs.items()}
+        self.children: dict[str, Child] = {}
+        self.pipes: dict[int, str] = {}          # the read end of each child's report pipe
+        self.received: dict[int, bytearray] = {}
+        self.sentinels: dict[int, str] = {}
+        self.reported: set[str] = set()
+        self.janitor: Janitor | None = None
 
-    def death(self, name: str) -> Outcome:
-        """The Outcome of child ``name``, whose process ended without reporting (reaped here)."""
-        self.procs[name].join()
-        return Outcome(name, OBSERVED, error=PartyError(name, _describe_exit(self.procs[name].exitcode)))
+    def start(self, config: Config, fn: Callable, args: tuple, kwargs: dict) -> None:
+        """Fork the janitor, then every party (see forking.py)."""
+        deadline = time.monotonic() + config.timeout if math.isfinite(config.timeout) else math.inf
+        with imports_quiet(deadline):
+            self.janitor = Janitor(self.directory)
+            for index, name in enumerate(self.parties):
+                reader, writer = os.pipe()
+                inherited = list(self.pipes) + [reader] + self.janitor.descriptors()
+                inherited += [fd for child in self.children.values() for fd in child.descriptors()]
+                self.pipes[reader] = name
+                self.received[reader] = bytearray()
+                os.set_blocking(reader, False)
+
+                def target(name=name, index=index, writer=writer) -> None:
+                    _party(name, index, self.directory, writer, self.parties, config, self.board,
+                           fn, args, kwargs)
+                try:
+                    child = Child(name, target, inherited)
+                except OSError as exc:  # no process could be made (EAGAIN, ENOMEM)
+                    raise PartyError(name, exc) from None
+                finally:
+                    os.close(writer)
+                self.children[name] = child
+                self.sentinels[child.sentinel] = name
+
+    def reports(self, wait_for: float) -> list[Outcome]:
+        """What the children reported within ``wait_for`` seconds: outcomes, and deaths (a child
+        whose process ended without reporting). Reads only what is there: a child frozen halfway
+        through its report cannot block the caller."""
+        reported: list[Outcome] = []
+        ready = wait(list(self.pipes) + list(self.sentinels), wait_for)
+        # Read every pipe before any sentinel: a child that reported and then exited is not dead.
+        for item in sorted(ready, key=lambda r: r not in self.pipes):
+            if item in self.pipes:
+                outcome = self._read(item)
+                if outcome is not None:
+                    reported.append(outcome)
+            elif item in self.sentinels:
+                name = self.sentinels.pop(item)
+                code = self.children[name].reap()
+                for fd in [f for f, n in self.pipes.items() if n == name]:
+                    outcome = self._read(fd)  # what it reported just before it ended, if anything
+                    if outcome is not None:
+                        reported.append(outcome)
+                if name not in self.reported:
+                    self.reported.add(name)
+                    reported.append(Outcome(name, OBSERVED, error=PartyError(name, describe_exit(code))))
+        return reported
+
+    def _read(self, fd: int) -> Outcome | None:
+        """The outcome on a child's pipe once all of it has arrived (then the pipe is closed)."""
+        buffer = self.received[fd]
+        ended = False
+        try:
+            while chunk := os.read(fd, 1 << 20):
+                buffer += chunk
+            ended = True  # the child's end is closed: nothing more will come
+        except BlockingIOError:
+            pass
+        except OSError:
+            ended = True
+        end = None if len(buffer) < _LENGTH.size else _LENGTH.size + _LENGTH.unpack_from(buffer)[0]
+        if end is None or len(buffer) < end:
+            if ended:  # it ended before a whole report: its sentinel tells
+                self._close(fd)
+            return None
+        name = self.pipes[fd]
+        self._close(fd)
+        try:
+            outcome = pickle.loads(buffer[_LENGTH.size:end])
+        except Exception:  # noqa: BLE001 - a report cut short is no report
+            return None
+        self.reported.add(name)
+        return outcome
+
+    def _close(self, fd: int) -> None:
+        self.pipes.pop(fd, None)
+        self.received.pop(fd, None)
+        os.close(fd)
+
+    def note(self, name: str) -> str:
+        child = self.children.get(name)
+        return "" if child is None or child.exitcode is not None else process_note(child.pid)
 
     def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.is_alive():
-                proc.terminate()
-        deadline = time.monotonic() + 1.0
-        for proc in self.procs.values():
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
-        for conn in self.conns.values():
-            conn.close()
+        """Leave nothing behind: every child still running is killed (one that has reported has
+        nothing left to do: its output is flushed, its sockets go with it), all are reaped, every
+        descriptor closed, the directory removed."""
+        for child in self.children.values():
+            child.kill()
+        for child in self.children.values():
+            child.reap()
+            child.close()
+        for fd in list(self.pipes):
+            self._close(fd)
+        self.sentinels.clear()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _gather_endpoints(children: _Children, timeout: float) -> dict[str, str] | Outcome:
-    """Every child's bound endpoint, or the Outcome of the first child that failed to start."""
-    endpoints: dict[str, str] = {}
-    deadline = time.monotonic() + timeout
-    lookup, sentinels = children.by_pipe, children.by_sentinel
-    while len(endpoints) < len(children.conns):
-        pending = [c for c, n in lookup.items() if n not in endpoints]
-        ready = wait(pending + list(sentinels), max(0.0, deadline - time.monotonic()))
-        if not ready:
-            missing = next(n for n in children.conns if n not in endpoints)
-            return Outcome(missing, OBSERVED, error=PartyError(missing, TimeoutError(
-                f"did not start within {timeout:g} s")))
-        for item in ready:
-            if item in lookup:
-                name = lookup[item]
-                try:
-                    tag, payload = item.recv()
-                except EOFError:
-                    continue  # its sentinel reports the death
-                if tag == "outcome":
-                    return payload
-                endpoints[name] = payload
-            elif sentinels[item] not in endpoints:
-                return children.death(sentinels[item])
-    return endpoints
-
-
-def _collect(children: _Children, timeout: float) -> dict[str, Outcome]:
-    """Every party's Outcome; a death is final at once, and the others get FAILURE_GRACE after it."""
-    outcomes: dict[str, Outcome] = {}
-    lookup, sentinels = children.by_pipe, children.by_sentinel
-    deadline = None
-    while len(outcomes) < len(children.conns):
-        waiting = [c for c, n in lookup.items() if n not in outcomes]
-        waiting += [s for s, n in sentinels.items() if n not in outcomes]
-        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        ready = wait(waiting, remaining)
-        if not ready:
-            break
-        # Read every pipe before any sentinel: a child that reported and then exited is not dead.
-        for item in sorted(ready, key=lambda r: r not in lookup):
-            name = lookup.get(item) or sentinels[item]
-            if name in outcomes:
-                continue
-            if item in lookup:
-                try:
-                    _, outcome = item.recv()
-                except EOFError:
-                    continue
-            else:
-                outcome = children.death(name)
-            outcomes[name] = outcome
-            if outcome.kind != OK and (deadline is None or deadline > time.monotonic() + FAILURE_GRACE):
-                deadline = time.monotonic() + FAILURE_GRACE
-            elif deadline is None:
-                deadline = time.monotonic() + timeout
-    return fill_missing(outcomes, children.conns, timeout)
+        if self.janitor is not None:
+            self.janitor.dismiss()
 
 
 def run_processes(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...], config: Config) -> dict:
@@ -211,15 +252,13 @@ def run_processes(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, .
     module docstring."""
     if not hasattr(os, "fork"):
         raise RuntimeError("the processes backend needs os.fork (POSIX); use backend='threads'")
-    children = _Children(parties, config, fn, args, kwargs)
+    run = _Run(parties)
     try:
-        started = _gather_endpoints(children, config.timeout)
-        if isinstance(started, Outcome):
-            outcomes = {started.party: started}
-        else:
-            for conn in children.conns.values():
-                conn.send(started)
-            outcomes = _collect(children, config.timeout)
+        run.start(config, fn, args, kwargs)
+        supervisor = Supervisor(run.board, config.timeout, beats=True, process_note=run.note)
+        outcomes, verdict = supervise(run.reports, parties, supervisor)
     finally:
-        children.stop()
-    return finish(outcomes)
+        run.stop()
+    if verdict is not None:
+        raise verdict.error.with_traceback(None)
+    return finish(fill_missing(outcomes, parties, config.timeout))
