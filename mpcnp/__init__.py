@@ -12,9 +12,10 @@ from mpcnp.functions import (argmax, avgpool2d, concat, conv2d, matmul, max, max
                              stack, truncation, where)
 from mpcnp.approx import divide, exp, reciprocal, sigmoid, softmax, tanh  # noqa: E402
 from mpcnp.program import run  # noqa: E402
+from mpcnp.serving.client import Client, ServiceError  # noqa: E402
 
 __all__ = ["__version__", "run", "party", "stats", "PartyError",
            "private", "public", "PrivateTensor", "PublicTensor",
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "divide",
-           "sigmoid", "tanh", "exp", "reciprocal", "softmax"]
+           "sigmoid", "tanh", "exp", "reciprocal", "softmax", "Client", "ServiceError"]

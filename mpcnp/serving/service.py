@@ -1,0 +1,482 @@
+"""A core party as a long-running service: ``python -m mpcnp serve`` runs one ``Service``.
+
+The three core services keep one session among themselves (mpcnp.serving.session) and run, in step,
+the commands server0 sends: server0 leads, server1 and the producer follow. The commands:
+
+- ``sync``: which models to serve. server0 sends its catalogue (name, upload id, spec); each server
+  reads the shares of the models it holds under the same upload id; server1 answers which; every party
+  then loads exactly the models both servers hold under one upload (``load``), and the parameters get
+  their Beaver masks, opened once for all later queries. A model uploaded to one server only, or
+  replaced on one only, is not served (its queries are told why).
+- ``batch``: a forward pass on the rows of several queries (dynamic batching: the queries waiting
+  when the previous step ended, plus those arriving within ``batch_window``, up to ``max_batch``
+  rows, one model and output kind per batch), padded with zero rows to a power of two. Each server
+  sends each client only its own rows of its result share, re-randomised.
+- ``refill``: one more item of preprocessed randomness for a recipe (mpcnp.serving.pool), when idle.
+- ``ping``: a heartbeat every ``timeout / 4`` seconds when idle, so that a silent party is noticed.
+
+A party that fails (dies, stalls past ``timeout``, diverges) ends the session: the others answer the
+queries they hold with an error, set up a new session as soon as all three are back, and load the
+models again from the servers' stores. Shares and settings never leave a party except as the
+protocols send them.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mpcnp.net import HandshakeError, NetError, PeerTimeout
+from mpcnp.net.framing import decode_json
+from mpcnp.protocols import pond, sharing
+from mpcnp.protocols.shared import Shared
+from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError, activate, deactivate
+from mpcnp.serving import spec as specs
+from mpcnp.serving.config import ServingCluster
+from mpcnp.serving.gateway import Gateway, Query
+from mpcnp.serving.pool import Pools
+from mpcnp.serving.session import FOLLOWERS, Stopped, establish, offline_streams, recv_json, send_json
+from mpcnp.serving.settings import Settings
+from mpcnp.serving.store import ModelStore
+from mpcnp.tensor import PrivateTensor
+
+__all__ = ["Service", "Settings"]
+
+log = logging.getLogger("mpcnp.serving")
+
+_TICK = 0.05
+
+
+@dataclass
+class LoadedModel:
+    """A model this party serves in the current session: its parameters as private tensors, masked."""
+
+    name: str
+    upload: str
+    spec: specs.ModelSpec
+    params: dict[str, PrivateTensor]
+
+    def masks(self) -> list:
+        return [t._value.mask for t in self.params.values()]
+
+
+@dataclass
+class Counters:
+    """What a service has done since it started (``stats`` request)."""
+
+    sessions: int = 0
+    batches: int = 0
+    pooled_batches: int = 0
+    rows: int = 0
+    queries: int = 0
+    batch_seconds: float = 0.0
+    pooled_seconds: float = 0.0
+    refills: int = 0
+    refill_seconds: float = 0.0
+    failures: list = field(default_factory=list)
+
+
+def _bucket(rows: int) -> int:
+    return 1 << max(0, rows - 1).bit_length()
+
+
+class _SessionEnded(Exception):
+    """server0 ended the session on purpose (it stopped, or started another)."""
+
+
+class Service:
+    """Core party ``name`` of ``serving`` as a service. ``run()`` serves until ``stop()`` (any thread;
+    the command line calls it on SIGTERM and SIGINT). Servers keep their models in ``store`` (default
+    ``./mpcnp-store-NAME``); ``key_file`` is the party's Curve key file (else the cluster file's
+    secret_key_file or $MPCNP_SECRET_KEY)."""
+
+    def __init__(self, serving: ServingCluster, name: str, key_file=None, store=None,
+                 settings: Settings | None = None):
+        if name not in (SERVER0, SERVER1, PRODUCER):
+            raise ValueError(f"a service is server0, server1 or the producer, not {name!r}")
+        self.serving, self.name = serving, name
+        self.settings = settings or Settings()
+        self.config = self.settings.config()
+        self.core = serving.core()
+        self.curve = self.core.curve_config(name, key_file)
+        self.counters = Counters()
+        self._stop = threading.Event()
+        self.store = self.gateway = None
+        if name in SERVERS:
+            self.store = ModelStore(store or f"mpcnp-store-{name}", name, self.settings.frac_bits)
+            self.gateway = Gateway(name, serving, self.curve, self.store, self.settings, self.stats)
+        self._held: list[Query] = []
+
+    def stop(self) -> None:
+        """Ask ``run`` to return: it finishes the step under way, answers waiting queries with an
+        error and closes everything."""
+        self._stop.set()
+
+    def stats(self) -> dict:
+        c = self.counters
+        return {"sessions": c.sessions, "batches": c.batches, "pooled_batches": c.pooled_batches,
+                "rows": c.rows, "queries": c.queries, "batch_seconds": c.batch_seconds,
+                "pooled_seconds": c.pooled_seconds, "refills": c.refills, "refill_seconds": c.refill_seconds}
+
+    # ---- the outer loop: one session after another ---------------------------------------------------------
+    def run(self) -> None:
+        if self.gateway is not None:
+            self.gateway.start()
+            log.info("%s: clients connect to %s", self.name, self.gateway.endpoint)
+        try:
+            while not self._stop.is_set():
+                self._status(False, "the core parties are setting up their session")
+                try:
+                    ctx, session = establish(self.core, self.name, self.curve, self.config,
+                                             self.settings.shared(), self._stop.is_set)
+                except Stopped:
+                    break
+                except HandshakeError as exc:
+                    log.error("%s: %s", self.name, exc)
+                    self._stop.wait(1.0)
+                    continue
+                except (PartyError, NetError) as exc:
+                    log.warning("%s: setting up a session failed (%s); trying again", self.name, exc)
+                    continue
+                self.counters.sessions += 1
+                log.info("%s: session %s established", self.name, session)
+                if self._serve(ctx):
+                    break
+        finally:
+            self._status(False, "the service stopped")
+            if self.gateway is not None:
+                self.gateway.fail_all("unavailable", f"{self.name} stopped")
+                self.gateway.close()
+
+    def _status(self, available: bool, reason: str = "") -> None:
+        if self.gateway is not None:
+            self.gateway.set_status(available, reason)
+
+    def _serve(self, ctx: Context) -> bool:
+        """Run one session; True when the service is to stop."""
+        token = activate(ctx)
+        stopped = False
+        try:
+            with np.errstate(over="ignore"):
+                state = _State(ctx, Pools(offline_streams(ctx), self.settings.pool_items,
+                                          int(self.settings.pool_mb * (1 << 20))))
+                if self.name == SERVER0:
+                    self._lead(state)
+                else:
+                    self._follow(state)
+        except Stopped:
+            stopped = True
+            for peer in ctx.transport.peers:
+                try:
+                    send_json(ctx, peer, {"op": "bye"})
+                except PartyError:
+                    pass
+        except (PartyError, _SessionEnded) as exc:
+            log.warning("%s: the session ended: %s", self.name, exc)
+            self.counters.failures.append(str(exc))
+            if self.gateway is not None:
+                self.gateway.fail_all("unavailable", f"the service lost its session ({exc}); "
+                                                     "it is setting up a new one")
+        except Exception as exc:  # a bug must not stop the service: a new session starts clean
+            log.exception("%s: the session failed", self.name)
+            if self.gateway is not None:
+                self.gateway.fail_all("failed", f"{type(exc).__name__}: {exc}")
+        finally:
+            self._status(False, "the core parties are setting up their session")
+            deactivate(token)
+            ctx.transport.close(linger=0.2 if stopped else 0)
+        return stopped
+
+    # ---- server0 --------------------------------------------------------------------------------------------
+    def _lead(self, state: "_State") -> None:
+        last_contact = time.monotonic()
+        heartbeat = self.settings.timeout / 4
+        while True:
+            if self._stop.is_set():
+                raise Stopped()
+            current = self._versions()
+            if current != state.versions:
+                state.versions = current
+                self._sync_lead(state)
+                self._status(True)
+                last_contact = time.monotonic()
+            key = state.pools.wanted() if self.settings.pool else None
+            batch = self._next_batch(state, wait=0.0 if key is not None else _TICK)
+            if batch:
+                self._batch_lead(state, batch)
+                last_contact = time.monotonic()
+                continue
+            if key is not None:
+                for peer in FOLLOWERS:
+                    send_json(state.ctx, peer, {"op": "refill", "key": list(key)})
+                self._refill(state, key)
+                last_contact = time.monotonic()
+            elif time.monotonic() - last_contact >= heartbeat:
+                for peer in FOLLOWERS:
+                    send_json(state.ctx, peer, {"op": "ping"})
+                for peer in FOLLOWERS:
+                    reply = recv_json(state.ctx, peer)
+                    if reply["op"] != "pong":
+                        raise PartyError(peer, f"answered a ping with {reply['op']!r}")
+                last_contact = time.monotonic()
+
+    def _versions(self) -> tuple[int, int]:
+        """How often the models changed on server0 (its store) and on server1 (its notices)."""
+        return self.store.version, self.gateway.remote_version
+
+    def _take(self, timeout: float) -> Query | None:
+        if self._held:
+            return self._held.pop(0)
+        try:
+            return self.gateway.ready.get(timeout=timeout) if timeout > 0 else self.gateway.ready.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _next_batch(self, state: "_State", wait: float) -> list[Query]:
+        """The queries of the next batch (see the module docstring), or [] after ``wait`` seconds."""
+        first = None
+        while first is None:
+            first = self._take(wait)
+            if first is None:
+                return []
+            if first.expired(time.monotonic()):
+                self.gateway.fail(first, "timeout", f"query {first.id} waited past its timeout for a batch")
+                first = None
+            elif first.model not in state.models and state.versions != self._versions():
+                self._held.insert(0, first)   # uploaded while we waited: load it first
+                return []
+            elif first.model not in state.models:
+                reason = state.unavailable.get(first.model, "it is not loaded")
+                self.gateway.fail(first, "unavailable", f"model {first.model!r} cannot be served: {reason}")
+                first = None
+        batch, rows = [first], first.rows
+        if not self.settings.batching:
+            return batch
+        held, deadline = [], time.monotonic() + self.settings.batch_window
+        while rows < self.settings.max_batch:
+            query = self._take(max(0.0, deadline - time.monotonic()))
+            if query is None:
+                break
+            if (query.model, query.output) == (first.model, first.output) and rows + query.rows <= self.settings.max_batch:
+                batch.append(query)
+                rows += query.rows
+            else:
+                held.append(query)
+        self._held = held + self._held
+        return batch
+
+    def _batch_lead(self, state: "_State", batch: list[Query]) -> None:
+        model = state.models[batch[0].model]
+        rows = sum(q.rows for q in batch)
+        bucket = _bucket(rows)
+        output = batch[0].output
+        key = (model.name, model.upload, output, bucket)
+        pooled = self.settings.pool and state.pools.available(key) > 0
+        command = {"op": "batch", "model": model.name, "upload": model.upload, "output": output, "bucket": bucket,
+                   "pooled": pooled, "queries": [[q.client, q.id, q.rows] for q in batch]}
+        for peer in FOLLOWERS:
+            send_json(state.ctx, peer, command)
+        self._evaluate(state, command, batch)
+
+    # ---- server1 and the producer ---------------------------------------------------------------------------
+    def _command(self, ctx: Context) -> dict:
+        """The next command from server0, waiting at most ``timeout`` (checking the stop flag)."""
+        deadline = time.monotonic() + self.settings.timeout
+        while True:
+            if self._stop.is_set():
+                raise Stopped()
+            try:
+                message = ctx.transport.recv(SERVER0, min(_TICK, max(0.0, deadline - time.monotonic())))
+                break
+            except PeerTimeout:
+                if time.monotonic() >= deadline:
+                    raise PartyError(SERVER0, TimeoutError(
+                        f"{self.name} heard nothing from server0 for {self.settings.timeout:g} s")) from None
+            except NetError as exc:
+                raise PartyError(SERVER0, exc) from None
+        try:
+            command = decode_json(message, SERVER0) if message.dtype == np.uint8 and message.ndim == 1 else None
+        except NetError:
+            command = None
+        if not isinstance(command, dict) or not isinstance(command.get("op"), str):
+            raise PartyError(SERVER0, "sent something else than a command")
+        return command
+
+    def _follow(self, state: "_State") -> None:
+        ctx = state.ctx
+        while True:
+            command = self._command(ctx)
+            op = command["op"]
+            if op == "ping":
+                send_json(ctx, SERVER0, {"op": "pong"})
+            elif op == "sync":
+                self._sync_follow(state, command)
+                self._status(True)
+            elif op == "batch":
+                self._batch_follow(state, command)
+            elif op == "refill":
+                key = tuple(command["key"])
+                if key not in state.pools.recipes:
+                    raise PartyError(SERVER0, f"asked to refill an unknown recipe {key}")
+                self._refill(state, key)
+            elif op in ("bye", "propose"):
+                raise _SessionEnded("server0 stopped" if op == "bye" else "server0 started a new session")
+            else:
+                raise PartyError(SERVER0, f"sent an unknown command {op!r}")
+
+    def _batch_follow(self, state: "_State", command: dict) -> None:
+        model = state.models.get(command.get("model"))
+        queries = command.get("queries")
+        if model is None or model.upload != command.get("upload") or not isinstance(queries, list):
+            raise PartyError(SERVER0, f"asked for a batch of a model this party does not serve: {command.get('model')}")
+        batch = []
+        for client, query_id, rows in queries:
+            query = self.gateway.take(client, query_id) if self.name == SERVER1 else None
+            if query is None:
+                # the producer holds no shares; server1 lost this one (past its deadline and grace):
+                # its rows are zeros and its client, waiting for server1's share, times out
+                shape = (rows,) + model.spec.input_shape
+                query = Query(client, query_id, b"", model.name, command["output"], rows,
+                              np.zeros(shape, np.uint64), None)
+                if self.name == SERVER1:
+                    log.warning("server1: query %s of %s is no longer here; its rows are zeros", query_id, client)
+            batch.append(query)
+        self._evaluate(state, command, batch)
+
+    # ---- the steps every party runs -----------------------------------------------------------------------
+    def _evaluate(self, state: "_State", command: dict, batch: list[Query]) -> None:
+        """The forward pass of a batch (SPMD); servers answer each query with its rows' share."""
+        ctx, model = state.ctx, state.models[command["model"]]
+        bucket, output = int(command["bucket"]), command["output"]
+        rows = sum(q.rows for q in batch)
+        if not rows <= bucket <= max(rows, self.settings.max_batch) * 2 or output not in specs.OUTPUTS:
+            raise PartyError(SERVER0, f"sent a malformed batch ({rows} rows in {bucket}, output {output!r})")
+        shape = (bucket,) + model.spec.input_shape
+        x = None
+        if ctx.is_server:
+            x = np.zeros(shape, np.uint64)
+            offset = 0
+            for query in batch:
+                x[offset:offset + query.rows] = query.share
+                offset += query.rows
+        key = (model.name, model.upload, output, bucket)
+        started = time.perf_counter()
+        with state.pools.dealer(key, bool(command["pooled"])):
+            y = specs.forward(model.spec, model.params, PrivateTensor(ctx, Shared(x, shape)), output)
+        share = sharing.rerandomize(ctx, y.share)
+        elapsed = time.perf_counter() - started
+        c = self.counters
+        c.batches, c.rows, c.queries, c.batch_seconds = c.batches + 1, c.rows + rows, c.queries + len(batch), \
+            c.batch_seconds + elapsed
+        if command["pooled"]:
+            c.pooled_batches, c.pooled_seconds = c.pooled_batches + 1, c.pooled_seconds + elapsed
+        if share is None or self.gateway is None:
+            return
+        offset = 0
+        for query in batch:
+            if query.route:
+                self.gateway.answer(query, share[offset:offset + query.rows])
+            offset += query.rows
+
+    def _refill(self, state: "_State", key: tuple) -> None:
+        started = time.perf_counter()
+        state.pools.refill(state.ctx, key)
+        self.counters.refills += 1
+        self.counters.refill_seconds += time.perf_counter() - started
+
+    def _sync_lead(self, state: "_State") -> None:
+        ctx = state.ctx
+        catalogue = self.store.catalogue()
+        listed = {name: {"upload": m.upload, "spec": m.spec.to_json()} for name, m in catalogue.items()}
+        for peer in FOLLOWERS:
+            send_json(ctx, peer, {"op": "sync", "models": listed})
+        mine = self._pin(state, {name: m.upload for name, m in catalogue.items()})
+        theirs = recv_json(ctx, SERVER1).get("models", {})
+        agreed = {name: upload for name, upload in mine.items() if theirs.get(name) == upload}
+        state.unavailable = {}
+        for name, upload in mine.items():
+            if name not in agreed:
+                state.unavailable[name] = ("server1 does not hold it" if name not in theirs else
+                                           "server0 and server1 hold different uploads of it (being replaced?): "
+                                           "its owner must upload it again")
+        for name in theirs:
+            if name not in mine:
+                state.unavailable[name] = "server0 does not hold it"
+        for peer in FOLLOWERS:
+            send_json(ctx, peer, {"op": "load", "models": agreed})
+        self._load(state, agreed, {name: catalogue[name].spec for name in agreed})
+
+    def _sync_follow(self, state: "_State", command: dict) -> None:
+        ctx = state.ctx
+        listed = command.get("models", {})
+        if self.name == SERVER1:
+            uploads = {name: m.upload for name, m in self.store.catalogue().items()}
+            send_json(ctx, SERVER0, {"op": "catalogue", "models": self._pin(state, uploads)})
+        load = recv_json(ctx, SERVER0)
+        if load["op"] != "load":
+            raise PartyError(SERVER0, f"sent {load['op']!r} where the models to load were expected")
+        agreed = load.get("models", {})
+        try:
+            models = {name: specs.check_spec(listed[name]["spec"]) for name in agreed}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PartyError(SERVER0, f"sent a model list this party cannot use: {exc}") from None
+        self._load(state, agreed, models)
+
+    def _pin(self, state: "_State", uploads: dict[str, str]) -> dict[str, str]:
+        """Read the shares of the models listed (name -> upload id) that are not loaded already under the
+        same upload; returns the models this server can serve, with their upload ids."""
+        pinned = {}
+        state.pinned = {}
+        for name, upload in uploads.items():
+            loaded = state.models.get(name)
+            if loaded is not None and loaded.upload == upload:
+                pinned[name] = upload
+                continue
+            try:
+                meta, shares = self.store.shares(name)
+            except (KeyError, OSError, ValueError) as exc:
+                log.error("%s: model %s cannot be loaded: %s", self.name, name, exc)
+                continue
+            state.pinned[name] = shares
+            pinned[name] = meta.upload
+        return pinned
+
+    def _load(self, state: "_State", agreed: dict[str, str], models: dict[str, specs.ModelSpec]) -> None:
+        """Serve exactly the ``agreed`` models (SPMD): unload the others, load the new ones from the
+        pinned shares, and open their parameters' masks in one exchange."""
+        ctx = state.ctx
+        for name in [n for n, m in state.models.items() if agreed.get(n) != m.upload]:
+            state.pools.forget(name, state.models.pop(name).masks())
+        fresh = []
+        for name, upload in agreed.items():
+            if name in state.models:
+                continue
+            spec = models[name]
+            shares = state.pinned.get(name, {})
+            params = {param: PrivateTensor(ctx, Shared(shares.get(param) if ctx.is_server else None, shape))
+                      for param, shape in spec.parameters.items()}
+            state.models[name] = LoadedModel(name, upload, spec, params)
+            fresh.append(state.models[name])
+        state.pinned = {}
+        values = [t._value for model in fresh for t in model.params.values()]
+        pond.open_masks(ctx, values)
+        for model in fresh:
+            state.pools.register(model.masks())
+        if fresh:
+            log.info("%s: serving %s", self.name, ", ".join(sorted(state.models)) or "no models")
+
+
+class _State:
+    """What one session of a service holds."""
+
+    def __init__(self, ctx: Context, pools: Pools):
+        self.ctx, self.pools = ctx, pools
+        self.models: dict[str, LoadedModel] = {}
+        self.unavailable: dict[str, str] = {}
+        self.pinned: dict[str, dict] = {}
+        self.versions: tuple[int, int] | None = None   # server0: the model versions last synced
+
