@@ -105,7 +105,8 @@ def _serve(args) -> int:
     from mpcnp.serving.service import Service, Settings
     logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
     try:
-        settings = Settings(protocol=args.protocol, frac_bits=args.frac_bits, timeout=args.timeout,
+        settings = Settings(protocol=args.family, frac_bits=args.frac_bits, truncation=args.truncation,
+                            timeout=args.timeout,
                             batch_window=args.batch_window_ms / 1000, max_batch=args.max_batch,
                             batching=not args.no_batching, pool=not args.no_pool, pool_items=args.pool_items,
                             pool_mb=args.pool_mb)
@@ -158,8 +159,9 @@ def _add_serving(commands) -> None:
     serve.add_argument("--name", required=True, choices=["server0", "server1", "producer"])
     serve.add_argument("--key", help="this party's key file (else $MPCNP_SECRET_KEY or the cluster file's)")
     serve.add_argument("--store", help="where a server keeps its models (default ./mpcnp-store-NAME)")
-    serve.add_argument("--protocol", default="securenn", choices=["securenn", "pond"])
+    serve.add_argument("--protocol", dest="family", default="securenn", choices=["securenn", "pond"])
     serve.add_argument("--frac-bits", type=int, default=16)
+    serve.add_argument("--truncation", choices=["local", "exact"], help="default: the protocol's")
     serve.add_argument("--timeout", type=float, default=5.0,
                        help="seconds without a word from a core party before the session is set up again")
     serve.add_argument("--batch-window-ms", type=float, default=1.0,

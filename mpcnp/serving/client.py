@@ -46,6 +46,7 @@ class Client:
         public, secret = self.serving.client_keys(name, key)
         self._prf = ring.PRF(os.urandom(ring.KEY_BYTES))
         self._zctx = zmq.Context(io_threads=1)
+        self._keys = (public, secret)
         self._sockets: dict[str, zmq.Socket] = {}
         self._monitors: dict[zmq.Socket, str] = {}
         self._connected = {server: False for server in SERVERS}
@@ -53,14 +54,28 @@ class Client:
         self._info: dict | None = None
         self._catalogue: dict[str, dict] = {}
         for server in SERVERS:
-            sock = self._zctx.socket(zmq.DEALER)
-            sock.linger = 0
-            sock.curve_publickey, sock.curve_secretkey = public.encode(), secret.encode()
-            sock.curve_serverkey = self.serving.server(server).public_key.encode()
-            sock.heartbeat_ivl, sock.heartbeat_timeout = 1000, 3000   # notices a server that vanished
-            self._monitors[sock.get_monitor_socket(_EVENTS)] = server
-            sock.connect(self.serving.client_endpoint(server))
-            self._sockets[server] = sock
+            self._connect(server)
+
+    def _connect(self, server: str) -> None:
+        """A new connection to ``server`` (replacing the old one): ZeroMQ does not try again by itself
+        once a server refused our key, and it may admit it later (a client directory)."""
+        old = self._sockets.pop(server, None)
+        if old is not None:
+            monitor = next(m for m, s in self._monitors.items() if s == server)
+            del self._monitors[monitor]
+            old.disable_monitor()
+            old.close(0)
+            monitor.close(0)
+        sock = self._zctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.curve_publickey, sock.curve_secretkey = (k.encode() for k in self._keys)
+        sock.curve_serverkey = self.serving.server(server).public_key.encode()
+        sock.heartbeat_ivl, sock.heartbeat_timeout = 1000, 3000   # notices a server that vanished
+        self._monitors[sock.get_monitor_socket(_EVENTS)] = server
+        sock.connect(self.serving.client_endpoint(server))
+        self._sockets[server] = sock
+        self._connected[server] = False
+        self._refused.pop(server, None)
 
     # ---- the API --------------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -212,7 +227,8 @@ class Client:
             self._on_events(monitor, server, pending=False)
         ids = {}
         for server, (header, arrays) in requests.items():
-            self._raise_if_refused(server)
+            if server in self._refused:
+                self._connect(server)
             header = dict(header)
             header.setdefault("id", secrets.token_hex(8))
             ids[server] = header["id"]

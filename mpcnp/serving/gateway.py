@@ -252,10 +252,9 @@ class Gateway:
                 if sender == SERVER1 and self.server == SERVER0:
                     self._notice(header)
                     continue
-                handler = _HANDLERS.get(header.get("op"))
-                if handler is None:
+                if header.get("op") not in _REQUESTS:
                     raise wire.WireError(sender, f"unknown request {header.get('op')!r}")
-                handler(self, route, sender, header, arrays)
+                getattr(self, f"_on_{header['op']}")(route, sender, header, arrays)
             except wire.WireError as exc:
                 log.warning("%s: %s", self.server, exc)
                 self._error(route, request_id, "bad_request", exc.detail)
@@ -398,5 +397,4 @@ class Gateway:
                         f"{other}, or the service was too busy")
 
 
-_HANDLERS = {"hello": Gateway._on_hello, "models": Gateway._on_models, "upload": Gateway._on_upload,
-             "delete": Gateway._on_delete, "predict": Gateway._on_predict, "stats": Gateway._on_stats}
+_REQUESTS = ("hello", "models", "upload", "delete", "predict", "stats")   # handled by Gateway._on_<op>

@@ -246,8 +246,10 @@ class Service:
             if first.expired(time.monotonic()):
                 self.gateway.fail(first, "timeout", f"query {first.id} waited past its timeout for a batch")
                 first = None
-            elif first.model not in state.models and state.versions != self._versions():
-                self._held.insert(0, first)   # uploaded while we waited: load it first
+            elif state.versions != self._versions():
+                # a model changed while we waited: a query that came after an upload is answered by
+                # the new model, so sync first (server1's "changed" notice precedes its "ready" one)
+                self._held.insert(0, first)
                 return []
             elif first.model not in state.models:
                 reason = state.unavailable.get(first.model, "it is not loaded")

@@ -50,8 +50,10 @@ class Settings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-        if isinstance(self.batch_window, bool) or not 0 <= self.batch_window <= 10:
-            raise ValueError(f"batch_window must be 0..10 seconds, got {self.batch_window!r}")
+        if isinstance(self.batch_window, bool) or not 0 <= self.batch_window <= self.timeout / 4:
+            # server0 is silent while it waits for a batch to fill: the others must not take it for dead
+            raise ValueError(f"batch_window must be 0 to timeout / 4 = {self.timeout / 4:g} seconds, "
+                             f"got {self.batch_window!r}")
         for name in ("max_batch", "pool_items", "max_rows", "max_pending"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "pool_items" else 1):

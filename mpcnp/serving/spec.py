@@ -351,7 +351,7 @@ def load(path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as data:
             spec = check_spec(json.loads(data["spec"].tobytes().decode("utf-8")))
             params = {key[2:]: np.array(data[key], dtype=np.float64) for key in data.files if key.startswith("p:")}
-    except (KeyError, OSError, UnicodeDecodeError, json.JSONDecodeError, zipfile.BadZipFile) as exc:
+    except (KeyError, OSError, ValueError, zipfile.BadZipFile) as exc:  # ValueError: JSON, pickled data
         raise ValueError(f"{path} is not a model file (mpcnp.serving.spec.save writes them): {exc}") from None
     if set(params) != set(spec.parameters) or any(params[n].shape != s for n, s in spec.parameters.items()):
         raise ValueError(f"{path}: its parameters do not match its spec")

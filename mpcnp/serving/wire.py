@@ -61,7 +61,8 @@ def encode(header: dict, arrays: Sequence[np.ndarray] = ()) -> list:
     """The frames of a message: ``header`` (JSON-able; "arrays" is filled in) and uint64 ``arrays``."""
     arrays = [np.ascontiguousarray(a, dtype=np.uint64) for a in arrays]
     header = dict(header, arrays=[list(a.shape) for a in arrays])
-    return [json.dumps(header, separators=(",", ":")).encode("utf-8")] + [memoryview(a).cast("B") for a in arrays]
+    return [json.dumps(header, separators=(",", ":")).encode("utf-8")] + [memoryview(a.reshape(-1).view(np.uint8))
+                                                                         for a in arrays]
 
 
 def decode(frames: Sequence[Any], sender: str) -> tuple[dict, list[np.ndarray]]:
