@@ -164,8 +164,8 @@ def _add_serving(commands) -> None:
     serve.add_argument("--truncation", choices=["local", "exact"], help="default: the protocol's")
     serve.add_argument("--timeout", type=float, default=5.0,
                        help="seconds without a word from a core party before the session is set up again")
-    serve.add_argument("--batch-window-ms", type=float, default=1.0,
-                       help="how long server0 waits for more queries to join a batch")
+    serve.add_argument("--batch-window-ms", type=float, default=2.0,
+                       help="the longest server0 waits for other active clients' queries to join a batch")
     serve.add_argument("--max-batch", type=int, default=64, help="the most rows in a batch")
     serve.add_argument("--no-batching", action="store_true", help="one query per batch")
     serve.add_argument("--no-pool", action="store_true", help="deal all randomness online")

@@ -27,6 +27,7 @@ from mpcnp import nn
 from mpcnp.net import keygen, write_key_file
 from mpcnp.runtime.context import CORE_PARTIES, SERVERS
 from mpcnp.serving import config, gateway
+from mpcnp.serving import service as service_module
 from mpcnp.serving import session as session_module
 from mpcnp.serving.service import Service, Settings
 
@@ -218,13 +219,14 @@ def test_concurrent_clients_get_the_plaintext_models_answers(tmp_path):
 
 def test_queries_that_arrive_together_are_one_batch_and_each_client_sees_only_its_rows(tmp_path, monkeypatch):
     sent = []
-    real_answer = gateway.Gateway.answer
+    real_answer_all = gateway.Gateway.answer_all
 
-    def answer(self, query, share):
-        sent.append((self.server, query.client, share.shape))
-        real_answer(self, query, share)
+    def answer_all(self, answers):
+        sent.extend((self.server, query.client, share.shape) for query, share in answers)
+        real_answer_all(self, answers)
 
-    monkeypatch.setattr(gateway.Gateway, "answer", answer)
+    monkeypatch.setattr(gateway.Gateway, "answer_all", answer_all)
+    monkeypatch.setattr(service_module, "_RECENT", 3600.0)     # every client below counts as active
     rng = np.random.default_rng(1)
     model = mlp(rng)
     with threads(tmp_path, batch_window=2.0, timeout=10.0) as (path, services):
@@ -232,6 +234,9 @@ def test_queries_that_arrive_together_are_one_batch_and_each_client_sees_only_it
             owner.upload("mlp", model)
         clients = {name: client(path, name) for name in ("bob", "carol", "dave")}
         inputs = {name: rng.normal(size=(rows, 64)) for name, rows in zip(clients, (1, 2, 3))}
+        for name, c in clients.items():        # each queries once alone: server0 learns who is active
+            check_prediction(model, inputs[name], logits=c.predict("mlp", inputs[name]))
+        sent.clear()
         results = {}
         before = services["server0"].stats()
         workers = [threading.Thread(target=lambda n=n: results.__setitem__(n, clients[n].predict("mlp", inputs[n])))
@@ -261,15 +266,15 @@ class Views:
         self.messages = {s: [] for s in SERVERS}
         self.outputs = {s: [] for s in SERVERS}
         views = self
-        real_predict, real_answer = gateway.Gateway._on_predict, gateway.Gateway.answer
+        real_predict, real_answer_all = gateway.Gateway._on_predict, gateway.Gateway.answer_all
 
         def on_predict(self, route, sender, header, arrays):
             views.inputs[self.server].append(np.array(arrays[0]))
             return real_predict(self, route, sender, header, arrays)
 
-        def answer(self, query, share):
-            views.outputs[self.server].append(np.array(share))
-            return real_answer(self, query, share)
+        def answer_all(self, answers):
+            views.outputs[self.server].extend(np.array(share) for _, share in answers)
+            return real_answer_all(self, answers)
 
         class Recording(session_module.Context):
             def recv(self, frm):
@@ -279,7 +284,7 @@ class Views:
                 return message
 
         monkeypatch.setattr(gateway.Gateway, "_on_predict", on_predict)
-        monkeypatch.setattr(gateway.Gateway, "answer", answer)
+        monkeypatch.setattr(gateway.Gateway, "answer_all", answer_all)
         monkeypatch.setattr(session_module, "Context", Recording)
 
 

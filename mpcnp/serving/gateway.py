@@ -151,11 +151,28 @@ class Gateway:
 
     def send(self, route: bytes, frames: list) -> None:
         """Queue a message for the client connection ``route`` (from any thread but the gateway's)."""
-        self._outbox().send_multipart([route] + frames, copy=False)
+        self.send_all([(route, frames)])
+
+    def send_all(self, messages: list[tuple[bytes, list]]) -> None:
+        """Queue several messages at once: one hand-over to the gateway's thread for all of them
+        (a batch answers its queries together). Outbox format: a frame listing each message's frame
+        count, then each message's route and frames."""
+        if not messages:
+            return
+        counts = ",".join(str(1 + len(frames)) for _, frames in messages).encode()
+        parts = [counts]
+        for route, frames in messages:
+            parts.append(route)
+            parts.extend(frames)
+        self._outbox().send_multipart(parts, copy=False)
 
     def answer(self, query: Query, share: np.ndarray) -> None:
         """Send ``query``'s client this server's share of its result."""
-        self.send(query.route, wire.encode({"id": query.id, "ok": True}, [share]))
+        self.answer_all([(query, share)])
+
+    def answer_all(self, answers: list[tuple[Query, np.ndarray]]) -> None:
+        """Send each query's client this server's share of its result."""
+        self.send_all([(query.route, wire.encode({"id": query.id, "ok": True}, [share])) for query, share in answers])
 
     def fail(self, query: Query, code: str, message: str) -> None:
         self.send(query.route, wire.error_reply(query.id, code, message))
@@ -219,13 +236,17 @@ class Gateway:
     def _forward(self) -> None:
         for _ in range(1000):
             try:
-                frames = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                parts = self._pull.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            try:
-                self._router.send_multipart(frames, zmq.NOBLOCK, copy=False)
-            except zmq.ZMQError:
-                pass  # the client is gone, or not reading: it loses this answer, nobody waits
+            start = 1
+            for count in parts[0].bytes.split(b","):
+                end = start + int(count)
+                try:
+                    self._router.send_multipart(parts[start:end], zmq.NOBLOCK, copy=False)
+                except zmq.ZMQError:
+                    pass  # the client is gone, or not reading: it loses this answer, nobody waits
+                start = end
 
     def _reply(self, route: bytes, header: dict, arrays=()) -> None:
         try:

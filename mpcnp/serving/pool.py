@@ -73,19 +73,16 @@ class BitsStep:
 
 @dataclass
 class Recipe:
-    """The requests of one forward pass, in order."""
+    """The requests of one forward pass, in order; ``nbytes`` once it is complete: the bytes a server
+    keeps per item (the producer about as many)."""
 
     steps: list = field(default_factory=list)
+    nbytes: int = 0
 
-    def nbytes(self) -> int:
-        """Bytes a server keeps per item (the producer about as many)."""
-        total = 0
-        for step in self.steps:
-            if isinstance(step, TripleStep):
-                total += 8 * step.elements() if step.pooled else 0
-            else:
-                total += 8 * step.n + step.rows * step.n
-        return total
+    def seal(self) -> "Recipe":
+        self.nbytes = sum((8 * step.elements() if step.pooled else 0) if isinstance(step, TripleStep)
+                          else 8 * step.n + step.rows * step.n for step in self.steps)
+        return self
 
 
 def _source(value: Shared, registry: set[int]) -> str:
@@ -123,25 +120,53 @@ def _masks(ctx: Context, streams: dict[str, ring.PRF], shape) -> np.ndarray | No
     return streams[PRODUCER].uint64(shape) if ctx.is_server else None
 
 
-def _deal(ctx: Context, streams, value, shape, ring_=None, dtype=np.uint64):
-    """``sharing.deal`` on the offline streams: server0's share drawn, server1's sent by the producer."""
-    draw = (lambda prf, s: prf.uint64(s)) if ring_ is None else ring_.draw
-    subtract = np.subtract if ring_ is None else ring_.subtract
-    if ctx.name == PRODUCER:
-        ctx.send(SERVER1, subtract(value, draw(streams[SERVER0], shape)))
-        return None
-    if ctx.name == SERVER0:
-        return draw(streams[PRODUCER], shape)
-    if ctx.name == SERVER1:
-        return recv_array(ctx, PRODUCER, dtype, shape)
-    return None
+class _Dealing:
+    """``sharing.deal`` on the offline streams for a whole item: server0's shares are drawn on both
+    ends as the item is generated; the producer's shares for server1 go in one message at the end
+    (``finish``), uint64 parts first so that server1's views of it stay aligned."""
+
+    def __init__(self, ctx: Context, streams: dict[str, ring.PRF]):
+        self.ctx, self.streams = ctx, streams
+        self.parts: list[list] = [[], []]          # uint64 parts, uint8 parts (the producer's)
+        self.slots: list[list] = [[], []]          # (holder, index, shape) to fill (server1's)
+
+    def deal(self, value, shape, ring_, holder: list, index: int) -> None:
+        """Set ``holder[index]`` to this party's share of the producer's ``value`` (ring_ None: Z_2^64,
+        else a sharing.Ring of uint8 values), now on server0, at ``finish`` on server1."""
+        draw = (lambda prf, s: prf.uint64(s)) if ring_ is None else ring_.draw
+        subtract = np.subtract if ring_ is None else ring_.subtract
+        kind = 0 if ring_ is None else 1
+        if self.ctx.name == PRODUCER:
+            self.parts[kind].append(subtract(value, draw(self.streams[SERVER0], shape)))
+        elif self.ctx.name == SERVER0:
+            holder[index] = draw(self.streams[PRODUCER], shape)
+        elif self.ctx.name == SERVER1:
+            self.slots[kind].append((holder, index, tuple(shape)))
+
+    def finish(self) -> None:
+        """The producer's one message to server1 (nothing if the item deals nothing)."""
+        if self.ctx.name == PRODUCER and (self.parts[0] or self.parts[1]):
+            flat = [np.ascontiguousarray(p).reshape(-1).view(np.uint8) for p in self.parts[0] + self.parts[1]]
+            self.ctx.send(SERVER1, np.concatenate(flat))
+        elif self.ctx.name == SERVER1 and (self.slots[0] or self.slots[1]):
+            sizes = [int(np.prod(shape)) * 8 for _, _, shape in self.slots[0]]
+            sizes += [int(np.prod(shape)) for _, _, shape in self.slots[1]]
+            buffer = recv_array(self.ctx, PRODUCER, np.uint8, (sum(sizes),))
+            if buffer.ctypes.data % 8:      # a received frame may sit anywhere; uint64 views want alignment
+                buffer = buffer.copy()
+            offset = 0
+            for (holder, index, shape), size, dtype in zip(self.slots[0] + self.slots[1], sizes,
+                                                           [np.uint64] * len(self.slots[0]) + [np.uint8] * len(self.slots[1])):
+                holder[index] = buffer[offset:offset + size].view(dtype).reshape(shape)
+                offset += size
 
 
 def generate(ctx: Context, recipe: Recipe, streams: dict[str, ring.PRF]) -> list:
-    """One item of ``recipe`` (every core party calls it in step): per step, this party's material,
-    or None for a step dealt inline. Cost: the producer sends server1 |z| ring elements per pooled
-    product and rows * n bytes per comparison mask; one round."""
+    """One item of ``recipe`` (every core party calls it in step): per step, this party's material
+    (a list), or None for a step dealt inline. Cost: one message from the producer to server1 of |z|
+    ring elements per pooled product and rows * n bytes per comparison mask; one round."""
     item = []
+    dealing = _Dealing(ctx, streams)
     for step in recipe.steps:
         if isinstance(step, TripleStep):
             if not step.pooled:
@@ -155,11 +180,15 @@ def generate(ctx: Context, recipe: Recipe, streams: dict[str, ring.PRF]) -> list
                 left = a if sx == FRESH else step.parameter_masks[0]
                 right = left if sy == SAME else (b if sy == FRESH else step.parameter_masks[1])
                 c = step.op.apply(left, right)
-            item.append((a, b, _deal(ctx, streams, c, zs)))
+            material = [a, b, None]
+            dealing.deal(c, zs, None, material, 2)
         else:
             r = _masks(ctx, streams, (step.n,))
             value = low_bits(r, step.rows) if ctx.name == PRODUCER else None
-            item.append((r, _deal(ctx, streams, value, (step.rows, step.n), BITS_Z_P, np.uint8)))
+            material = [r, None]
+            dealing.deal(value, (step.rows, step.n), BITS_Z_P, material, 1)
+        item.append(material)
+    dealing.finish()
     return item
 
 
@@ -247,7 +276,7 @@ class Pools:
         self.registry.difference_update(id(mask) for mask in masks if mask is not None)
 
     def nbytes(self) -> int:
-        return sum(recipe.nbytes() * len(self.items[key]) for key, recipe in self.recipes.items())
+        return sum(recipe.nbytes * len(self.items[key]) for key, recipe in self.recipes.items())
 
     @contextlib.contextmanager
     def dealer(self, key: tuple, pooled: bool) -> Iterator[Dealer]:
@@ -264,7 +293,7 @@ class Pools:
         if isinstance(dealer, PooledDealer):
             dealer.check_done()
         if isinstance(dealer, TracingDealer):
-            self.recipes[key] = dealer.recipe
+            self.recipes[key] = dealer.recipe.seal()
             self.items[key] = deque()
         if key in self.recipes:
             self.recipes.move_to_end(key)
@@ -277,7 +306,7 @@ class Pools:
         full or the byte budget is spent."""
         spent = self.nbytes()
         for key in reversed(self.recipes):
-            size = self.recipes[key].nbytes()
+            size = self.recipes[key].nbytes
             if len(self.items[key]) < self.items_per_recipe and size and spent + size <= self.max_bytes:
                 return key
         return None

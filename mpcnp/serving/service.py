@@ -9,8 +9,9 @@ the commands server0 sends: server0 leads, server1 and the producer follow. The 
   their Beaver masks, opened once for all later queries. A model uploaded to one server only, or
   replaced on one only, is not served (its queries are told why).
 - ``batch``: a forward pass on the rows of several queries (dynamic batching: the queries waiting
-  when the previous step ended, plus those arriving within ``batch_window``, up to ``max_batch``
-  rows, one model and output kind per batch), padded with zero rows to a power of two. Each server
+  when the previous step ended, and, for at most ``batch_window`` seconds, the next queries of the
+  other clients that queried in the last second; up to ``max_batch`` rows, one model and output kind
+  per batch), padded with zero rows to a power of two. Each server
   sends each client only its own rows of its result share, re-randomised.
 - ``refill``: one more item of preprocessed randomness for a recipe (mpcnp.serving.pool), when idle.
 - ``ping``: a heartbeat every ``timeout / 4`` seconds when idle, so that a silent party is noticed.
@@ -49,6 +50,7 @@ __all__ = ["Service", "Settings"]
 log = logging.getLogger("mpcnp.serving")
 
 _TICK = 0.05
+_RECENT = 1.0   # seconds: a client that queried this recently may well join the next batch
 
 
 @dataclass
@@ -77,6 +79,10 @@ class Counters:
     pooled_seconds: float = 0.0
     refills: int = 0
     refill_seconds: float = 0.0
+    # payload bytes this party received during pooled and inline batches and during refills
+    pooled_bytes: int = 0
+    inline_bytes: int = 0
+    refill_bytes: int = 0
     failures: list = field(default_factory=list)
 
 
@@ -110,6 +116,7 @@ class Service:
             self.store = ModelStore(store or f"mpcnp-store-{name}", name, self.settings.frac_bits)
             self.gateway = Gateway(name, serving, self.curve, self.store, self.settings, self.stats)
         self._held: list[Query] = []
+        self._recent: dict[str, float] = {}   # server0: client -> when its last query arrived
 
     def stop(self) -> None:
         """Ask ``run`` to return: it finishes the step under way, answers waiting queries with an
@@ -117,10 +124,8 @@ class Service:
         self._stop.set()
 
     def stats(self) -> dict:
-        c = self.counters
-        return {"sessions": c.sessions, "batches": c.batches, "pooled_batches": c.pooled_batches,
-                "rows": c.rows, "queries": c.queries, "batch_seconds": c.batch_seconds,
-                "pooled_seconds": c.pooled_seconds, "refills": c.refills, "refill_seconds": c.refill_seconds}
+        """The counters (``Counters``) as a dict, failures left out."""
+        return {name: value for name, value in vars(self.counters).items() if name != "failures"}
 
     # ---- the outer loop: one session after another ---------------------------------------------------------
     def run(self) -> None:
@@ -232,9 +237,21 @@ class Service:
         if self._held:
             return self._held.pop(0)
         try:
-            return self.gateway.ready.get(timeout=timeout) if timeout > 0 else self.gateway.ready.get_nowait()
+            query = self.gateway.ready.get(timeout=timeout) if timeout > 0 else self.gateway.ready.get_nowait()
         except queue.Empty:
             return None
+        self._recent[query.client] = query.arrived
+        return query
+
+    def _others_active(self, client: str) -> set[str]:
+        """The clients other than ``client`` that sent a query in the last ``_RECENT`` seconds: a batch waits (at most
+        ``batch_window``) for their next queries, which are likely on their way; a lone client's next
+        query comes only after this one's answer, so nothing is worth waiting for."""
+        now = time.monotonic()
+        for other, at in list(self._recent.items()):
+            if now - at > _RECENT:
+                del self._recent[other]
+        return set(self._recent) - {client}
 
     def _next_batch(self, state: "_State", wait: float) -> list[Query]:
         """The queries of the next batch (see the module docstring), or [] after ``wait`` seconds."""
@@ -258,11 +275,13 @@ class Service:
         batch, rows = [first], first.rows
         if not self.settings.batching:
             return batch
+        expected = self._others_active(first.client)
         held, deadline = [], time.monotonic() + self.settings.batch_window
         while rows < self.settings.max_batch:
-            query = self._take(max(0.0, deadline - time.monotonic()))
+            query = self._take(max(0.0, deadline - time.monotonic()) if expected else 0.0)
             if query is None:
                 break
+            expected.discard(query.client)
             if (query.model, query.output) == (first.model, first.output) and rows + query.rows <= self.settings.max_batch:
                 batch.append(query)
                 rows += query.rows
@@ -366,29 +385,35 @@ class Service:
                 x[offset:offset + query.rows] = query.share
                 offset += query.rows
         key = (model.name, model.upload, output, bucket)
-        started = time.perf_counter()
+        started, received = time.perf_counter(), ctx.transport.stats.payload_bytes_received
         with state.pools.dealer(key, bool(command["pooled"])):
             y = specs.forward(model.spec, model.params, PrivateTensor(ctx, Shared(x, shape)), output)
         share = sharing.rerandomize(ctx, y.share)
         elapsed = time.perf_counter() - started
+        received = ctx.transport.stats.payload_bytes_received - received
         c = self.counters
         c.batches, c.rows, c.queries, c.batch_seconds = c.batches + 1, c.rows + rows, c.queries + len(batch), \
             c.batch_seconds + elapsed
         if command["pooled"]:
-            c.pooled_batches, c.pooled_seconds = c.pooled_batches + 1, c.pooled_seconds + elapsed
+            c.pooled_batches, c.pooled_seconds, c.pooled_bytes = (c.pooled_batches + 1, c.pooled_seconds + elapsed,
+                                                                  c.pooled_bytes + received)
+        else:
+            c.inline_bytes += received
         if share is None or self.gateway is None:
             return
-        offset = 0
+        answers, offset = [], 0
         for query in batch:
             if query.route:
-                self.gateway.answer(query, share[offset:offset + query.rows])
+                answers.append((query, share[offset:offset + query.rows]))
             offset += query.rows
+        self.gateway.answer_all(answers)
 
     def _refill(self, state: "_State", key: tuple) -> None:
-        started = time.perf_counter()
+        started, received = time.perf_counter(), state.ctx.transport.stats.payload_bytes_received
         state.pools.refill(state.ctx, key)
         self.counters.refills += 1
         self.counters.refill_seconds += time.perf_counter() - started
+        self.counters.refill_bytes += state.ctx.transport.stats.payload_bytes_received - received
 
     def _sync_lead(self, state: "_State") -> None:
         ctx = state.ctx

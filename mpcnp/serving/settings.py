@@ -17,9 +17,10 @@ class Settings:
 
     ``protocol``, ``frac_bits``, ``truncation`` (None: the protocol's default): as for ``mp.run``;
     models are shared at ``frac_bits``. ``timeout``: seconds a core party waits for another before it
-    declares the session failed (it then sets up a new one). ``batch_window``: seconds server0 waits,
-    after the first query of a batch arrived, for more to join it (queries that arrived while the
-    previous batch ran join at once); ``max_batch``: the most rows in one batch; ``batching=False``:
+    declares the session failed (it then sets up a new one). ``batch_window``: the longest server0 waits,
+    after the first query of a batch arrived, for the next queries of the other clients that queried
+    in the last second (queries that arrived while the previous batch ran join at once; a lone client
+    never waits); ``max_batch``: the most rows in one batch; ``batching=False``:
     one query per batch. Batches are padded to a power of two rows (so that few batch sizes, and
     pools, exist). ``pool``: deal randomness ahead (mpcnp.serving.pool), up to ``pool_items`` items
     per model and batch size and ``pool_mb`` megabytes per party. ``max_rows``: the most rows one query
@@ -31,7 +32,7 @@ class Settings:
     frac_bits: int = fixedpoint.DEFAULT_FRAC_BITS
     truncation: str | None = None
     timeout: float = 5.0
-    batch_window: float = 0.001
+    batch_window: float = 0.002
     max_batch: int = 64
     batching: bool = True
     pool: bool = True
