@@ -24,6 +24,7 @@ setup(
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],
     # setuptools, wheel and cffi: tests/test_build.py builds a wheel without build isolation
-    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15"],
+                    "ml": ["scikit-learn>=1.2"]},
     zip_safe=False,
 )

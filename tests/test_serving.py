@@ -26,7 +26,7 @@ import mpcnp as mp
 from mpcnp import nn
 from mpcnp.net import keygen, write_key_file
 from mpcnp.runtime.context import CORE_PARTIES, SERVERS
-from mpcnp.serving import config, gateway
+from mpcnp.serving import config, gateway, spec
 from mpcnp.serving import service as service_module
 from mpcnp.serving import session as session_module
 from mpcnp.serving.service import Service, Settings
@@ -495,3 +495,48 @@ def test_the_serve_command_refuses_a_bad_configuration(tmp_path):
     out = subprocess.run([sys.executable, "-m", "mpcnp", "serve", "--config", str(path), "--name", "server0",
                           "--key", str(other)], capture_output=True, text=True, cwd=ROOT, timeout=WAIT)
     assert out.returncode == 2 and "does not match the public_key of server0" in out.stderr
+
+
+def test_waiting_clients_learn_that_the_producer_died_and_it_rejoins(tmp_path):
+    rng = np.random.default_rng(11)
+    model = cnn(rng)
+    x = rng.normal(size=(2, 1, 8, 8))
+    with processes(tmp_path, ["--truncation", "exact"]) as services:
+        model_file = tmp_path / "cnn.npz"
+        spec.save(model_file, model, input_shape=(1, 8, 8))
+        cli = [sys.executable, "-m", "mpcnp", "client", "--config", str(services.path)]
+        with client(services.path, "alice"):
+            pass                                                  # the session is up
+        upload = subprocess.run(cli + ["--name", "alice", "upload", "cnn", str(model_file)], capture_output=True,
+                                text=True, cwd=ROOT, timeout=WAIT)
+        assert upload.returncode == 0, upload.stderr
+        with client(services.path, "bob") as bob, client(services.path, "carol") as carol:
+            check_prediction(model, x, logits=bob.predict("cnn", x))
+            assert services.signal("producer", signal.SIGKILL) == -signal.SIGKILL
+            errors = []
+            waiting = [threading.Thread(target=lambda c=c: errors.append(_error_of(c, x))) for c in (bob, carol)]
+            for w in waiting:
+                w.start()
+            for w in waiting:
+                w.join(WAIT)
+            assert len(errors) == 2
+            for error in errors:      # each within its 15 s timeout, saying what happened
+                assert error.code == "unavailable" and "producer" in str(error), error
+            services.start("producer")
+            bob.wait_ready(WAIT)
+            np.save(tmp_path / "x.npy", x)
+            out = subprocess.run(cli + ["--name", "carol", "predict", "cnn", str(tmp_path / "x.npy"), "--output", "class",
+                                        "--out", str(tmp_path / "y.npy")], capture_output=True, text=True, cwd=ROOT,
+                                 timeout=WAIT)
+            assert out.returncode == 0, out.stderr
+            check_prediction(model, x, classes=np.load(tmp_path / "y.npy"))
+
+
+def _error_of(c: mp.Client, x) -> mp.ServiceError:
+    started = time.monotonic()
+    try:
+        c.predict("cnn", x, timeout=15)
+    except mp.ServiceError as exc:
+        assert time.monotonic() - started < 15 + 1
+        return exc
+    raise AssertionError("a prediction succeeded without the producer")

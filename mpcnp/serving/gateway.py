@@ -281,6 +281,9 @@ class Gateway:
                 self._error(route, request_id, "bad_request", exc.detail)
             except wire.ServiceError as exc:
                 self._error(route, request_id, exc.code, str(exc))
+            except Exception as exc:  # a full disk, a bug: this request fails, the gateway goes on
+                log.exception("%s: a request of %s failed", self.server, sender)
+                self._error(route, request_id, "failed", f"{type(exc).__name__}: {exc}")
 
     # ---- requests ------------------------------------------------------------------------------------------
     def _on_hello(self, route, sender, header, arrays) -> None:

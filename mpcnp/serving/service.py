@@ -117,6 +117,7 @@ class Service:
             self.gateway = Gateway(name, serving, self.curve, self.store, self.settings, self.stats)
         self._held: list[Query] = []
         self._recent: dict[str, float] = {}   # server0: client -> when its last query arrived
+        self._last_failure: str | None = None  # why the last session ended, told to clients meanwhile
 
     def stop(self) -> None:
         """Ask ``run`` to return: it finishes the step under way, answers waiting queries with an
@@ -134,10 +135,11 @@ class Service:
             log.info("%s: clients connect to %s", self.name, self.gateway.endpoint)
         try:
             while not self._stop.is_set():
-                self._status(False, "the core parties are setting up their session")
+                if self._last_failure is None:
+                    self._status(False, "the core parties are setting up their session")
                 try:
                     ctx, session = establish(self.core, self.name, self.curve, self.config,
-                                             self.settings.shared(), self._stop.is_set)
+                                             self.settings.shared(), self._stop.is_set, self._waiting)
                 except Stopped:
                     break
                 except HandshakeError as exc:
@@ -148,6 +150,7 @@ class Service:
                     log.warning("%s: setting up a session failed (%s); trying again", self.name, exc)
                     continue
                 self.counters.sessions += 1
+                self._last_failure = None
                 log.info("%s: session %s established", self.name, session)
                 if self._serve(ctx):
                     break
@@ -156,6 +159,12 @@ class Service:
             if self.gateway is not None:
                 self.gateway.fail_all("unavailable", f"{self.name} stopped")
                 self.gateway.close()
+
+    def _waiting(self, peer: str) -> None:
+        reason = f"{self.name} cannot reach {peer}"
+        if self._last_failure:
+            reason = f"{self._last_failure}; {reason} to set up a new session"
+        self._status(False, reason)
 
     def _status(self, available: bool, reason: str = "") -> None:
         if self.gateway is not None:
@@ -182,16 +191,16 @@ class Service:
                     pass
         except (PartyError, _SessionEnded) as exc:
             log.warning("%s: the session ended: %s", self.name, exc)
-            self.counters.failures.append(str(exc))
+            self.counters.failures = self.counters.failures[-99:] + [str(exc)]
+            self._last_failure = f"the service lost its session ({exc})"
             if self.gateway is not None:
-                self.gateway.fail_all("unavailable", f"the service lost its session ({exc}); "
-                                                     "it is setting up a new one")
+                self.gateway.fail_all("unavailable", f"{self._last_failure}; it is setting up a new one")
         except Exception as exc:  # a bug must not stop the service: a new session starts clean
             log.exception("%s: the session failed", self.name)
             if self.gateway is not None:
                 self.gateway.fail_all("failed", f"{type(exc).__name__}: {exc}")
         finally:
-            self._status(False, "the core parties are setting up their session")
+            self._status(False, self._last_failure or "the core parties are setting up their session")
             deactivate(token)
             ctx.transport.close(linger=0.2 if stopped else 0)
         return stopped

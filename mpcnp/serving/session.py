@@ -95,8 +95,10 @@ def _check(stop: Callable[[], bool]) -> None:
         raise Stopped()
 
 
-def _wait_for_peers(transport: ZmqTransport, name: str, stop: Callable[[], bool]) -> None:
-    """Until the channels to every peer are up; says whom it waits for, every 10 s."""
+def _wait_for_peers(transport: ZmqTransport, name: str, stop: Callable[[], bool],
+                    waiting: Callable[[str], None]) -> None:
+    """Until the channels to every peer are up; says whom it waits for (``waiting``, and the log
+    every 10 s)."""
     started = last_said = time.monotonic()
     while True:
         _check(stop)
@@ -104,6 +106,7 @@ def _wait_for_peers(transport: ZmqTransport, name: str, stop: Callable[[], bool]
             transport.wait_ready(_RESEND)
             return
         except PeerTimeout as exc:
+            waiting(exc.peer)
             if time.monotonic() - last_said >= 10:
                 log.info("%s: waiting for %s (%.0f s so far)", name, exc.peer, time.monotonic() - started)
                 last_said = time.monotonic()
@@ -167,14 +170,14 @@ def _mark(transport: ZmqTransport, session: str, timeout: float, stop: Callable[
 
 
 def establish(core: Cluster, name: str, curve, config: Config, settings: dict,
-              stop: Callable[[], bool]) -> tuple[Context, str]:
+              stop: Callable[[], bool], waiting: Callable[[str], None] = lambda peer: None) -> tuple[Context, str]:
     """A new session of party ``name``: (its Context, the session id), once all three core parties
     are up and agree (see the module docstring). Waits as long as it takes, unless ``stop()`` turns
-    true (then Stopped). Raises HandshakeError for a key mismatch (a configuration error), PartyError
+    true (then Stopped); ``waiting(peer)`` is told whom it waits for. Raises HandshakeError for a key mismatch (a configuration error), PartyError
     when a peer fell away during set-up (the caller tries again)."""
     transport = core.transport(name, curve=curve, linger=0.2)
     try:
-        _wait_for_peers(transport, name, stop)
+        _wait_for_peers(transport, name, stop, waiting)
         if name == SERVER0:
             session = _lead(transport, settings, stop)
         else:
