@@ -1,6 +1,7 @@
 """The parts of model serving that need no service: model specs, the model store, the cluster file
 with its clients, the wire format, and the pools of preprocessed randomness (on mp.run's threads).
-The services themselves, over real sockets, are tested in test_serving.py."""
+The services themselves, over real sockets, are tested in test_serving.py and
+test_serving_failures.py. Private results are compared with serving_helpers.error_bound."""
 from __future__ import annotations
 
 import json
@@ -11,6 +12,8 @@ import stat
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
+
+from serving_helpers import error_bound, load_random
 
 import mpcnp as mp
 from mpcnp import nn
@@ -25,37 +28,7 @@ FRAC_BITS = 16
 ULP = 2.0 ** -FRAC_BITS
 
 
-# ---- models and their error bounds ---------------------------------------------------------------------
-def load_random(model: nn.Sequential, rng, scale: float = 0.5) -> nn.Sequential:
-    return model.load([{name: rng.normal(scale=scale, size=shape) for name, shape in layer.shapes.items()}
-                       if layer.params else {} for layer in model.layers])
-
-
-def error_bound(model: nn.Sequential, x: np.ndarray) -> float:
-    """How far a private forward pass (exact truncation) may be from ``forward_plain``, in absolute value.
-
-    Per Dense or Conv2d layer, with e the input's error: e * (the largest column sum of |W|) from the
-    input's error, plus (the largest sum of |input| a weight meets) * ULP / 2 from the weights' rounding,
-    plus ULP for the truncation (within one unit) and ULP / 2 for the bias's rounding. ReLU, max pooling
-    and reshapes are 1-Lipschitz; average pooling adds 2 units (exact division). The input's own rounding
-    starts e at ULP / 2. The products of two rounding errors (below ULP^2 per term) are covered by the
-    final factor 1.01 and one more unit.
-    """
-    e, a = ULP / 2, np.asarray(x, dtype=np.float64)
-    for layer in model.layers:
-        if isinstance(layer, nn.Dense):
-            w = layer.params["weight"]
-            e = e * np.abs(w).sum(axis=0).max() + np.abs(a).sum(axis=-1).max() * ULP / 2 + 1.5 * ULP
-        elif isinstance(layer, nn.Conv2d):
-            w = layer.params["weight"]
-            fan_in = int(np.prod(w.shape[1:]))
-            e = e * np.abs(w).reshape(len(w), -1).sum(axis=1).max() + np.abs(a).max() * fan_in * ULP / 2 + 1.5 * ULP
-        elif isinstance(layer, nn.AvgPool2d):
-            e += 2 * ULP
-        a = layer.forward_plain(a)
-    return 1.01 * e + ULP
-
-
+# ---- models ------------------------------------------------------------------------------------------
 @st.composite
 def models(draw):
     """Small nn models of every served layer type with random weights, and an input batch."""

@@ -3,11 +3,8 @@
 The three core services keep one session among themselves (mpcnp.serving.session) and run, in step,
 the commands server0 sends: server0 leads, server1 and the producer follow. The commands:
 
-- ``sync``: which models to serve. server0 sends its catalogue (name, upload id, spec); each server
-  reads the shares of the models it holds under the same upload id; server1 answers which; every party
-  then loads exactly the models both servers hold under one upload (``load``), and the parameters get
-  their Beaver masks, opened once for all later queries. A model uploaded to one server only, or
-  replaced on one only, is not served (its queries are told why).
+- ``sync``: which models to serve, and their loading (mpcnp.serving.models): every party loads
+  exactly the models both servers hold under one upload.
 - ``batch``: a forward pass on the rows of several queries (dynamic batching: the queries waiting
   when the previous step ended, and, for at most ``batch_window`` seconds, the next queries of the
   other clients that queried in the last second; up to ``max_batch`` rows, one model and output kind
@@ -33,12 +30,13 @@ import numpy as np
 
 from mpcnp.net import HandshakeError, NetError, PeerTimeout
 from mpcnp.net.framing import decode_json
-from mpcnp.protocols import pond, sharing
+from mpcnp.protocols import sharing
 from mpcnp.protocols.shared import Shared
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError, activate, deactivate
 from mpcnp.serving import spec as specs
 from mpcnp.serving.config import ServingCluster
 from mpcnp.serving.gateway import Gateway, Query
+from mpcnp.serving.models import Models
 from mpcnp.serving.pool import Pools
 from mpcnp.serving.session import FOLLOWERS, Stopped, establish, offline_streams, recv_json, send_json
 from mpcnp.serving.settings import Settings
@@ -51,19 +49,6 @@ log = logging.getLogger("mpcnp.serving")
 
 _TICK = 0.05
 _RECENT = 1.0   # seconds: a client that queried this recently may well join the next batch
-
-
-@dataclass
-class LoadedModel:
-    """A model this party serves in the current session: its parameters as private tensors, masked."""
-
-    name: str
-    upload: str
-    spec: specs.ModelSpec
-    params: dict[str, PrivateTensor]
-
-    def masks(self) -> list:
-        return [t._value.mask for t in self.params.values()]
 
 
 @dataclass
@@ -176,8 +161,8 @@ class Service:
         stopped = False
         try:
             with np.errstate(over="ignore"):
-                state = _State(ctx, Pools(offline_streams(ctx), self.settings.pool_items,
-                                          int(self.settings.pool_mb * (1 << 20))))
+                pools = Pools(offline_streams(ctx), self.settings.pool_items, int(self.settings.pool_mb * (1 << 20)))
+                state = _State(ctx, pools, Models(ctx, pools, self.store))
                 if self.name == SERVER0:
                     self._lead(state)
                 else:
@@ -215,7 +200,7 @@ class Service:
             current = self._versions()
             if current != state.versions:
                 state.versions = current
-                self._sync_lead(state)
+                state.catalog.sync_lead()
                 self._status(True)
                 last_contact = time.monotonic()
             key = state.pools.wanted() if self.settings.pool else None
@@ -278,7 +263,7 @@ class Service:
                 self._held.insert(0, first)
                 return []
             elif first.model not in state.models:
-                reason = state.unavailable.get(first.model, "it is not loaded")
+                reason = state.catalog.unavailable.get(first.model, "it is not loaded")
                 self.gateway.fail(first, "unavailable", f"model {first.model!r} cannot be served: {reason}")
                 first = None
         batch, rows = [first], first.rows
@@ -344,7 +329,7 @@ class Service:
             if op == "ping":
                 send_json(ctx, SERVER0, {"op": "pong"})
             elif op == "sync":
-                self._sync_follow(state, command)
+                state.catalog.sync_follow(command)
                 self._status(True)
             elif op == "batch":
                 self._batch_follow(state, command)
@@ -424,95 +409,12 @@ class Service:
         self.counters.refill_seconds += time.perf_counter() - started
         self.counters.refill_bytes += state.ctx.transport.stats.payload_bytes_received - received
 
-    def _sync_lead(self, state: "_State") -> None:
-        ctx = state.ctx
-        catalogue = self.store.catalogue()
-        listed = {name: {"upload": m.upload, "spec": m.spec.to_json()} for name, m in catalogue.items()}
-        for peer in FOLLOWERS:
-            send_json(ctx, peer, {"op": "sync", "models": listed})
-        mine = self._pin(state, {name: m.upload for name, m in catalogue.items()})
-        theirs = recv_json(ctx, SERVER1).get("models", {})
-        agreed = {name: upload for name, upload in mine.items() if theirs.get(name) == upload}
-        state.unavailable = {}
-        for name, upload in mine.items():
-            if name not in agreed:
-                state.unavailable[name] = ("server1 does not hold it" if name not in theirs else
-                                           "server0 and server1 hold different uploads of it (being replaced?): "
-                                           "its owner must upload it again")
-        for name in theirs:
-            if name not in mine:
-                state.unavailable[name] = "server0 does not hold it"
-        for peer in FOLLOWERS:
-            send_json(ctx, peer, {"op": "load", "models": agreed})
-        self._load(state, agreed, {name: catalogue[name].spec for name in agreed})
-
-    def _sync_follow(self, state: "_State", command: dict) -> None:
-        ctx = state.ctx
-        listed = command.get("models", {})
-        if self.name == SERVER1:
-            uploads = {name: m.upload for name, m in self.store.catalogue().items()}
-            send_json(ctx, SERVER0, {"op": "catalogue", "models": self._pin(state, uploads)})
-        load = recv_json(ctx, SERVER0)
-        if load["op"] != "load":
-            raise PartyError(SERVER0, f"sent {load['op']!r} where the models to load were expected")
-        agreed = load.get("models", {})
-        try:
-            models = {name: specs.check_spec(listed[name]["spec"]) for name in agreed}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PartyError(SERVER0, f"sent a model list this party cannot use: {exc}") from None
-        self._load(state, agreed, models)
-
-    def _pin(self, state: "_State", uploads: dict[str, str]) -> dict[str, str]:
-        """Read the shares of the models listed (name -> upload id) that are not loaded already under the
-        same upload; returns the models this server can serve, with their upload ids."""
-        pinned = {}
-        state.pinned = {}
-        for name, upload in uploads.items():
-            loaded = state.models.get(name)
-            if loaded is not None and loaded.upload == upload:
-                pinned[name] = upload
-                continue
-            try:
-                meta, shares = self.store.shares(name)
-            except (KeyError, OSError, ValueError) as exc:
-                log.error("%s: model %s cannot be loaded: %s", self.name, name, exc)
-                continue
-            state.pinned[name] = shares
-            pinned[name] = meta.upload
-        return pinned
-
-    def _load(self, state: "_State", agreed: dict[str, str], models: dict[str, specs.ModelSpec]) -> None:
-        """Serve exactly the ``agreed`` models (SPMD): unload the others, load the new ones from the
-        pinned shares, and open their parameters' masks in one exchange."""
-        ctx = state.ctx
-        for name in [n for n, m in state.models.items() if agreed.get(n) != m.upload]:
-            state.pools.forget(name, state.models.pop(name).masks())
-        fresh = []
-        for name, upload in agreed.items():
-            if name in state.models:
-                continue
-            spec = models[name]
-            shares = state.pinned.get(name, {})
-            params = {param: PrivateTensor(ctx, Shared(shares.get(param) if ctx.is_server else None, shape))
-                      for param, shape in spec.parameters.items()}
-            state.models[name] = LoadedModel(name, upload, spec, params)
-            fresh.append(state.models[name])
-        state.pinned = {}
-        values = [t._value for model in fresh for t in model.params.values()]
-        pond.open_masks(ctx, values)
-        for model in fresh:
-            state.pools.register(model.masks())
-        if fresh:
-            log.info("%s: serving %s", self.name, ", ".join(sorted(state.models)) or "no models")
-
 
 class _State:
-    """What one session of a service holds."""
+    """What one session of a service holds: its context, its pools, its models."""
 
-    def __init__(self, ctx: Context, pools: Pools):
-        self.ctx, self.pools = ctx, pools
-        self.models: dict[str, LoadedModel] = {}
-        self.unavailable: dict[str, str] = {}
-        self.pinned: dict[str, dict] = {}
+    def __init__(self, ctx: Context, pools: Pools, models: Models):
+        self.ctx, self.pools, self.catalog = ctx, pools, models
+        self.models = models.loaded        # name -> LoadedModel, kept up to date by ``catalog``
         self.versions: tuple[int, int] | None = None   # server0: the model versions last synced
 
