@@ -15,7 +15,8 @@ Networks: "A" is SecureNN's network A (784-128-128-10, ReLU), "cnn" the digits C
 time does not depend on them.
 
 Usage: python benchmarks/serving.py [--networks A cnn] [--queries 300] [--seconds 5] [--clients 16]
-                                     [--json FILE]
+                                     [--repeat 3] [--json FILE]
+(the tables give the median over the repeated runs of each figure)
 """
 from __future__ import annotations
 
@@ -202,18 +203,33 @@ def markdown(network: str, results: dict) -> str:
     return "\n".join(lines)
 
 
+def median_of(runs: list[dict]) -> dict:
+    """Each configuration's figures as the median over ``runs`` (results of ``measure``); the server
+    counters are summed (their ratios are what the table shows)."""
+    merged = {}
+    for label in runs[0]:
+        rows = [run[label] for run in runs]
+        merged[label] = {key: float(np.median([r[key] for r in rows])) for key in rows[0]
+                         if key not in ("server", "server1")}
+        for side in ("server", "server1"):
+            if side in rows[0]:
+                merged[label][side] = {key: sum(r[side][key] for r in rows) for key in rows[0][side]}
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--networks", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     parser.add_argument("--queries", type=int, default=300, help="batch-1 queries of the single client")
     parser.add_argument("--seconds", type=float, default=5.0, help="duration of each throughput run")
     parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of everything; the tables show medians")
+    parser.add_argument("--json", help="write every run's results here")
     args = parser.parse_args(argv)
     everything = {}
     for network in args.networks:
-        everything[network] = measure(network, args.queries, args.seconds, args.clients)
-        print(markdown(network, everything[network]), flush=True)
+        everything[network] = [measure(network, args.queries, args.seconds, args.clients) for _ in range(args.repeat)]
+        print(markdown(network, median_of(everything[network])), flush=True)
         print()
     if args.json:
         Path(args.json).write_text(json.dumps(everything, indent=2))

@@ -8,8 +8,8 @@ the commands server0 sends: server0 leads, server1 and the producer follow. The 
 - ``batch``: a forward pass on the rows of several queries (dynamic batching: the queries waiting
   when the previous step ended, and, for at most ``batch_window`` seconds, the next queries of the
   other clients that queried in the last second; up to ``max_batch`` rows, one model and output kind
-  per batch), padded with zero rows to a power of two. Each server
-  sends each client only its own rows of its result share, re-randomised.
+  per batch), padded with zero rows to a power of two. Each server sends each client only its own
+  rows of its result share, re-randomised.
 - ``refill``: one more item of preprocessed randomness for a recipe (mpcnp.serving.pool), when idle.
 - ``ping``: a heartbeat every ``timeout / 4`` seconds when idle, so that a silent party is noticed.
 
@@ -21,6 +21,7 @@ protocols send them.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -85,8 +86,8 @@ class Service:
     ``./mpcnp-store-NAME``); ``key_file`` is the party's Curve key file (else the cluster file's
     secret_key_file or $MPCNP_SECRET_KEY)."""
 
-    def __init__(self, serving: ServingCluster, name: str, key_file=None, store=None,
-                 settings: Settings | None = None):
+    def __init__(self, serving: ServingCluster, name: str, key_file: str | os.PathLike | None = None,
+                 store: str | os.PathLike | None = None, settings: Settings | None = None):
         if name not in (SERVER0, SERVER1, PRODUCER):
             raise ValueError(f"a service is server0, server1 or the producer, not {name!r}")
         self.serving, self.name = serving, name
