@@ -132,6 +132,7 @@ def test_waiting_clients_learn_that_the_producer_died_and_it_rejoins(tmp_path):
                                  timeout=WAIT)
             assert out.returncode == 0, out.stderr
             check_prediction(model, x, classes=np.load(tmp_path / "y.npy"))
+        assert services.signal("producer", signal.SIGINT) == 0        # Ctrl-C is a clean stop too
 
 
 def _error_of(c: mp.Client, x) -> mp.ServiceError:
