@@ -8,7 +8,8 @@ GIL); a client issues its queries one after the other (closed loop). A query's l
 answers, adding the shares. "online": the pools of preprocessed randomness are warm (the producer dealt
 the triples and comparison masks before the query); "total": no pools (``--no-pool``), everything dealt
 during the query. The servers' counters (``Client.stats``) give the time spent in forward passes and in
-preprocessing.
+preprocessing; the services' CPU time per query (all three processes, /proc) is the figure the load
+of the machine (shown: the 1-minute load average at the end of each run) disturbs least.
 
 Networks: "A" is SecureNN's network A (784-128-128-10, ReLU), "cnn" the digits CNN of the examples
 (8x8 images: conv 3x3 1->8 "same", ReLU, 2x2 max pooling, dense 128->10); random weights, since the
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import json
 import multiprocessing
+import os
 import signal
 import socket
 import subprocess
@@ -71,7 +73,8 @@ def _free_ports(count: int) -> list[int]:
 @contextlib.contextmanager
 def services(args: list[str] = (), clients: int = 17) -> Iterator[Path]:
     """Start the three services (``serve`` options ``args``) with ``clients`` client keys named c0, c1,
-    ...; yields the cluster file; stops them with SIGTERM (each by its process id)."""
+    ...; yields the cluster file (its ``pids`` attribute lists the services' process ids); stops them
+    with SIGTERM (each by its process id)."""
     with tempfile.TemporaryDirectory(prefix="mpcnp-bench-") as directory:
         ports = _free_ports(5)
         addresses = {name: f"127.0.0.1:{port}" for name, port in zip(CORE_PARTIES, ports)}
@@ -82,13 +85,29 @@ def services(args: list[str] = (), clients: int = 17) -> Iterator[Path]:
         procs = [subprocess.Popen([sys.executable, "-m", "mpcnp", "serve", "--config", str(path), "--name", name,
                                    "--store", f"{directory}/store-{name}", "--threads", "1", "--log-level", "warning",
                                    *args]) for name in CORE_PARTIES]
+        global _service_pids
+        _service_pids = [proc.pid for proc in procs]
         try:
             yield path
         finally:
+            _service_pids = []
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
             for proc in procs:
                 proc.wait(30)
+
+
+_service_pids: list[int] = []   # the running services' process ids, for their CPU time
+
+
+def services_cpu() -> float:
+    """CPU seconds (user + system) the running services have used so far (Linux /proc)."""
+    total = 0.0
+    for pid in _service_pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -106,14 +125,16 @@ def latency(path: Path, network: str, queries: int, warmup: int = 30) -> dict:
         client.wait_ready(60)
         for i in range(warmup):
             client.predict(network, x[i])
-        before, before1, seconds = client.stats(), client.stats("server1"), []
+        before, before1, seconds, cpu = client.stats(), client.stats("server1"), [], services_cpu()
         for i in range(warmup, warmup + queries):
             started = time.perf_counter()
             client.predict(network, x[i])
             seconds.append(time.perf_counter() - started)
+        cpu = services_cpu() - cpu
         counters, counters1 = _stats_delta(before, client.stats()), _stats_delta(before1, client.stats("server1"))
     return {"p50_ms": percentile(seconds, 50) * 1e3, "p99_ms": percentile(seconds, 99) * 1e3,
-            "queries": queries, "server": counters, "server1": counters1}
+            "queries": queries, "cpu_ms_per_query": cpu / queries * 1e3, "load": os.getloadavg()[0],
+            "server": counters, "server1": counters1}
 
 
 def _client_process(path: str, name: str, network: str, seconds: float, barrier, results) -> None:
@@ -147,9 +168,9 @@ def throughput(path: Path, network: str, clients: int, seconds: float) -> dict:
         w.start()
     with mp.Client(path, "c0", timeout=60) as observer:
         barrier.wait(120)
-        before, began = observer.stats(), time.perf_counter()
+        before, began, cpu = observer.stats(), time.perf_counter(), services_cpu()
         gathered = [results.get(timeout=seconds + 120) for _ in workers]
-        elapsed = time.perf_counter() - began
+        elapsed, cpu = time.perf_counter() - began, services_cpu() - cpu
         counters = _stats_delta(before, observer.stats())
     for w in workers:
         w.join(30)
@@ -159,6 +180,7 @@ def throughput(path: Path, network: str, clients: int, seconds: float) -> dict:
     latencies = [t for _, mine, _ in gathered for t in mine]
     return {"queries_per_s": len(latencies) / elapsed, "p50_ms": percentile(latencies, 50) * 1e3,
             "p99_ms": percentile(latencies, 99) * 1e3, "queries": len(latencies),
+            "cpu_ms_per_query": cpu / len(latencies) * 1e3, "load": os.getloadavg()[0],
             "rows_per_batch": counters["rows"] / max(1, counters["batches"]), "server": counters}
 
 
@@ -186,7 +208,7 @@ def markdown(network: str, results: dict) -> str:
     receives per batch (online) and per preprocessing item (offline, from the producer)."""
     lines = [f"Network {network}:", "", "| configuration | p50 ms | p99 ms | queries/s | rows per batch | "
              "server0 ms per batch | pooled batches | ms per item | server1 kB per batch, online | "
-             "kB per item, offline |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "kB per item, offline | services' CPU ms per query | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, r in results.items():
         s = r["server"]
         per_batch = s["batch_seconds"] / max(1, s["batches"]) * 1e3
@@ -199,7 +221,8 @@ def markdown(network: str, results: dict) -> str:
             online = f"{(s1['pooled_bytes'] + s1['inline_bytes']) / max(1, s1['batches']) / 1e3:.1f}"
             offline = f"{s1['refill_bytes'] / s1['refills'] / 1e3:.1f}" if s1["refills"] else ""
         lines.append(f"| {label} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {qps} | {rows} | {per_batch:.2f} | "
-                     f"{s['pooled_batches']}/{s['batches']} | {refill} | {online} | {offline} |")
+                     f"{s['pooled_batches']}/{s['batches']} | {refill} | {online} | {offline} | "
+                     f"{r['cpu_ms_per_query']:.2f} | {r['load']:.1f} |")
     return "\n".join(lines)
 
 
