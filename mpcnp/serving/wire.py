@@ -11,6 +11,7 @@ Requests (client -> server; the answer repeats "id"):
 - ``upload``: {"model", "upload", "spec", "names"}, one array per parameter: this server's shares.
 - ``delete``: {"model"}.
 - ``predict``: {"model", "output", "rows", "timeout"}, one array: this server's share of the input.
+- ``stats``: the server's counters (batches, rows, pooled batches, refills, seconds, bytes).
 Between the servers (server1 -> server0): ``ready`` (server1 holds a query's share) and ``changed``
 (server1's catalogue changed).
 Replies: {"ok": true, ...} with arrays (a prediction: this server's share of the result), or
@@ -24,7 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["ServiceError", "WireError", "encode", "decode", "CODES", "MAX_HEADER_BYTES"]
+__all__ = ["ServiceError", "WireError", "encode", "decode", "error_reply", "field", "CODES", "MAX_HEADER_BYTES"]
 
 MAX_HEADER_BYTES = 1 << 20
 _MAX_DIMS = 32
