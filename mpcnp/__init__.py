@@ -14,6 +14,7 @@ from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2
 from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, sqrt, tanh  # noqa: E402
 from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
 from mpcnp.program import run  # noqa: E402
+from mpcnp.serving.client import Client, ServiceError  # noqa: E402
 
 __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning", "ValidationError",
            "ValidationWarning",
@@ -21,4 +22,5 @@ __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarni
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
            "abs", "sign", "maximum", "minimum", "clip",
-           "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log"]
+           "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log",
+           "Client", "ServiceError"]

@@ -13,6 +13,13 @@
   python -m mpcnp keygen --out FILE  a Curve key pair, written to FILE with mode 0600 (the public
                                      key is printed; the secret key only ever goes to the file)
   python -m mpcnp costs [--markdown] the bytes and rounds of every protocol, beside SecureNN's
+  python -m mpcnp serve --config DIR/cluster.json --name server0|server1|producer [--key FILE]
+                        [--store DIR] [options]
+                                     run a core party as a service until SIGTERM or SIGINT
+                                     (docs/serving.md)
+  python -m mpcnp client --config DIR/cluster.json --name NAME [--key FILE] models | upload MODEL
+                         FILE | predict MODEL X.npy [--output class] [--out Y.npy] | delete MODEL
+                                     a client of a served model
 
 Errors in the command line, the cluster file, the keys or the run's channels are one line on
 stderr naming what is wrong (exit status 2 before the script runs, 1 when its run failed).
@@ -106,6 +113,98 @@ def _costs(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    import logging
+    import signal
+
+    from mpcnp import ring
+    from mpcnp.serving import config
+    from mpcnp.serving.service import Service, Settings
+    logging.basicConfig(level=args.log_level.upper(), format=f"%(asctime)s {args.name} %(levelname)s %(message)s")
+    try:
+        settings = Settings(protocol=args.family, frac_bits=args.frac_bits, truncation=args.truncation,
+                            timeout=args.timeout,
+                            batch_window=args.batch_window_ms / 1000, max_batch=args.max_batch,
+                            batching=not args.no_batching, pool=not args.no_pool, pool_items=args.pool_items,
+                            pool_mb=args.pool_mb)
+        service = Service(config.load(args.config), args.name, args.key, args.store, settings)
+    except (OSError, ValueError) as exc:
+        print(f"mpcnp serve: {exc}", file=sys.stderr)
+        return 2
+    if args.threads:
+        ring.set_num_threads(args.threads)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: service.stop())
+    service.run()
+    return 0
+
+
+def _client(args) -> int:
+    import numpy as np
+
+    import mpcnp as mp
+    try:
+        with mp.Client(args.config, args.name, key=args.key, timeout=args.timeout) as client:
+            if args.action == "models":
+                for name in client.models():
+                    print(json.dumps({"model": name, **client.model_info(name)}))
+            elif args.action == "upload":
+                client.upload(args.model, args.file)
+                print(json.dumps({"uploaded": args.model}))
+            elif args.action == "delete":
+                client.delete(args.model)
+                print(json.dumps({"deleted": args.model}))
+            else:
+                result = client.predict(args.model, np.load(args.file, allow_pickle=False), output=args.output)
+                if args.out:
+                    np.save(args.out, result)
+                else:
+                    print(json.dumps(result.tolist()))
+    except (OSError, ValueError, mp.ServiceError) as exc:
+        print(f"mpcnp client: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _add_serving(commands) -> None:
+    serve = commands.add_parser("serve", help="run a core party as a model-serving service")
+    serve.add_argument("--config", required=True, help="the cluster file (JSON) with its clients")
+    serve.add_argument("--name", required=True, choices=["server0", "server1", "producer"])
+    serve.add_argument("--key", help="this party's key file (else $MPCNP_SECRET_KEY or the cluster file's)")
+    serve.add_argument("--store", help="where a server keeps its models (default ./mpcnp-store-NAME)")
+    serve.add_argument("--protocol", dest="family", default="securenn", choices=["securenn", "pond"])
+    serve.add_argument("--frac-bits", type=int, default=16)
+    serve.add_argument("--truncation", choices=["local", "exact"], help="default: the protocol's")
+    serve.add_argument("--timeout", type=float, default=5.0,
+                       help="seconds without a word from a core party before the session is set up again")
+    serve.add_argument("--batch-window-ms", type=float, default=2.0,
+                       help="the longest server0 waits for other active clients' queries to join a batch")
+    serve.add_argument("--max-batch", type=int, default=64, help="the most rows in a batch")
+    serve.add_argument("--no-batching", action="store_true", help="one query per batch")
+    serve.add_argument("--no-pool", action="store_true", help="deal all randomness online")
+    serve.add_argument("--pool-items", type=int, default=4, help="items of preprocessing per model and batch size")
+    serve.add_argument("--pool-mb", type=float, default=256.0, help="megabytes of preprocessing per party")
+    serve.add_argument("--threads", type=int, help="threads of the ring kernels (default: all cores)")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    client = commands.add_parser("client", help="a client of a served model")
+    client.add_argument("--config", required=True, help="the cluster file (JSON)")
+    client.add_argument("--name", required=True, help="this client's name in the cluster file")
+    client.add_argument("--key", help="this client's key file (else $MPCNP_SECRET_KEY or the cluster file's)")
+    client.add_argument("--timeout", type=float, default=30.0)
+    actions = client.add_subparsers(dest="action", required=True)
+    actions.add_parser("models", help="list the models served")
+    upload = actions.add_parser("upload", help="share a model file (mpcnp.serving.spec.save) to the servers")
+    upload.add_argument("model")
+    upload.add_argument("file")
+    delete = actions.add_parser("delete", help="delete one of this client's models")
+    delete.add_argument("model")
+    predict = actions.add_parser("predict", help="a private prediction on the samples of an .npy file")
+    predict.add_argument("model")
+    predict.add_argument("file", help="an .npy file: one sample or a batch")
+    predict.add_argument("--output", default="logits", choices=["logits", "class"])
+    predict.add_argument("--out", help="write the result to this .npy file (default: print it as JSON)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mpcnp", description="mpcnp: secure computation on NumPy")
     commands = parser.add_subparsers(dest="command")
@@ -129,13 +228,15 @@ def main(argv: list[str] | None = None) -> int:
                          help="clients (serving): a key file each, no address")
     costs = commands.add_parser("costs", help="the cost table of the protocols")
     costs.add_argument("--markdown", action="store_true", help="as the README's markdown table")
+    _add_serving(commands)
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         from mpcnp import demo
         return demo.main(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handler = {"party": _party, "keygen": _keygen, "cluster": _cluster, "costs": _costs}.get(args.command, _info)
+    handler = {"party": _party, "keygen": _keygen, "costs": _costs, "cluster": _cluster, "serve": _serve,
+               "client": _client}.get(args.command, _info)
     return handler(args)
 
 

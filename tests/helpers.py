@@ -1,11 +1,16 @@
 """The helpers every test module shares: running private computations and comparing with NumPy,
-protocols on chosen shares, statistics of what a party sees, and networks of transports."""
+protocols on chosen shares, statistics of what a party sees, networks of transports, models, and
+the model-serving services."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -17,6 +22,10 @@ import mpcnp as mp
 from mpcnp import nn
 from mpcnp.net import CurveConfig, MemoryNetwork, ZmqTransport, keygen
 from mpcnp.net.framing import ARRAY, MAGIC, VERSION
+from mpcnp.runtime.clusterfile import write_cluster
+from mpcnp.runtime.context import CORE_PARTIES
+from mpcnp.serving import config
+from mpcnp.serving.service import Service, Settings
 
 FRAC_BITS = 16
 ULP = 2.0 ** -FRAC_BITS
@@ -344,3 +353,125 @@ def free_ports(count: int) -> list[int]:
         if len(ports) == count:
             return ports
     raise RuntimeError("no free ports below the ephemeral range")
+
+
+SERVICE_WAIT = 30.0     # bounds a failing serving test; never a duration asserted
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ---- model serving: small models, clusters, the services -------------------------------------------------------------------------------------------
+def load_random(model: nn.Sequential, rng, scale: float = 0.5) -> nn.Sequential:
+    """``model`` with normal random weights of standard deviation ``scale``."""
+    return model.load_state_dict({name: rng.normal(scale=scale, size=shape)
+                                  for name, shape in model.parameter_shapes().items()})
+
+
+def mlp(rng) -> nn.Sequential:
+    return load_random(nn.Sequential(nn.Dense(64, 16), nn.ReLU(), nn.Dense(16, 16), nn.ReLU(), nn.Dense(16, 10)),
+                       rng, 0.3)
+
+
+def cnn(rng) -> nn.Sequential:
+    return load_random(nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                                     nn.Dense(64, 10)), rng, 0.3)
+
+
+def check_prediction(model, x, logits=None, classes=None) -> None:
+    """``logits`` within ``error_bound`` of the plaintext model's; ``classes`` equal to its argmax on
+    every row whose two largest logits are further apart than twice the bound (no rounding can change
+    those)."""
+    expected = model.forward_plain(x)
+    tolerance = error_bound(model, x)
+    if logits is not None:
+        assert logits.shape == expected.shape and np.all(np.abs(logits - expected) <= tolerance)
+    if classes is not None:
+        top2 = np.sort(expected, axis=-1)[:, -2:]
+        clear = top2[:, 1] - top2[:, 0] > 2 * np.max(tolerance, axis=-1)
+        np.testing.assert_array_equal(classes[clear], expected.argmax(axis=-1)[clear])
+
+
+# ---- clusters and services ----------------------------------------------------------------------------------
+def make_cluster(directory: Path, clients=("alice", "bob", "carol", "dave", "erin")) -> Path:
+    ports = free_ports(5)
+    addresses = {name: f"127.0.0.1:{port}" for name, port in zip(CORE_PARTIES, ports)}
+    path = write_cluster(directory, addresses, tuple(clients))
+    obj = json.loads(path.read_text())
+    obj["client_ports"] = {"server0": ports[3], "server1": ports[4]}
+    obj["client_dir"] = "clients"
+    (directory / "clients").mkdir()
+    path.write_text(json.dumps(obj))
+    return path
+
+
+TEST_ARGS = ["--timeout", "2", "--threads", "1", "--log-level", "warning"]
+
+
+class Processes:
+    """The three services as ``python -m mpcnp serve`` processes, logs in ``directory``."""
+
+    def __init__(self, path: Path, directory: Path, args=()):
+        self.path, self.directory, self.args = path, directory, list(args)
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, *names: str) -> None:
+        for name in names or CORE_PARTIES:
+            log = open(self.directory / f"{name}.log", "ab")
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "mpcnp", "serve", "--config", str(self.path), "--name", name,
+                 "--store", str(self.directory / f"store-{name}"), *TEST_ARGS, *self.args],
+                stdout=log, stderr=log, cwd=ROOT)
+            log.close()
+
+    def signal(self, name: str, signum: int) -> int:
+        proc = self.procs.pop(name)
+        proc.send_signal(signum)
+        return proc.wait(SERVICE_WAIT)
+
+    def stop(self) -> dict[str, int]:
+        codes = {}
+        for name in list(self.procs):
+            codes[name] = self.signal(name, signal.SIGTERM)
+        return codes
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text()}" for p in sorted(self.directory.glob("*.log")))
+
+
+@contextlib.contextmanager
+def processes(tmp_path: Path, args=()):
+    path = make_cluster(tmp_path / "cluster")
+    services = Processes(path, tmp_path, args)
+    services.start()
+    try:
+        yield services
+    finally:
+        codes = services.stop()
+        assert all(code == 0 for code in codes.values()), (codes, services.logs())
+
+
+@contextlib.contextmanager
+def threads(tmp_path: Path, **settings):
+    """The three services as threads of this process (so that a test can look inside them)."""
+    path = make_cluster(tmp_path / "cluster")
+    serving = config.load(path)
+    chosen = Settings(**{"timeout": 2.0, "truncation": "exact", **settings})
+    services = {name: Service(serving, name, store=tmp_path / f"store-{name}", settings=chosen) for name in CORE_PARTIES}
+    runners = [threading.Thread(target=s.run, daemon=True) for s in services.values()]
+    for runner in runners:
+        runner.start()
+    try:
+        yield path, services
+    finally:
+        for service in services.values():
+            service.stop()
+        for runner in runners:
+            runner.join(SERVICE_WAIT)
+        assert not any(r.is_alive() for r in runners), "a service did not stop"
+
+
+def client(path, name, **kwargs) -> mp.Client:
+    c = mp.Client(path, name, timeout=SERVICE_WAIT, **kwargs)
+    c.wait_ready(SERVICE_WAIT)
+    return c
+
+

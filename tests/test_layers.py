@@ -21,9 +21,12 @@ LAYERS = {
     "mpcnp.protocols": 5,
     "mpcnp.tracing": 6, "mpcnp.tensor": 6, "mpcnp.functions": 6, "mpcnp.approx": 6, "mpcnp.program": 6, "mpcnp": 6,
     "mpcnp.nn": 7, "mpcnp.demo": 7, "mpcnp.__main__": 7,
+    "mpcnp.serving": 7, "mpcnp.serving.client": 6, "mpcnp.serving.config": 6, "mpcnp.serving.spec": 6,
+    "mpcnp.serving.wire": 6,
 }
 ENTRY_POINTS = {"mpcnp.__main__"}        # may import lazily: the command line starts fast
-READS_THE_PROTOCOL = {"mpcnp.protocols.families", "mpcnp.runtime.context"}  # context: checks it is a name
+# context checks it is a name; serving.settings hands a service's protocol name to families
+READS_THE_PROTOCOL = {"mpcnp.protocols.families", "mpcnp.runtime.context", "mpcnp.serving.settings"}
 
 
 def module_name(path: Path) -> str:

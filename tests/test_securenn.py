@@ -246,8 +246,8 @@ def test_drelu_and_relu_match_python(method, data):
 
 
 class ChosenMask:
-    """Stand-ins for DReLU's randomness: the producer's mask r (sharing.random_shares, as securenn
-    calls it) and the servers' common bit beta (their stream's first uint8 draw of n bytes) take the
+    """Stand-ins for DReLU's randomness: the producer's mask r (sharing.random_shares, as the inline
+    dealer calls it) and the servers' common bit beta (their stream's first uint8 draw of n bytes) take the
     given values."""
 
     def __init__(self, monkeypatch, r: list[int], beta: int):
@@ -270,7 +270,7 @@ class ChosenMask:
             def __getattr__(self, name):
                 return getattr(self._prf, name)
 
-        monkeypatch.setattr(securenn, "random_shares", random_shares)
+        monkeypatch.setattr(sharing, "random_shares", random_shares)
         monkeypatch.setattr(securenn, "common_stream", lambda ctx: Common(real_common(ctx)))
 
 

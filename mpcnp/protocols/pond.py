@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from mpcnp import fixedpoint, ring
-from mpcnp.protocols import sharing
+from mpcnp.protocols import dealing, sharing
 from mpcnp.protocols.shared import Shared, add_public, broadcast_shape
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
@@ -55,13 +55,16 @@ def _draw_mask(ctx: Context, value: Shared) -> None:
 
 
 def open_masks(ctx: Context, values: list[Shared]) -> None:
-    """Mask every value that has no mask yet and open e = x - a for all of them in one exchange."""
-    fresh = []
+    """Mask every value that has no mask yet and open e = x - a, in one exchange, for every value
+    not opened yet (a dealer may have given masks that are still to be opened)."""
     for value in values:
-        if value.mask is None and not any(value is f for f in fresh):
+        if value.mask is None:
             _draw_mask(ctx, value)
-            fresh.append(value)
     if ctx.is_server:
+        fresh = []
+        for value in values:
+            if value.opened is None and not any(value is f for f in fresh):
+                fresh.append(value)
         # separate messages: no copying of the parts into one buffer
         opened = sharing.exchange(ctx, [v.share - v.mask for v in fresh])
         for value, e in zip(fresh, opened):
@@ -76,8 +79,9 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
     8 (2|x| + 2|y| + |z|) bytes; the two messages are independent, so the counted depth is 1.
     """
     shape = tuple(op.out_shape(x.shape, y.shape))
+    triple = dealing.current().triple(ctx, x, y, op, shape)   # masks x and y if they have none
     open_masks(ctx, [x, y])
-    c = sharing.deal(ctx, op.apply(x.mask, y.mask) if ctx.name == PRODUCER else None, shape)
+    c = triple.share()
     if not ctx.is_server:
         return Shared(None, shape)
     e, f = x.opened, y.opened

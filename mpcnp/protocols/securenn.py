@@ -20,10 +20,9 @@ from __future__ import annotations
 import numpy as np
 
 from mpcnp import zp
-from mpcnp.protocols import pond
+from mpcnp.protocols import dealing, pond
 from mpcnp.protocols.shared import Shared, add_public, xor_public
-from mpcnp.protocols.sharing import (Z_ODD, common_stream, deal, deal_bits, exchange, random_shares,
-                                     recv_array, rerandomize)
+from mpcnp.protocols.sharing import Z_ODD, common_stream, deal, deal_bits, exchange, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 __all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pets", "relu", "relu_pets",
@@ -226,7 +225,8 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False) -> FalconSte
     if n == 0:
         return FalconStep(Shared.of(a.share, a.shape), Shared.of(a.share, a.shape) if with_product else None)
     # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of the bits of r'
-    r = random_shares(ctx, n)
+    mask = dealing.current().bit_mask(ctx, n, rows=63)
+    r = mask.value
     x = beta = None
     if ctx.is_server:
         # 2. open x = a + r; the other server's x_j is received only after r's bit shares are drawn
@@ -234,7 +234,7 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False) -> FalconSte
         x_j = a.flat() + r
         ctx.send(ctx.other_server, x_j)
         beta = common_stream(ctx).uint8(n) & np.uint8(1)
-    r_bits = deal_bits(ctx, r & _LOW63 if ctx.name == PRODUCER else None, n, rows=63)
+    r_bits = mask.bits()
     if ctx.is_server:
         x = x_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
     # 3. beta' = beta XOR (r' > x') to the producer

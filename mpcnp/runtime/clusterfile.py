@@ -24,8 +24,8 @@ file; ``bind`` (optional) the ZeroMQ endpoint it binds, by default its address (
 ``"tcp://*:PORT"`` where the address is not one of the host's own, behind NAT).
 Reserved keys: ``clients`` (parties that connect to the servers but are not parties of ``mp.run``,
 for serving: a public key and optionally a key file each), ``limits`` (the channels' largest
-message and flow-control window in bytes, for every party alike: mpcnp.net.zmqnet) and
-``insecure``. Every party must have a ``public_key``: channels are then encrypted and each party
+message and flow-control window in bytes, for every party alike: mpcnp.net.zmqnet), ``insecure``,
+and a service's ``client_dir`` and ``client_ports`` (mpcnp.serving.config). Every party must have a ``public_key``: channels are then encrypted and each party
 accepts only the listed keys. The plain form ``"server0": "10.0.0.1:4000"`` (or entries without
 keys) means unencrypted, unauthenticated tcp; it is refused unless the file also holds
 ``"insecure": true``, and every party of such a cluster warns at start-up.
@@ -47,7 +47,8 @@ from mpcnp.net.zmqnet import MAX_MESSAGE_BYTES, WINDOW_BYTES
 from mpcnp.runtime.context import CORE_PARTIES
 
 SECRET_KEY_ENV = "MPCNP_SECRET_KEY"
-RESERVED = ("clients", "limits", "insecure")
+RESERVED = ("clients", "limits", "insecure", "client_dir", "client_ports")
+SERVING_FIELDS = ("client_dir", "client_ports")  # read by mpcnp.serving.config
 _FIELDS = ("address", "public_key", "secret_key_file", "bind")
 _CLIENT_FIELDS = ("public_key", "secret_key_file")
 _LIMITS = {"max_message_bytes": MAX_MESSAGE_BYTES, "window_bytes": WINDOW_BYTES}
@@ -201,6 +202,8 @@ def parse_cluster(obj: Any, base_dir: str | os.PathLike = ".", source: str = "cl
         raise ValueError(f"{source}: \"insecure\" must be true or false")
     clients = _parse_clients(obj.pop("clients", {}), Path(base_dir), source)
     limits = _parse_limits(obj.pop("limits", {}), source)
+    for field_name in SERVING_FIELDS:  # a service's settings (mpcnp.serving.config checks them)
+        obj.pop(field_name, None)
     parties: dict[str, PartyAddress] = {}
     for name, entry in obj.items():
         try:
