@@ -13,6 +13,8 @@ from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2
                              maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where)
 from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, sqrt, tanh  # noqa: E402
 from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
+from mpcnp.tracing import no_grad  # noqa: E402
+from mpcnp.autograd import custom_gradient  # noqa: E402
 from mpcnp.program import run  # noqa: E402
 
 __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning", "ValidationError",
@@ -21,4 +23,5 @@ __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarni
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
            "abs", "sign", "maximum", "minimum", "clip",
-           "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log"]
+           "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log",
+           "no_grad", "custom_gradient"]
