@@ -15,6 +15,8 @@ from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, 
 from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
 from mpcnp.tracing import no_grad  # noqa: E402
 from mpcnp.autograd import custom_gradient  # noqa: E402
+from mpcnp import losses  # noqa: E402
+from mpcnp.inverse_sqrt import inverse_sqrt_times  # noqa: E402
 from mpcnp.program import run  # noqa: E402
 
 __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarning", "ValidationError",
@@ -24,4 +26,4 @@ __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarni
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
            "abs", "sign", "maximum", "minimum", "clip",
            "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log",
-           "no_grad", "custom_gradient"]
+           "no_grad", "custom_gradient", "losses", "inverse_sqrt_times"]
