@@ -49,7 +49,7 @@ def _on_interval(x: PrivateTensor, lo: int, hi: int, names: tuple[str, ...]) -> 
     """The functions ``names`` of x in [lo, hi] (hi - lo rounded up to even), each within
     SERIES_ERROR + a few units there, from one set of Chebyshev terms: log and reciprocal of a
     softmax's sums cost one product tree (ceil(log2 degree) rounds) and a local combination each."""
-    hi = lo + 2 * math.ceil((hi - lo) / 2)
+    hi = lo + 2 * max(1, math.ceil((hi - lo) / 2))
     series = [_series(name, lo, hi) for name in names]
     ctx, unit = x._ctx, 2.0 ** -x._ctx.config.frac_bits
     radius, center = series[0].radius, series[0].center

@@ -87,7 +87,8 @@ class Adam(Optimizer):
     the squares S^2 g^2 keep their precision however small g is, and the inverse square root's input
     x = S^2 v^ + (S eps)^2 is at least 1. ``mp.inverse_sqrt_times`` computes m^ S x^(-1/2) (see there
     for its range, error and cost: under securenn exact range reduction, any x). The moments need |S g| below 2^((62 - frac_bits) / 2) (2^23 at
-    frac_bits 16: |g| < 64 for eps = 1e-5); under pond also |g| <= ``grad_bound``.
+    frac_bits 16: |g| < 64 for eps = 1e-5); under pond also |g| <= ``grad_bound`` with
+    (grad_bound / eps)^2 below 2^(60 - 2 frac_bits) (pond's inverse square root refuses larger).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
