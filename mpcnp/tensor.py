@@ -572,7 +572,7 @@ def public(value, owner: str | None = None) -> PublicTensor:
     ctx = current()
     ctx.check_party(owner)
     if ctx.name == owner:
-        array = np.ascontiguousarray(plain(value() if callable(value) else value))
+        array = np.array(plain(value() if callable(value) else value), order="C")  # 0-d stays 0-d
         if not np.all(np.isfinite(array)):
             raise ValueError(f"mp.public: the value {owner} provides holds non-finite numbers")
         for peer in ctx.parties:
