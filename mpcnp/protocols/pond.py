@@ -183,6 +183,11 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     """
     if not 0 < bits < 62:
         raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
+    # Shares with uniform low bits make the dropped carry c a coin with P(c = 0) = the dropped
+    # fraction, so the result rounds without bias; a product with a public dyadic factor (x * 0.25)
+    # leaves zeros there, which biased it by up to half a unit. A zero sharing from the servers'
+    # common stream restores them (local).
+    value = Shared(sharing.rerandomize(ctx, value.share), value.shape)
     parts = _offset_and_wrap(ctx, value, narrow=bits <= 32)
     if parts is None:
         return Shared(None, value.shape)
