@@ -1,9 +1,9 @@
-"""numerator * x^(-1/2) for private x >= 1: the inverse square root Adam's step needs.
+"""numerator * x^(-1/2) for private x > 0: the inverse square root Adam's step needs.
 
 Under securenn the input is first brought into [1, 16) by exact comparisons (a binary search on its
-exponent), so it works for every encodable x >= 1; under pond, Newton's iteration from a constant
-covers a stated interval [1, bound]. Newton's iteration for x^(-1/2), y <- y (3 - x y^2) / 2, needs
-no division; each step squares the relative error (times 1.5).
+exponent), so it works for every x from one unit 2^-f up to 2^(62 - 2f), the headroom of a product;
+under pond, Newton's iteration from a constant covers a stated interval. Newton's iteration for
+x^(-1/2), y <- y (3 - x y^2) / 2, needs no division; each step squares the relative error (times 1.5).
 """
 from __future__ import annotations
 
@@ -13,24 +13,23 @@ import numpy as np
 
 from mpcnp import fixedpoint
 from mpcnp.protocols import families, pond
+from mpcnp.protocols.polynomial import chebyshev_terms, combine
 from mpcnp.protocols.shared import Shared, add_public, stack
 from mpcnp.tensor import PrivateTensor, Tensor, as_private
 from mpcnp.tracing import operation
 
-__all__ = ["inverse_sqrt_times", "pond_alphas"]
+__all__ = ["inverse_sqrt_times", "pond_alphas", "domain"]
 
-LEVELS = (32, 16, 8, 4)       # securenn: shifts that bring x in [1, 2^46) into [1, 16)
-GUESS_DEGREE = 3              # x^(-1/2) on [1, 16] within 12% by a Chebyshev interpolant
-_GUESS = np.polynomial.chebyshev.chebinterpolate(lambda t: 1 / np.sqrt(8.5 + 7.5 * t), GUESS_DEGREE)
-NEWTON_AFTER_GUESS = 3        # 12% -> 2.1% -> 6.6e-4 -> 6.5e-7
+DOWN = (32, 16, 8, 4)        # securenn: where x >= 2^k, x /= 2^k (those needed for the domain)
+GUESS = (1.0, 16.0)          # the interval the guess covers
+GUESS_DEGREE = 6             # x^(-1/2) on [1, 16] within 2.1% by a Chebyshev interpolant
+_GUESS_COEF = np.polynomial.chebyshev.chebinterpolate(lambda t: 1 / np.sqrt(8.5 + 7.5 * t), GUESS_DEGREE)
+NEWTON_AFTER_GUESS = 2       # 2.1% -> 6.6e-4 -> 6.5e-7
 
 
-def _newton(x: Tensor, y: Tensor, alphas) -> Tensor:
-    """Newton's steps y <- a y (3 - a^2 x y^2) / 2, one per scale factor a."""
-    for a in alphas:
-        t = x * (y * y)
-        y = y * (t * (-a ** 3 / 2) + 1.5 * a)
-    return y
+def domain(frac_bits: int) -> tuple[float, float]:
+    """The x that securenn's ``inverse_sqrt_times`` takes: one unit up to the product headroom."""
+    return 2.0 ** -frac_bits, 2.0 ** (62 - 2 * frac_bits)
 
 
 def pond_alphas(ratio: float, frac_bits: int) -> list[float]:
@@ -48,47 +47,71 @@ def pond_alphas(ratio: float, frac_bits: int) -> list[float]:
     return alphas
 
 
-def _normalize(ctx, x: Shared, numerator: Shared, levels) -> tuple[Shared, Shared]:
-    """Where x >= 2^k: x /= 2^k and numerator /= 2^(k/2), for each k of ``levels`` in turn (securenn).
+def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared]:
+    """x into [1, 16) by exact shifts, numerator by the square roots of the same factors (securenn).
 
-    The comparison is SecureNN's ReLU of x - 2^k, whose DReLU bit b (a ring 0/1) it keeps: then
-    b x = relu(x - 2^k) + b 2^k exactly, and b * numerator is one untruncated product with the bit,
-    exact however large the values (a fixed-point 0/1 times x would overflow the ring for x near
-    2^46). The divisions are exact (pond.divide_exact) whatever the run's truncation mode, because
-    local division of values this large would fail often.
+    Each comparison is SecureNN's ReLU, whose DReLU bit b (a ring 0/1) it keeps: b x then follows from
+    the ReLU's value locally. First, where x <= 1, x *= U = 2^(f + f mod 2) (exact, an integral
+    factor; then x >= 1 everywhere); then for each needed k of DOWN, where x >= 2^k, x /= 2^k. The
+    shifts are exact truncations (pond.truncate_exact) whatever the run's truncation mode: local
+    truncation of values this large would often fail.
     """
-    family = families.of(ctx)
-    unit = ctx.config.frac_bits
-    for k in levels:
-        threshold = fixedpoint.encode(np.float64(2.0 ** k), unit)
-        bit = family.relu(ctx, add_public(ctx, x, -threshold), 1)
-        above_x = bit + bit.drelu * threshold
-        above_n = pond.product(ctx, bit.drelu, numerator, pond.MUL)
-        both = stack([above_x, above_n])
-        divisors = np.array([2 ** k, 2 ** (k // 2)], dtype=np.uint64).reshape((2,) + (1,) * len(x.shape))
-        shrunk = pond.divide_exact(ctx, both, divisors)
+    family, f = families.of(ctx), ctx.config.frac_bits
+    up = f + f % 2
+    one = fixedpoint.encode(np.float64(1.0), f)
+    below = family.relu(ctx, add_public(ctx, -x, one), 1)          # b (1 - x)
+    below_x = (below.drelu << f) - below                             # b x
+    # b * numerator: one untruncated product with the bit, exact however large the values (a
+    # fixed-point 0/1 times x near 2^46 would overflow the ring)
+    chosen_n = pond.product(ctx, below.drelu, numerator, pond.MUL)
+    x = x + below_x * np.uint64((1 << up) - 1)
+    numerator = numerator + chosen_n * np.uint64((1 << (up // 2)) - 1)
+    top = max(2.0 ** up, domain(f)[1])
+    for k in (k for k in DOWN if 2.0 ** k < top):
+        threshold = fixedpoint.encode(np.float64(2.0 ** k), f)
+        above = family.relu(ctx, add_public(ctx, x, -threshold), 1)  # b (x - 2^k)
+        above_x = above + above.drelu * threshold                    # b x
+        chosen_n = pond.product(ctx, above.drelu, numerator, pond.MUL)
+        # both shifted by k bits in one exact truncation (the numerator first raised by 2^(k/2)):
+        # truncation rounds up with probability the dropped fraction, so it is unbiased
+        shrunk = pond.truncate_exact(ctx, stack([above_x, chosen_n * np.uint64(1 << (k // 2))]), k)
         x = x - above_x + shrunk.map(lambda a: a[0])
-        numerator = numerator - above_n + shrunk.map(lambda a: a[1])
+        numerator = numerator - chosen_n + shrunk.map(lambda a: a[1])
     return x, numerator
 
 
-@operation("inverse_sqrt_times")
-def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, bound: float = 2.0 ** 16) -> Tensor:
-    """numerator * x^(-1/2) for a private x >= 1 and a numerator of x's shape.
+SCALE = 256                  # y and x y^2 are carried times 256: 8 more significant bits
 
-    securenn: for k = 32, 16, 8, 4 (each below the encodable range 2^(62 - frac_bits)), where
-    x >= 2^k, x /= 2^k and numerator /= 2^(k/2) (``_normalize``: exact), so every x in
-    [1, 2^(62 - frac_bits)) ends in [1, 16) (``bound`` is not needed). Then a degree-3 Chebyshev
-    guess of x^(-1/2) (within 12%) and three Newton steps: relative error below 1e-6 plus fixed-point
-    rounding (y in [1/4, 1] within a few units, the numerator's divisions two units per level).
-    Cost per element: per level a ReLU (221 bytes, 3 rounds), a bit product (40 bytes) and an exact
-    division of two values (80 bytes), 2 rounds; then 2 products for the guess and 9 for Newton;
-    about 40 rounds in all.
-    pond (no exact comparison): Newton's steps from 1 / sqrt(bound), scaled (``pond_alphas``), on
-    y sqrt(bound) (whose precision does not shrink with y): right for x in [1, bound], bound below
-    2^(62 - 2 frac_bits) (its products reach bound; ValueError beyond), relative error 2^-(frac_bits + 2) plus a few units of y sqrt(bound);
-    log2(bound) / 2.3 + 4 steps of 3 products and a division. Outside that interval the result is
-    wrong (y falls short below 1, overshoots above bound), not an error.
+
+def _guess(ctx, x: Shared) -> Shared:
+    """256 x^(-1/2) on [1, 16] within 2.1%: a degree-6 Chebyshev series, 3 rounds."""
+    lo, hi = GUESS
+    radius, center = (hi - lo) / 2, (hi + lo) / 2
+    t = pond.scale(ctx, pond.add_constant(ctx, x, np.float64(-center)), np.float64(1 / radius))
+    return combine(ctx, chebyshev_terms(ctx, t, GUESS_DEGREE), SCALE * _GUESS_COEF)
+
+
+@operation("inverse_sqrt_times")
+def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, interval: tuple[float, float] | None = None) -> Tensor:
+    """numerator * x^(-1/2) for a private x > 0 and a numerator of x's shape.
+
+    securenn: x is normalized into [1, 16) by exact shifts (``_normalize``: where x <= 1 it is
+    multiplied by 2^(f + f mod 2), then divided by 2^k where x >= 2^k for the k of 32, 16, 8, 4 the
+    domain needs), the numerator by the square roots of the same factors (it must stay below
+    2^(62 - f - k/2) for the largest such k: below 2^38 at frac_bits 16); then a degree-6 Chebyshev
+    guess of x^(-1/2) (within 2.1%) and two Newton steps on 256 x^(-1/2): relative error below 1e-6
+    plus fixed-point rounding (a few units of 256 y; the numerator's shifts a unit per level). The
+    result times 256 must stay within a product's headroom: |numerator x^(-1/2)| < 2^(54 - 2f).
+    Right for every x in [2^-f, 2^(62 - 2f)) (``interval`` is not needed). Cost per element: 4 levels
+    at frac_bits 16 of a ReLU (221 bytes, 3 rounds), a bit product (40 bytes) and an exact division
+    of two values (80 bytes); the guess (6 products, 3 rounds) and Newton (6 products); about 35
+    rounds in all.
+    pond (no exact comparison): Newton's steps from 1 / sqrt(hi), scaled (``pond_alphas``), on
+    y sqrt(hi) (whose precision does not shrink with y): right for x in ``interval`` = (lo, hi)
+    (0 < lo < hi < 2^(62 - 2f): its products reach hi; ValueError otherwise), relative error
+    2^-(f + 2) plus a few units of y sqrt(hi); log2(hi / lo) / 2.3 + 4 steps of 3 products and a
+    division. Outside the interval the result is wrong (y falls short below lo, overshoots above
+    hi), not an error.
     """
     if not isinstance(x, PrivateTensor):
         raise TypeError(f"inverse_sqrt_times takes a private x, got {type(x).__name__}")
@@ -97,22 +120,23 @@ def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, bound: float = 2.0 *
     ctx = x._ctx
     frac_bits = ctx.config.frac_bits
     if not families.of(ctx).exact:
-        if not 1 < bound < 2.0 ** (62 - 2 * frac_bits):
-            raise ValueError(f"pond's inverse square root needs 1 < bound < 2^{62 - 2 * frac_bits} at "
-                             f"frac_bits={frac_bits}, got {bound:g}")
-        # in units of 1 / sqrt(bound): y' = y sqrt(bound) in [1, sqrt(bound)] keeps its precision
-        # where y itself would be a few units, and x y'^2 / bound = x y^2 stays near 1
+        limit = domain(frac_bits)[1]
+        if interval is None or not 0 < interval[0] < interval[1] < limit:
+            raise ValueError(f"pond's inverse square root needs interval=(lo, hi) with 0 < lo < hi < "
+                             f"2^{62 - 2 * frac_bits} at frac_bits={frac_bits}, got {interval}")
+        lo, hi = interval
+        # in units of 1 / sqrt(hi): y' = y sqrt(hi) in [1, sqrt(hi / lo)] keeps its precision where y
+        # itself would be a few units, and x y'^2 / hi = x y^2 stays near 1
         y = x * 0.0 + 1.0
-        for a in pond_alphas(bound, frac_bits):
-            t = ((x * y) * y) / bound
+        for a in pond_alphas(hi / lo, frac_bits):
+            t = ((x * y) * y) * (1 / hi)
             y = y * (t * (-a ** 3 / 2) + 1.5 * a)
-        return (numerator * y) / math.sqrt(bound)
-    levels = [k for k in LEVELS if 2.0 ** k < 2.0 ** (62 - frac_bits)]
-    normal, scaled = _normalize(ctx, x._value, as_private(numerator, ctx)._value, levels)
-    x, numerator = PrivateTensor(ctx, normal), PrivateTensor(ctx, scaled)
-    t = (x - 8.5) / 7.5
-    terms = [t]
-    for k in range(2, GUESS_DEGREE + 1):
-        terms.append(t * terms[-1] * 2.0 - (terms[-2] if k > 2 else 1.0))
-    y = sum((term * float(c) for term, c in zip(terms, _GUESS[1:])), t * 0.0 + float(_GUESS[0]))
-    return numerator * _newton(x, y, [1.0] * NEWTON_AFTER_GUESS)
+        return (numerator * y) * (1 / math.sqrt(hi))
+    normal, scaled = _normalize(ctx, x._value, as_private(numerator, ctx)._value)
+    # Newton on Y = 256 y with T = 256 x y^2: near convergence y in [1/4, 1] and x y^2 near 1 would
+    # keep only 14 to 16 significant bits, a relative error of 1e-4 after rounding
+    x, y = PrivateTensor(ctx, normal), PrivateTensor(ctx, _guess(ctx, normal))
+    for _ in range(NEWTON_AFTER_GUESS):
+        t = ((x * y) * y) * (1 / SCALE)
+        y = (y * (3 * SCALE - t)) * (1 / (2 * SCALE))
+    return (PrivateTensor(ctx, scaled) * y) * (1 / SCALE)

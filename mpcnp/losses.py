@@ -155,7 +155,7 @@ def _cross_entropy(logits, target, reduction: str):
         g, count = _scale(per_sample.shape, reduction, g)
         d = p - target
         if count > 1:
-            d = d / count
+            d = d * (1.0 / count)
         return (d * (g.reshape(-1, 1) if reduction == "none" else g), None)
 
     return _reduce(per_sample, reduction), grad
@@ -198,7 +198,7 @@ def _binary_cross_entropy(logits, target, reduction: str):
         g, count = _scale(per_element.shape, reduction, g)
         d = sigmoid(logits) - target
         if count > 1:
-            d = d / count
+            d = d * (1.0 / count)
         return (d * g, None)
 
     return _reduce(per_element, reduction), grad
@@ -225,7 +225,7 @@ def _squared_error(output, target, reduction: str):
         g, count = _scale(per_element.shape, reduction, g)
         twice = d * 2.0
         if count > 1:
-            twice = twice / count
+            twice = twice * (1.0 / count)
         return (twice * g, -(twice * g))
 
     return _reduce(per_element, reduction), grad

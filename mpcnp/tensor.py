@@ -293,6 +293,12 @@ class PrivateTensor(Tensor):
         """This party's additive share (uint64), or None off the servers."""
         return self._value.share
 
+    @property
+    def frac_bits(self) -> int:
+        """The fractional bits of the fixed-point encoding (the run's ``frac_bits``): one unit is
+        2^-frac_bits."""
+        return self._ctx.config.frac_bits
+
     def __repr__(self) -> str:
         return f"PrivateTensor(shape={self.shape}, party={self._ctx.name!r})"
 

@@ -158,7 +158,7 @@ def _mean(g, out, x, axis=None, keepdims: bool = False) -> Pairs:
     axes = _normal_axes(axis, x.ndim)
     kept = tuple(1 if i in axes else n for i, n in enumerate(x.shape))
     count = int(np.prod([x.shape[i] for i in axes], dtype=np.int64))
-    yield x, lambda: _broadcast_to((g / count).reshape(kept), x.shape)
+    yield x, lambda: _broadcast_to((g * (1.0 / count)).reshape(kept), x.shape)
 
 
 @rule("reshape")
@@ -301,7 +301,7 @@ def _avgpool2d(g, out, x, kernel, stride=None) -> Pairs:
         blocks = np.broadcast_to(a[:, :, np.newaxis, np.newaxis], (n, c, kh, kw, oh, ow))
         return _col2im(blocks, x.shape, sh, sw, ((0, 0), (0, 0)))
 
-    yield x, lambda: _linear(g / (kh * kw), spread, x.shape, carry_mask=False)
+    yield x, lambda: _linear(g * (1.0 / (kh * kw)), spread, x.shape, carry_mask=False)
 
 
 def _interleave(first: Shared, second: Shared, last: Shared | None, count: int) -> Shared:

@@ -518,3 +518,20 @@ def test_a_sample_on_the_processes_backend(data):
     width = max(a.shape[-1] if a.ndim else 1, b.shape[-1] if b.ndim else 1, 1)
     bound = k * width * (np.abs(c).max(initial=0) * 4 * (3.2e-5 + 9 * ULP) + 2 * ULP)
     check(fn, (a, b), [True, True], c, bound, backend="processes")
+
+
+def test_gradients_of_means_round_without_bias():
+    # g / count is rounded by a truncation, which rounds up with probability the dropped fraction: the
+    # errors of 4096 independent roundings (each gradient element c_i / 4) average to 0 within 0.1
+    # unit (their spread is below 0.5 / 64 units, so this fails with probability far below 2^-40).
+    # An exact division by the integer count comes out a unit short on average (pond.divide_exact),
+    # which would drift parameters trained over many steps.
+    x = np.linspace(-1, 1, 4096 * 4).reshape(4096, 4)
+    c = quantize(np.random.default_rng(8).uniform(-1, 1, 4096))
+    cases = [(lambda t: t.mean(axis=1), np.repeat(c / 4, 4).reshape(x.shape)),
+             (lambda t: mp.avgpool2d(t.reshape(1, 1, 128, 128), 2).reshape(-1),
+              np.kron(c.reshape(64, 64), np.ones((2, 2))).reshape(x.shape) / 4)]
+    for fn, expected in cases:
+        [grad] = private_gradients(fn, (x,), [True], c)
+        assert_within(grad, expected, 1.01 * ULP)
+        assert abs(np.mean(grad - expected)) < 0.1 * ULP

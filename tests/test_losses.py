@@ -15,7 +15,7 @@ from hypothesis.extra import numpy as hnp
 
 import mpcnp as mp
 from mpcnp import nn
-from mpcnp.inverse_sqrt import pond_alphas
+from mpcnp.inverse_sqrt import domain, pond_alphas
 from helpers import ULP, assert_within, numeric_gradient, private_gradients, quantize, run_private
 from strategies import grid_arrays
 
@@ -149,34 +149,42 @@ def test_loss_objects_call_the_functions():
 
 
 # ---- Adam's inverse square root --------------------------------------------------------------------------
-def test_inverse_square_root_over_the_whole_range_under_securenn():
-    # log-spaced x over [1, 2^45], the last just below the encodable limit at frac_bits 16
-    x = quantize(np.concatenate([[1.0, 1.0 + ULP, 15.99, 16.0, 2.0 ** 32, 2.0 ** 45.9],
-                                 np.exp(np.linspace(0, np.log(2.0 ** 45), 200))]))
-    num = quantize(np.sqrt(x) * np.linspace(-2, 3, x.size))      # results of order 1
-    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b), x, num)
+@pytest.mark.parametrize("frac_bits", [12, 16, 20])
+def test_inverse_square_root_over_its_whole_domain_under_securenn(frac_bits):
+    unit = 2.0 ** -frac_bits
+    lo, hi = domain(frac_bits)
+    # log-spaced x from one unit to just below the product headroom, and the edges of each level
+    x = quantize(np.concatenate([[unit, 2 * unit, 1 - unit, 1.0, 1 + unit, 15.99, 16.0, 2.0 ** 16, hi * 0.99],
+                                 np.exp(np.linspace(np.log(lo), np.log(hi) - 0.01, 150))]), frac_bits)
+    num = quantize(np.minimum(np.sqrt(x), 2.0 ** 10) * np.linspace(-2, 3, x.size), frac_bits)
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b), x, num, frac_bits=frac_bits)
     expected = num / np.sqrt(x)
-    # normalized x in [1, 16): y within 1e-6 relative plus a few units of y >= 1/4; the numerator's
-    # exact divisions two units per level
-    assert_within(got, expected, np.abs(expected) * (1e-6 + 32 * ULP) + 12 * ULP)
+    # x normalized into [1, 16): y within 1e-6 relative plus a few units of y >= 1/4; the numerator's
+    # shifts carry two units per level, times y <= 1 and the up-shift 2^(f/2) where x < 1
+    shift = np.where(x <= 1, 2.0 ** ((frac_bits + frac_bits % 2) / 2), 1.0)
+    assert_within(got, expected, np.abs(expected) * (1e-6 + 40 * unit) + (10 * shift + 4) * unit)
 
 
-@pytest.mark.parametrize("bound", [2.0 ** 8, 2.0 ** 16])
-def test_inverse_square_root_on_its_interval_under_pond(bound):
-    x = quantize(np.exp(np.linspace(0, np.log(bound), 60)))
-    num = quantize(np.linspace(-2, 2, x.size))
-    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, bound=bound), x, num, protocol="pond")
+@pytest.mark.parametrize("interval", [(1.0, 2.0 ** 8), (2.0 ** -10, 2.0 ** 20)])
+def test_inverse_square_root_on_its_interval_under_pond(interval):
+    lo, hi = interval
+    x = quantize(np.exp(np.linspace(np.log(lo), np.log(hi), 60)))
+    num = quantize(np.linspace(-2, 2, x.size) * np.sqrt(x) / np.sqrt(hi) * 64)
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, interval=interval), x, num, protocol="pond")
     expected = num / np.sqrt(x)
-    # Newton's steps stop within 2^-18 relative; y down to 1/sqrt(bound) carries a few units, which
-    # the numerator multiplies
-    assert_within(got, expected, np.abs(num) * (2.0 ** -18 + 6 * ULP) * 1.5 + 2 * ULP)
-    assert len(pond_alphas(bound, 16)) <= np.log2(bound) / 2.3 + 5
+    # Newton's steps stop within 2^-18 relative; t = x y^2 near 1 is rounded to about three units,
+    # which moves y by half that relatively; y sqrt(hi) carries a few units, which the numerator
+    # times 1 / sqrt(hi) multiplies; the final division two units
+    assert_within(got, expected, np.abs(expected) * (2.0 ** -17 + 3 * ULP) + np.abs(num) / np.sqrt(hi) * 8 * ULP
+                  + 3 * ULP)
+    assert len(pond_alphas(hi / lo, 16)) <= np.log2(hi / lo) / 2.3 + 5
 
 
 def test_inverse_square_root_refuses_what_it_cannot_do():
     with pytest.raises(mp.PartyError, match="numerator of shape"):
         run_private(lambda a, b: mp.inverse_sqrt_times(a, b), np.ones(3), np.ones(2))
-    with pytest.raises(mp.PartyError, match="bound < 2"):
-        run_private(lambda a, b: mp.inverse_sqrt_times(a, b, bound=2.0 ** 40), np.ones(3), np.ones(3), protocol="pond")
+    with pytest.raises(mp.PartyError, match="needs interval"):
+        run_private(lambda a, b: mp.inverse_sqrt_times(a, b, interval=(1.0, 2.0 ** 40)), np.ones(3), np.ones(3),
+                    protocol="pond")
     with pytest.raises(TypeError, match="private x"):
         mp.inverse_sqrt_times(mp.public(np.ones(2)), np.ones(2))
