@@ -7,6 +7,9 @@ compared with plaintext training in NumPy on the same data in the same order.
 """
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -288,3 +291,39 @@ def test_a_public_value_is_checked_on_its_owner():
     assert "non-finite" in str(info.value)
     with pytest.raises(mp.PartyError, match="unknown party 'carol'"):
         run(lambda: mp.public(1.0, owner="carol"))
+
+
+# ---- the examples: the issue's acceptance lines ---------------------------------------------------------------
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example(name: str):
+    """An example script as a module (examples/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_private_logistic_regression_within_a_point_of_plaintext():
+    result = example("private_training").main([])
+    assert abs(result["private"] - result["plain"]) <= 0.01 and result["private"] > 0.9
+
+
+def test_private_mlp_on_digits_within_two_points_and_above_95_percent():
+    result = example("private_mlp_training").main([])
+    assert abs(result["private"] - result["plain"]) <= 0.02 and result["private"] >= 0.95
+    assert result["revealed"] == result["private"]   # the weights the owner received score the same
+
+
+def test_secure_aggregation_matches_aggregation_in_the_clear():
+    result = example("secure_aggregation").main(["--rounds", "20"])
+    # 20 rounds of averages rounded to a few units each: the models stay within 1e-3
+    assert result["difference"] < 1e-3 and result["private"] == result["plain"]
+
+
+@pytest.mark.processes
+def test_the_examples_on_the_processes_backend():
+    assert example("secure_aggregation").main(["--rounds", "5", "--backend", "processes"])["difference"] < 1e-3
+    result = example("private_training").main(["--epochs", "1", "--backend", "processes"])
+    assert abs(result["private"] - result["plain"]) <= 0.01
