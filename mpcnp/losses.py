@@ -70,14 +70,15 @@ def _check_reduction(reduction: str) -> str:
 
 def _reduce(per_sample: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
-        return per_sample.mean()
+        return per_sample.mean()        # an exact division: within two units of a large sum's mean
     return per_sample.sum() if reduction == "sum" else per_sample
 
 
-def _scale(per_sample_shape, reduction: str, g):
-    """The gradient of ``_reduce`` for each per-sample term: g (broadcast) and 1/count for a mean."""
-    count = int(np.prod(per_sample_shape, dtype=np.int64))
-    return g, (count if reduction == "mean" and count > 1 else 1)
+def _per_term(d: Tensor, reduction: str) -> Tensor:
+    """The gradient of ``_reduce`` for each term: d, or d / count for a mean, as d times 1 / count:
+    a truncation, which rounds without bias (an exact division by the integer count rounds down,
+    and training adds up these errors), relative error 2^-(f + 1) from rounding 1 / count."""
+    return d * (1.0 / d.size) if reduction == "mean" and d.size > 1 else d
 
 
 def one_hot(labels, classes: int) -> Tensor:
@@ -138,7 +139,6 @@ def _cross_entropy(logits, target, reduction: str):
         x, t = plain(logits), plain(target)
         z = x - x.max(axis=1, keepdims=True)
         s = np.exp(z).sum(axis=1, keepdims=True)
-        p = np.exp(z) / s
         per_sample = PublicTensor((np.log(s) - (z * t).sum(axis=1, keepdims=True)).reshape(-1))
         return _reduce(per_sample, reduction), lambda g: (None, None)
     exact = families.of(logits._ctx).exact
@@ -152,10 +152,9 @@ def _cross_entropy(logits, target, reduction: str):
     per_sample = (log_s - (z * target).sum(axis=1, keepdims=True)).reshape(-1)
 
     def grad(g):
-        g, count = _scale(per_sample.shape, reduction, g)
-        d = p - target
-        if count > 1:
-            d = d * (1.0 / count)
+        d = p - target                  # (softmax - target) / N for a mean, as in _per_term
+        if reduction == "mean" and len(d) > 1:
+            d = d * (1.0 / len(d))
         return (d * (g.reshape(-1, 1) if reduction == "none" else g), None)
 
     return _reduce(per_sample, reduction), grad
@@ -195,11 +194,7 @@ def _binary_cross_entropy(logits, target, reduction: str):
     per_element = softplus - logits * target
 
     def grad(g):
-        g, count = _scale(per_element.shape, reduction, g)
-        d = sigmoid(logits) - target
-        if count > 1:
-            d = d * (1.0 / count)
-        return (d * g, None)
+        return (_per_term(sigmoid(logits) - target, reduction) * g, None)
 
     return _reduce(per_element, reduction), grad
 
@@ -222,10 +217,7 @@ def _squared_error(output, target, reduction: str):
     per_element = d * d
 
     def grad(g):
-        g, count = _scale(per_element.shape, reduction, g)
-        twice = d * 2.0
-        if count > 1:
-            twice = twice * (1.0 / count)
-        return (twice * g, -(twice * g))
+        twice = _per_term(d * 2.0, reduction) * g
+        return (twice, -twice)
 
     return _reduce(per_element, reduction), grad

@@ -136,14 +136,19 @@ def numpy_logistic_regression(x, y, epochs, batch_size, lr, seed):
     return w, b, losses
 
 
-def test_fit_matches_plaintext_training_and_reports_only_where_asked():
+@pytest.mark.parametrize("split", ["rows", "columns"])
+def test_fit_matches_plaintext_training_and_reports_only_where_asked(split):
     x, y = separable()
     epochs, batch, lr, seed = 3, 16, 0.5, 7
 
     def program():
         model = Linear(mp.private(lambda: np.zeros((3, 1)), owner="alice"),
                        mp.private(lambda: np.zeros(1), owner="alice"), squeeze=True)
-        rows = mp.concat([mp.private(lambda: x[:40], owner="alice"), mp.private(lambda: x[40:], owner="bob")])
+        if split == "rows":       # alice holds the first 40 samples, bob the rest
+            rows = mp.concat([mp.private(lambda: x[:40], owner="alice"), mp.private(lambda: x[40:], owner="bob")])
+        else:                     # alice holds the first feature of every sample, bob the others
+            rows = mp.concat([mp.private(lambda: x[:, :1], owner="alice"),
+                              mp.private(lambda: x[:, 1:], owner="bob")], axis=1)
         labels = mp.private(lambda: y, owner="bob")
         history = nn.fit(model, rows, labels, epochs=epochs, batch_size=batch, loss=nn.BCEWithLogitsLoss(),
                          optimizer=nn.optim.SGD(model.parameters(), lr=lr), seed=seed, report_to="alice",
