@@ -83,6 +83,11 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared]:
 SCALE = 256                  # y and x y^2 are carried times 256: 8 more significant bits
 
 
+def _product(ctx, a: Shared, b: Shared, extra_bits: int) -> Shared:
+    """a * b / 2^extra_bits: one Beaver product, one truncation by frac_bits + extra_bits."""
+    return pond.truncate(ctx, pond.product(ctx, a, b, pond.MUL), ctx.config.frac_bits + extra_bits, consume=True)
+
+
 def _guess(ctx, x: Shared) -> Shared:
     """256 x^(-1/2) on [1, 16] within 2.1%: a degree-6 Chebyshev series, 3 rounds."""
     lo, hi = GUESS
@@ -132,11 +137,12 @@ def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, interval: tuple[floa
             t = ((x * y) * y) * (1 / hi)
             y = y * (t * (-a ** 3 / 2) + 1.5 * a)
         return (numerator * y) * (1 / math.sqrt(hi))
-    normal, scaled = _normalize(ctx, x._value, as_private(numerator, ctx)._value)
+    x, numerator = _normalize(ctx, x._value, as_private(numerator, ctx)._value)
     # Newton on Y = 256 y with T = 256 x y^2: near convergence y in [1/4, 1] and x y^2 near 1 would
-    # keep only 14 to 16 significant bits, a relative error of 1e-4 after rounding
-    x, y = PrivateTensor(ctx, normal), PrivateTensor(ctx, _guess(ctx, normal))
+    # keep only 14 to 16 significant bits, a relative error of 1e-4 after rounding. Each division by
+    # a power of two joins the truncation of the product before it.
+    y = _guess(ctx, x)
     for _ in range(NEWTON_AFTER_GUESS):
-        t = ((x * y) * y) * (1 / SCALE)
-        y = (y * (3 * SCALE - t)) * (1 / (2 * SCALE))
-    return (PrivateTensor(ctx, scaled) * y) * (1 / SCALE)
+        t = _product(ctx, pond.multiply(ctx, x, y), y, 8)                          # 256 x y^2
+        y = _product(ctx, y, add_public(ctx, -t, fixedpoint.encode(np.float64(3 * SCALE), frac_bits)), 9)
+    return PrivateTensor(ctx, _product(ctx, numerator, y, 8))

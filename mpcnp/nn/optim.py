@@ -80,20 +80,22 @@ class Adam(Optimizer):
     """Adam (Kingma and Ba, ICLR 2015): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, then
     p -= lr m^ / sqrt(v^ + eps^2) with the bias corrections m^ = m / (1 - b1^t), v^ = v / (1 - b2^t).
     eps sits inside the square root (as Optax's eps_root does), which keeps the inverse square root's
-    input positive.
+    input positive. The betas are rounded to multiples of 2^-16 (0.999 becomes 0.99899), each moment
+    update being one truncation; the bias corrections use the rounded values.
 
     Fixed point. Adam is invariant to the scale of the gradients (eps scaled along), so the moments
     are kept for S g with S = 2^s the largest power of two with S grad_bound <= 2^((60 - 2f) / 2)
     (f = frac_bits; 2^11 at 16 for the default grad_bound 8): gradients down to 2^-(f/2) / S (2e-6)
-    keep their squares, and S g squared stays inside a product's headroom. The bias correction of v moves to eps and to the
-    numerator: m^ / sqrt(v^ + eps^2) = (sqrt(c2) / c1) m / sqrt(v + c2 eps^2), c_i = 1 - b_i^t, so
-    no factor near 1000 multiplies v. ``mp.inverse_sqrt_times`` computes the quotient (securenn: any
-    value from a unit up; pond: the interval from (S eps)^2 (1 - b2) to (S grad_bound)^2, its
-    steps growing with the ratio). eps^2 S^2 below one unit 2^-f is raised to one unit.
+    keep their squares, and S g squared stays inside a product's headroom. The bias correction of v
+    moves to eps and to the numerator: m^ / sqrt(v^ + eps^2) = (sqrt(c2) / c1) m / sqrt(v + c2 eps^2),
+    c_i = 1 - b_i^t, so no factor near 1000 multiplies v; eps^2 S^2 c2 below one unit 2^-f is raised
+    to one unit. ``mp.inverse_sqrt_times`` computes the quotient (securenn: any value from a unit up;
+    pond: the interval from (S eps)^2 (1 - b2) to (S grad_bound)^2, its steps growing with the ratio).
     Precondition (not checked: the gradients are secret): |g| <= ``grad_bound``; beyond it the
     squares overflow the ring and the step is garbage.
-    Cost per parameter element and step: about 30 products and truncations and, under securenn,
-    4 comparisons at frac_bits 16 (about 2.2 KB in all); every parameter is batched into one call.
+    Cost per parameter element and step under securenn at frac_bits 16: 4 comparisons and about 25
+    products and truncations, about 2.6 KB in all; every parameter is batched into one call (one set
+    of rounds).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -116,7 +118,7 @@ class Adam(Optimizer):
         if not live:
             return
         self.steps += 1
-        b1, b2 = self.betas
+        b1, b2 = (round(b * 2 ** _MIX_BITS) / 2 ** _MIX_BITS for b in self.betas)   # as _mix applies them
         c1, c2 = 1 - b1 ** self.steps, 1 - b2 ** self.steps
         frac_bits = live[0][1].frac_bits
         unit, scale = 2.0 ** -frac_bits, self._scale(frac_bits)
@@ -130,7 +132,7 @@ class Adam(Optimizer):
                     m, v = g * (1 - b1), square * (1 - b2)
                 else:
                     m, v = self.moments[i]
-                    m, v = m * b1 + g * (1 - b1), v * b2 + square * (1 - b2)
+                    m, v = _mix(m, g, b1), _mix(v, square, b2)
                 self.moments[i] = (m, v)
                 numerators.append((m * (self.lr * math.sqrt(c2) / c1)).flatten())
                 radicands.append((v + floor).flatten())
@@ -144,3 +146,14 @@ class Adam(Optimizer):
 
     def _update(self, i, p, grad) -> None:   # step() batches every parameter instead
         raise AssertionError("Adam.step updates all parameters at once")
+
+
+_MIX_BITS = 16
+
+
+def _mix(old, new, beta: float):
+    """beta old + (1 - beta) new with one truncation: both factors as integers over 2^16 (beta
+    rounded to a multiple of 2^-16, which ``step``'s bias corrections use too), the sum then scaled
+    by 2^-16 (a shift: no product, so no headroom lost)."""
+    keep = round(beta * 2 ** _MIX_BITS)
+    return (old * float(keep) + new * float(2 ** _MIX_BITS - keep)) * 2.0 ** -_MIX_BITS
