@@ -19,9 +19,9 @@ import math
 
 import numpy as np
 
-from mpcnp.approx import exp, sigmoid
+from mpcnp.approx import sigmoid
 from mpcnp.autograd import custom_gradient
-from mpcnp.functions import max as maximum, relu
+from mpcnp.functions import max as maximum, relu, stack
 from mpcnp.protocols import families, pond
 from mpcnp.protocols.polynomial import Series, chebyshev_terms, combine
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain
@@ -30,12 +30,13 @@ __all__ = ["cross_entropy", "binary_cross_entropy_with_logits", "mse_loss", "one
 
 REDUCTIONS = ("mean", "sum", "none")
 SERIES_ERROR = 2.0 ** -20    # the series' own error on their intervals; fixed point adds a few units
-_FUNCTIONS = {"log": np.log, "reciprocal": lambda v: 1.0 / v}
+_FUNCTIONS = {"log": np.log, "reciprocal": lambda v: 1.0 / v, "exp": np.exp}
+EXP_LO = -16                 # exp(z) for z <= 0 is a series on [-16, 0] (below: clamped under securenn)
 
 
 @functools.lru_cache(maxsize=None)
 def _series(name: str, lo: int, hi: int) -> Series:
-    """``name`` (log or reciprocal) on [lo, hi] (hi - lo even) as the lowest-degree Chebyshev
+    """``name`` (log, reciprocal or exp) on [lo, hi] (hi - lo even) as the lowest-degree Chebyshev
     interpolant within SERIES_ERROR there (checked on a dense grid)."""
     fn, grid = _FUNCTIONS[name], np.linspace(lo, hi, 4001)
     for degree in range(2, 96):
@@ -60,6 +61,17 @@ def _on_interval(x: PrivateTensor, lo: int, hi: int, names: tuple[str, ...]) -> 
     terms = chebyshev_terms(ctx, t, degree)
     return [PrivateTensor(ctx, combine(ctx, {k: terms[k] for k in range(1, len(s.coef))}, s.coef))
             for s in series]
+
+
+def _exp_nonpositive(z: PrivateTensor, top: int) -> PrivateTensor:
+    """e^z for z <= top (0 after an exact max shift, up to 2 after Pond's): a Chebyshev series on
+    [-16, top] (degree 15 on [-16, 0], within 2^-20 + a few units; 4 product rounds). Under securenn z
+    is first clamped at -16 exactly as relu(z + 16) - 16 (one ReLU, 3 rounds), where e^z is below a
+    unit anyway; under pond z must stay above -16 (logits within 16 of each other)."""
+    if families.of(z._ctx).exact:
+        z = relu(z - EXP_LO) + EXP_LO
+    [e] = _on_interval(z, EXP_LO, top, ("exp",))
+    return e
 
 
 def _check_reduction(reduction: str) -> str:
@@ -110,13 +122,13 @@ def cross_entropy(logits: Tensor, target, reduction: str = "mean") -> Tensor:
     "sum", (N,) per-sample losses for "none".
 
     With z = x - max(x) per row (securenn: the exact max; pond: its tournament, within 0.25 per level
-    below it), e = exp(z), s = sum(e) in [1, K] (pond [1, 3K]): the loss of a row is
-    log(s) - sum(z * target), and p = e / s. log(s) and 1 / s are Chebyshev series on that interval
-    sharing one product tree (each within 2^-20 + a few units). Gradient: (p - target) / N for
-    "mean", one local product with g: no backpropagation through log or softmax.
-    Cost: the max (ceil(log2 K) levels), exp (10 products per element), the series on N sums
-    (degree 23 for K = 10: 5 rounds), a product for p, one for the target; integer private labels
-    add ``one_hot``.
+    below it), e = exp(z) (``_exp_nonpositive``), s = sum(e) in [1, K] (pond [1, 3K]): the loss of a
+    row is log(s) - sum(z * target), and p = e / s. log(s) and 1 / s are Chebyshev series on that
+    interval sharing one product tree (each within 2^-20 + a few units). Gradient: (p - target) / N
+    for "mean", one local product with g: no backpropagation through log or softmax.
+    Cost: the max (ceil(log2 K) levels of a ReLU), a ReLU and a degree-15 series per element for exp
+    (4 product rounds), the series on N sums (degree 23 for K = 10: 5 product rounds), and p and
+    z * target in one product; integer private labels add ``one_hot``.
     """
     _check_reduction(reduction)
     if len(logits.shape) != 2:
@@ -145,11 +157,15 @@ def _cross_entropy(logits, target, reduction: str):
     classes = logits.shape[1]
     top = classes if exact else 3 * classes
     z = logits - maximum(logits, axis=1, keepdims=True)
-    e = exp(z)
+    e = _exp_nonpositive(z, 0 if exact else 2)
     s = e.sum(axis=1, keepdims=True)
     log_s, inverse = _on_interval(s, 1, top, ("log", "reciprocal"))
-    p = e * inverse
-    per_sample = (log_s - (z * target).sum(axis=1, keepdims=True)).reshape(-1)
+    if isinstance(target, PrivateTensor):      # both products in one exchange
+        both = stack([e, z]) * stack([inverse * np.ones((1, classes)), target])
+        p, chosen = both[0], both[1]
+    else:
+        p, chosen = e * inverse, z * target
+    per_sample = (log_s - chosen.sum(axis=1, keepdims=True)).reshape(-1)
 
     def grad(g):
         d = p - target                  # (softmax - target) / N for a mean, as in _per_term
@@ -165,9 +181,9 @@ def binary_cross_entropy_with_logits(logits: Tensor, target, reduction: str = "m
     """Binary cross-entropy of sigmoid(``logits``) against ``target`` (0/1 or probabilities, the
     logits' shape), private or public.
 
-    Per element: relu(x) - x y + log(1 + e^-|x|), |x| = 2 relu(x) - x, the log a Chebyshev series on
-    [0, 2] (within 2^-20 + a few units). securenn: exact relu, accurate for every x; pond: relu's
-    polynomial with bound 16 (error 0.07) and exp on [-16, 0], so |x| <= 16. Gradient:
+    Per element: relu(x) - x y + log(1 + e^-|x|), |x| = 2 relu(x) - x, the exp and the log Chebyshev
+    series on [-16, 0] and [1, 3] (within 2^-20 + a few units). securenn: exact relu, accurate for
+    every x; pond: relu's polynomial with bound 16 (error 0.07) and no clamp, so |x| <= 16. Gradient:
     (sigmoid(x) - y) / count for "mean" (sigmoid within 3.2e-5 + 8 units), one product with g.
     Cost per element: relu (1 comparison), exp, the series, sigmoid, two products.
     """
@@ -189,7 +205,7 @@ def _binary_cross_entropy(logits, target, reduction: str):
         return _reduce(per_element, reduction), lambda g: (None, None)
     positive = relu(logits, bound=16)
     magnitude = positive * 2 - logits
-    [log_term] = _on_interval(exp(-magnitude) + 1.0, 1, 2, ("log",))
+    [log_term] = _on_interval(_exp_nonpositive(-magnitude, 0) + 1.0, 1, 2, ("log",))
     softplus = positive + log_term
     per_element = softplus - logits * target
 
