@@ -142,8 +142,8 @@ def grad_enabled() -> bool:
 @contextlib.contextmanager
 def no_grad() -> Iterator[None]:
     """Within the block, nothing is recorded for gradients on this party: evaluation, optimizer steps,
-    running totals. Every party must enter it (SPMD) only for the recording's sake; the operations
-    themselves run and are observed (validation, program digest) as outside."""
+    running totals. Like every mpcnp call, every party runs it (SPMD); it changes only what is
+    recorded: the operations themselves run and are observed (validation, program digest) as outside."""
     token = _grad_enabled.set(False)
     try:
         yield

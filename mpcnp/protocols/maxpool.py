@@ -80,8 +80,9 @@ def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index:
     Returns (max, index or None); the index is a ring integer times ``index_unit`` (2^frac_bits gives
     it in fixed point). Cost with ``exact_step``: per comparison 261 bytes and 4 rounds per level
     with the index, 221 bytes and 3 rounds without.
-    ``levels``: a list to which each level appends (first candidates, second candidates, the step's
-    ``drelu`` bit or None), for the gradient; no extra cost.
+    ``levels``: a list to which each level appends, for the gradient, the step's ``drelu`` bit
+    [first >= second] as (None, None, bit), or (first candidates, second candidates, None) when the
+    step keeps no bit (Pond's); no extra cost.
     """
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:
@@ -99,8 +100,8 @@ def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index:
 
         first, second = pick(values, 0, 2 * half, 2), pick(values, 1, 2 * half, 2)
         best, best_index = step(ctx, first, second, pick(index, 0, 2 * half, 2), pick(index, 1, 2 * half, 2))
-        if levels is not None:
-            levels.append((first, second, best.drelu))
+        if levels is not None:      # with a bit, the candidates themselves are not needed
+            levels.append((None, None, best.drelu) if best.drelu is not None else (first, second, None))
         if count % 2:
             best = concat([best, pick(values, count - 1, count)])
             best_index = None if index is None else concat([best_index, pick(index, count - 1, count)])
