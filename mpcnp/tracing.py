@@ -74,10 +74,16 @@ def observe(*added: Observer) -> Iterator[None]:
         _observers.reset(token)
 
 
+@functools.lru_cache(maxsize=None)
+def _inside_package(filename: str) -> bool:
+    # cached: every reported operation walks a few frames, and abspath costs microseconds each
+    return os.path.abspath(filename).startswith(_PACKAGE)
+
+
 def user_frame() -> str:
     """"file:line" of the innermost caller outside the mpcnp package (the user's code)."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+    while frame is not None and _inside_package(frame.f_code.co_filename):
         frame = frame.f_back
     return "?" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
