@@ -6,7 +6,8 @@ installed, random pixels otherwise; the time per batch depends only on the shape
 are shared once; each measured batch is a full step (forward, cross-entropy, backward, optimizer
 step) between two barriers, on the processes backend with exact truncation. A batch's time is the
 slowest party's; reported: the median over batches after a warm-up batch, and the epoch estimate
-469 x that (60,000 / 128 batches). ``--full-epoch`` also trains one real epoch on 60,000 upscaled
+469 x that (60,000 / 128 batches); also the CPU time of the three core parties per batch, summed
+(half of it is what a batch needs at least on two cores, whatever else runs on the machine). ``--full-epoch`` also trains one real epoch on 60,000 upscaled
 digits (repeated, shifted by a pixel) with ``nn.fit`` and reports its wall time and the accuracy on
 held-out digits.
 
@@ -114,6 +115,9 @@ class Result:
     batch_seconds: list[float]
     megabytes_per_batch: float        # payload, summed over the core parties
     rounds_per_batch: int
+    cpu_seconds_per_batch: float      # CPU time of the core parties' processes (ZeroMQ's threads
+                                      # included), summed, median over batches: / 2 cores is the
+                                      # floor of a batch's time on this machine with nothing else running
 
 
 def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", frac_bits: int = 16) -> Result:
@@ -126,28 +130,31 @@ def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", fr
         data = mp.private(lambda: x, owner="server0")
         labels = mp.private(lambda: np.eye(10)[y], owner="server1")
         opt, loss = optimizer(name, model.parameters()), nn.CrossEntropyLoss()
-        times = []
+        times, cpu = [], []
         for b in range(batches + 1):
             rows = slice(b * BATCH, (b + 1) * BATCH)
             barrier(current())
-            before, start = mp.stats(), time.perf_counter()
+            before, start, cpu_start = mp.stats(), time.perf_counter(), time.process_time()
             value = loss(model(data[rows]), labels[rows])
             opt.zero_grad()
             value.backward()
             opt.step()
+            cpu_used = time.process_time() - cpu_start
             barrier(current())
             elapsed, after = time.perf_counter() - start, mp.stats()
             if b:
                 times.append(elapsed)
+                cpu.append(cpu_used)
         barrier_bytes = 2 * (len(CORE_PARTIES) - 1)
         return times, after["payload_bytes_sent"] - before["payload_bytes_sent"] - barrier_bytes, \
-            after["rounds"] - before["rounds"] - 2
+            after["rounds"] - before["rounds"] - 2, cpu
 
     results = mp.run(program, backend=backend, truncation="exact", frac_bits=frac_bits, timeout=600)
     seconds = [max(results[p][0][i] for p in CORE_PARTIES) for i in range(batches)]
     per_batch = statistics.median(seconds)
+    cpu = statistics.median(sum(results[p][3][i] for p in CORE_PARTIES) for i in range(batches))
     return Result(name, backend, frac_bits, per_batch, per_batch * BATCHES_PER_EPOCH, seconds,
-                  sum(results[p][1] for p in CORE_PARTIES) / 1e6, max(results[p][2] for p in CORE_PARTIES))
+                  sum(results[p][1] for p in CORE_PARTIES) / 1e6, max(results[p][2] for p in CORE_PARTIES), cpu)
 
 
 def full_epoch(name: str = "sgd", backend: str = "processes", frac_bits: int = 16) -> dict:
@@ -175,14 +182,14 @@ def full_epoch(name: str = "sgd", backend: str = "processes", frac_bits: int = 1
 
 def describe(results: list[Result], epochs: list[dict]) -> str:
     """A markdown table of the measurements beside the published figures."""
-    lines = ["| system | optimizer | s per batch | s per epoch | MB per batch | rounds per batch |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| system | optimizer | s per batch | s per epoch | MB per batch | rounds per batch | CPU s per batch |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| mpcnp, 2 cores, {r.backend}, frac_bits {r.frac_bits}, exact truncation | {r.optimizer} | "
                      f"{r.seconds_per_batch:.3f} | {r.seconds_per_epoch:.1f} | {r.megabytes_per_batch:.1f} | "
-                     f"{r.rounds_per_batch} |")
+                     f"{r.rounds_per_batch} | {r.cpu_seconds_per_batch:.3f} |")
     for system, seconds, how in PUBLISHED:
-        lines.append(f"| {system} ({how}) | | {seconds / BATCHES_PER_EPOCH:.3f} | {seconds:.0f} | | |")
+        lines.append(f"| {system} ({how}) | | {seconds / BATCHES_PER_EPOCH:.3f} | {seconds:.0f} | | | |")
     for e in epochs:
         lines.append(f"\nOne full epoch with nn.fit ({e['optimizer']}): {e['seconds']:.1f} s, held-out "
                      f"accuracy {e['accuracy']:.3f}")

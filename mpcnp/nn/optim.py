@@ -93,8 +93,8 @@ class Adam(Optimizer):
     pond: the interval from (S eps)^2 (1 - b2) to (S grad_bound)^2, its steps growing with the ratio).
     Precondition (not checked: the gradients are secret): |g| <= ``grad_bound``; beyond it the
     squares overflow the ring and the step is garbage.
-    Cost per parameter element and step under securenn at frac_bits 16: 4 comparisons and about 25
-    products and truncations, about 2.6 KB in all; every parameter is batched into one call (one set
+    Cost per parameter element and step under securenn at frac_bits 16: 3 comparisons and about 25
+    products and truncations, about 2.2 KB in all; every parameter is batched into one call (one set
     of rounds).
     """
 
