@@ -183,11 +183,6 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     """
     if not 0 < bits < 62:
         raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
-    # Shares with uniform low bits make the dropped carry c a coin with P(c = 0) = the dropped
-    # fraction, so the result rounds without bias; a product with a public dyadic factor (x * 0.25)
-    # leaves zeros there, which biased it by up to half a unit. A zero sharing from the servers'
-    # common stream restores them (local).
-    value = Shared(sharing.rerandomize(ctx, value.share), value.shape)
     parts = _offset_and_wrap(ctx, value, narrow=bits <= 32)
     if parts is None:
         return Shared(None, value.shape)
@@ -240,7 +235,11 @@ def scale(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL, rever
 
     Integral factors below INT_FACTOR_LIMIT multiply shares exactly; real ones are rounded to
     frac_bits significant bits (fixedpoint.encode_factor) and the product truncated: error one unit
-    in the last place plus |result| 2^-(frac_bits + 1).
+    in the last place plus |result| 2^-(frac_bits + 1). The shares are re-randomised before the
+    truncation: a factor whose encoding ends in zero bits (any dyadic factor, x * 0.25) leaves zeros
+    in the low bits of the shares, and exact truncation then rounds up to half a unit too high on
+    average instead of without bias (its carry needs uniform low bits); training adds up millions of
+    such roundings.
     """
     factor = np.asarray(factor, dtype=np.float64)
     if np.all(np.abs(factor) < INT_FACTOR_LIMIT) and np.all(factor == np.round(factor)):
@@ -251,8 +250,9 @@ def scale(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL, rever
     share = None
     if x.share is not None:
         share = op.apply(encoded, x.share) if reverse else op.apply(x.share, encoded)
-    result = Shared(share, tuple(shape))
-    return truncate(ctx, result, shift, consume=True) if shift else result
+    if not shift:
+        return Shared(share, tuple(shape))
+    return truncate(ctx, Shared(sharing.rerandomize(ctx, share), tuple(shape)), shift, consume=True)
 
 
 def divide_by(ctx: Context, x: Shared, divisor: np.ndarray) -> Shared:
