@@ -476,7 +476,10 @@ def absolute(x: Tensor, bound: int = RELU_BOUND) -> Tensor:
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.abs(plain(x)))
     ctx = x._ctx
-    return PrivateTensor(ctx, families.of(ctx).relu(ctx, x._value, bound) * 2 - x._value)
+    positive = families.of(ctx).relu(ctx, x._value, bound)
+    result = positive * 2 - x._value
+    result.drelu = positive.drelu       # the sign, for the gradient (mpcnp.vjp)
+    return PrivateTensor(ctx, result)
 
 
 MAX_POWER = 64

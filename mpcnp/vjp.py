@@ -16,8 +16,9 @@ forward's tournament with its decisions, one bit product per comparison (ceil(lo
 Under pond no bit exists: relu's and the tournament's gradients evaluate pond's step polynomial
 (mpcnp.approx.step: accurate for |x| in [0.25, 16], relu's input scaled into it by 16 / bound when
 the bound exceeds 16), a polynomial step, so those gradients are approximate too.
-sigmoid, tanh, exp and softmax use their outputs (2, 2, 1 and 2 elementwise products); log divides by
-its input with ``mp.reciprocal`` (interval (0.05, 100)).
+sigmoid, tanh, exp, rsqrt and softmax use their outputs (2, 2, 1, 3 and 2 elementwise products);
+log and sqrt divide with ``mp.rsqrt`` of the input (whose domain holds theirs); abs multiplies by
+the sign from its ReLU's kept bit; x ** k by k x^(k - 1).
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from mpcnp import fixedpoint, ring
-from mpcnp.approx import reciprocal
+from mpcnp.approx import rsqrt
 from mpcnp.functions import pool_windows
 from mpcnp.protocols import families, pond
 from mpcnp.protocols.shared import Shared
@@ -358,7 +359,7 @@ def _maxpool2d(g, out, x, kernel, stride=None) -> Pairs:
     yield x, grad
 
 
-@rule("max")
+@rule("max", "min")      # min = -max(-x): the same routing, by the tournament on -x
 def _max(g, out, x, axis=None, keepdims: bool = False) -> Pairs:
     axes = _normal_axes(axis, x.ndim)
     rest = tuple(n for i, n in enumerate(x.shape) if i not in axes)
@@ -372,14 +373,21 @@ def _max(g, out, x, axis=None, keepdims: bool = False) -> Pairs:
     yield x, grad
 
 
+def _step_of(x: PrivateTensor, bound: int) -> PrivateTensor:
+    """Pond's [x >= 0] by its step polynomial, x scaled into the step's [-16, 16] when the ReLU's
+    interval [-bound, bound] is wider."""
+    ctx = x._ctx
+    d = x._value if bound <= 16 else pond.scale(ctx, x._value, np.float64(16 / bound))
+    return PrivateTensor(ctx, families.of(ctx).ge_zero(ctx, d))
+
+
 @rule("relu")
 def _relu(g, out, x, bound: int = 8) -> Pairs:
     def grad():
-        ctx, bit = out._ctx, out._value.drelu
+        bit = out._value.drelu
         if bit is not None:                  # securenn: the forward's DReLU bit
-            return _times_bit(g, bit, ctx)
-        d = x._value if bound <= 16 else pond.scale(ctx, x._value, np.float64(16 / bound))
-        return g * PrivateTensor(ctx, families.of(ctx).ge_zero(ctx, d))
+            return _times_bit(g, bit, out._ctx)
+        return g * _step_of(x, bound)
 
     yield x, grad
 
@@ -401,8 +409,43 @@ def _exp(g, out, x) -> Pairs:
 
 
 @rule("log")
-def _log(g, out, x, *args, **kwargs) -> Pairs:
-    yield x, lambda: g * reciprocal(x)
+def _log(g, out, x) -> Pairs:
+    """g / x as g rsqrt(x)^2: mp.rsqrt covers log's domain (securenn: every x from a unit up, by exact
+    range reduction; pond: [0.05, 100], which holds log's [0.05, 20])."""
+    def grad():
+        r = rsqrt(x)
+        return g * (r * r)
+
+    yield x, grad
+
+
+@rule("sqrt")
+def _sqrt(g, out, x) -> Pairs:
+    yield x, lambda: g * (rsqrt(x) * 0.5)       # 1 / (2 sqrt(x)) with sqrt's domain
+
+
+@rule("rsqrt")
+def _rsqrt(g, out, x) -> Pairs:
+    yield x, lambda: g * ((out * out) * (out * -0.5))    # -x^(-3/2) / 2 from the result
+
+
+@rule("pow")
+def _pow(g, out, x, k) -> Pairs:
+    k = int(k)
+    yield x, lambda: g * 0.0 if k == 0 else (g * float(k) if k == 1 else g * (x ** (k - 1)) * float(k))
+
+
+@rule("abs")
+def _abs(g, out, x, bound: int = 8) -> Pairs:
+    """g sign(x): securenn's |x| = 2 relu(x) - x keeps the ReLU's DReLU bit b, and g (2 b - 1) =
+    2 g b - g is one exact product with it; pond: its step polynomial, as relu's gradient."""
+    def grad():
+        bit = out._value.drelu
+        if bit is not None:
+            return _times_bit(g, bit, out._ctx) * 2.0 - g
+        return g * (_step_of(x, bound) * 2.0 - 1.0)
+
+    yield x, grad
 
 
 @rule("softmax")

@@ -19,9 +19,8 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 import mpcnp as mp
-from mpcnp import tracing
 from helpers import ULP, assert_within, numeric_gradient, plain_forward, private_gradients, quantize
-from strategies import broadcastable_pair, matmul_shapes, real_arrays, shapes
+from strategies import broadcastable_pair, grid_arrays, matmul_shapes, real_arrays, shapes
 
 EXACT = 1e-9
 FEW = settings(max_examples=15)
@@ -322,18 +321,30 @@ def test_softmax(data, protocol):
           protocol=protocol)
 
 
-@tracing.operation("log")
-def stand_in_log(x):
-    """A stand-in with log's name until mp.log exists (issue 10): the rule reads only the input."""
-    return x * 1.0
-
-
-def test_log_rule_divides_by_the_input():
-    x = quantize(np.array([0.25, 1.0, 3.5, 40.0]))
-    c = quantize(np.array([1.0, -2.0, 0.5, 3.0]))
-    [grad] = private_gradients(stand_in_log, (x,), [True], c)
-    # reciprocal within 2.5 (1 + 1/x) units, times c, truncated
-    assert_within(grad, c / x, np.abs(c) * 2.5 * (1 + 1 / x) * ULP + 1.01 * ULP)
+@FEW
+@given(st.data())
+def test_roots_log_powers_abs_min(data):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=4))
+    x = data.draw(grid_arrays(shape, 0.125, 40.0, log=True))
+    c = data.draw(values(shape, 4.0))
+    # rsqrt and sqrt (mp.rsqrt: within E = (3e-7 + 4u) / sqrt(x) + 4u): sqrt's gradient is g rsqrt / 2,
+    # rsqrt's -g out^3 / 2 (3 out^2 E plus the products' units), log's g rsqrt^2 (2 rsqrt E + u)
+    e = (3e-7 + 4 * ULP) / np.sqrt(x) + 4 * ULP
+    check(mp.sqrt, (x,), [True], c, 1.25 * (np.abs(c) * (e / 2 + ULP) + ULP))
+    check(mp.rsqrt, (x,), [True], c, 1.25 * (np.abs(c) * (1.5 * e / x + 3 * ULP) + ULP))
+    check(mp.log, (x,), [True], c, 1.25 * (np.abs(c) * (2 * e / np.sqrt(x) + 2 * ULP) + ULP))
+    k = data.draw(st.integers(0, 4))
+    y = data.draw(values(shape, 2.0))
+    fn = lambda a: a ** k  # noqa: E731
+    # k y^(k - 1) by repeated squaring: about k units per product, times |y|^(k - 1), times k and g
+    check(fn, (y,), [True], c, 1.25 * (np.abs(c) * k * (k * 2.0 ** max(k - 2, 0) + 1) * ULP + 2 * ULP))
+    signs = data.draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([-1.0, 1.0])))
+    away = signs * (x + 2.0 ** -6)
+    check(mp.abs, (away,), [True], c, EXACT)         # the ReLU's kept bit: exact
+    z = distinct(data.draw, shape)
+    axis = data.draw(st.none() | st.integers(-len(shape), len(shape) - 1))
+    fn = lambda a: mp.min(a, axis=axis)  # noqa: E731
+    check(fn, (z,), [True], cotangent_for(data, fn, (z,)), EXACT)
 
 
 @settings(max_examples=3)
