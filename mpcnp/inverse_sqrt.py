@@ -133,7 +133,7 @@ def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, interval: tuple[floa
     frac_bits 16), and the result times 256 within a product's headroom: |numerator x^(-1/2)| <
     2^(54 - 2f). Cost per element at frac_bits 16: 3 levels of a ReLU (221 bytes, 3 rounds) and a
     bit product (40 bytes, 1 round), two exact truncations, then 6 products for the guess and 9 for
-    Newton; about 1.6 KB and 35 rounds in all.
+    Newton; about 1.2 KB and 35 rounds in all (with exact truncation at 4.25 bytes per element).
     pond (no exact comparison): Newton's steps from 1 / sqrt(hi), scaled (``pond_alphas``), on
     y sqrt(hi) (whose precision does not shrink with y): right for x in ``interval`` = (lo, hi)
     (0 < lo < hi < 2^(62 - 2f): its products reach hi; ValueError otherwise), relative error

@@ -94,7 +94,7 @@ class Adam(Optimizer):
     Precondition (not checked: the gradients are secret): |g| <= ``grad_bound``; beyond it the
     squares overflow the ring and the step is garbage.
     Cost per parameter element and step under securenn at frac_bits 16: 3 comparisons and about 25
-    products and truncations, about 2.2 KB in all; every parameter is batched into one call (one set
+    products and truncations, about 1.4 KB in all; every parameter is batched into one call (one set
     of rounds).
     """
 
