@@ -13,6 +13,10 @@ from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2
                              maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where)
 from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, sqrt, tanh  # noqa: E402
 from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
+from mpcnp.tracing import no_grad  # noqa: E402
+from mpcnp.autograd import custom_gradient  # noqa: E402
+from mpcnp import losses  # noqa: E402
+from mpcnp.inverse_sqrt import inverse_sqrt_times  # noqa: E402
 from mpcnp.program import run  # noqa: E402
 from mpcnp.serving.client import Client, ServiceError  # noqa: E402
 
@@ -23,4 +27,4 @@ __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarni
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
            "abs", "sign", "maximum", "minimum", "clip",
            "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log",
-           "Client", "ServiceError"]
+           "no_grad", "custom_gradient", "losses", "inverse_sqrt_times", "Client", "ServiceError"]

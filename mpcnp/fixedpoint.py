@@ -186,7 +186,16 @@ def encode_factor(factor: np.ndarray, frac_bits: int = DEFAULT_FRAC_BITS) -> tup
     if top * 2.0 ** shift >= 2.0 ** _BOUND_BITS:
         raise ValueError(f"public factor {top:.6g} exceeds the largest encodable magnitude "
                          f"2^{_BOUND_BITS - f} = {2.0 ** (_BOUND_BITS - f):.6g} at frac_bits={f}")
-    return np.rint(factor * 2.0 ** shift).astype(np.int64).view(np.uint64), shift
+    m = np.rint(factor * 2.0 ** shift).astype(np.int64)
+    # Drop trailing zero bits every m shares while the shift stays at least f (a dyadic factor,
+    # 2^-16 say, becomes 1 and a shift of f): the same value, a smaller intermediate product
+    # (x * 2^-16 no longer needs 16 bits of headroom); truncating by at least f bits keeps its
+    # rounding's bias (2^-shift units: the carry argument of exact truncation) negligible.
+    nonzero = np.abs(m[m != 0])
+    if nonzero.size and shift > f:
+        zeros = min(int(np.min(nonzero & -nonzero)).bit_length() - 1, shift - f)
+        m, shift = m >> zeros, shift - zeros
+    return m.view(np.uint64), shift
 
 
 def check_divisor(divisor) -> np.ndarray:

@@ -14,7 +14,7 @@ from mpcnp.protocols import families, maxpool, pond, shared
 from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.runtime.context import current
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, absolute, as_private, plain
-from mpcnp.tracing import operation
+from mpcnp.tracing import grad_enabled, operation
 
 __all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin",
@@ -228,8 +228,12 @@ def maxpool2d(x, kernel, stride=None) -> Tensor:
         return PublicTensor(maxpool.candidates(view(plain(x)), (4, 5)).max(axis=0))
     ctx = x._ctx
     windows = x._value.map(view)   # (N, C, OH, OW, kh, kw); the tournament runs over kh * kw
-    best, _ = maxpool.reduce_max(ctx, windows, (4, 5), families.of(ctx).max_step)
-    return PrivateTensor(ctx, best)
+    levels = [] if x.requires_grad and grad_enabled() else None    # kept for the gradient (mpcnp.vjp)
+    best, _ = maxpool.reduce_max(ctx, windows, (4, 5), families.of(ctx).max_step, levels=levels)
+    best = PrivateTensor(ctx, best)
+    if levels is not None:
+        best._levels = levels
+    return best
 
 
 # ---- abs, sign, maximum, minimum, clip: ReLUs and comparisons of the family ----------------------------

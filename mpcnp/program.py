@@ -1,16 +1,18 @@
 """``mp.run``: choose the run's settings (the protocol family and its defaults), install the run's
-observers (the program digest on every run, validation when asked for), then start the parties."""
+observers (the program digest and the gradient recorder on every run, validation when asked for),
+then start the parties."""
 from __future__ import annotations
 
 import functools
 import warnings
 from typing import Callable
 
+from mpcnp.autograd import Recorder
 from mpcnp.digest import ProgramDigest
 from mpcnp.protocols import families
 from mpcnp.runtime import run_parties
 from mpcnp.runtime.context import current
-from mpcnp.tracing import observe
+from mpcnp.tracing import observe, record_gradients
 from mpcnp.validation import BANNER, ValidationWarning, Validator
 
 __all__ = ["run"]
@@ -52,7 +54,7 @@ def _observed(fn: Callable, *args, **kwargs):
     ctx = current()
     digest = ProgramDigest(ctx)
     extra = (Validator(ctx),) if ctx.config.validate else ()
-    with observe(digest, *extra):
+    with observe(digest, *extra), record_gradients(Recorder()):
         result = fn(*args, **kwargs)
         digest.check()
     return result

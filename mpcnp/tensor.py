@@ -14,11 +14,11 @@ from typing import Callable
 import numpy as np
 
 from mpcnp import fixedpoint
-from mpcnp.tracing import before_reveal, operation
+from mpcnp.tracing import before_reveal, grad_enabled, gradient_recorder, operation
 from mpcnp.protocols import families, maxpool, pond, sharing
 from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.protocols.shared import Shared, complement, shape_proxy, trivial
-from mpcnp.runtime.context import SERVER0, Context, current
+from mpcnp.runtime.context import SERVER0, Context, PartyError, current
 
 __all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private", "plain",
            "shape_proxy", "equal", "absolute", "power", "reduce", "MAX_POWER"]
@@ -41,6 +41,14 @@ class Tensor:
 
     __array_priority__ = 1000
     shape: tuple[int, ...]
+
+    # Gradients (mpcnp.autograd), plain attributes: ``requires_grad`` set by the user on a leaf (a
+    # parameter) and by the gradient recorder on every result computed from one; ``grad`` the
+    # gradient a leaf accumulates in ``backward``; ``grad_fn`` the recorded operation that made a
+    # result (None on leaves).
+    requires_grad: bool = False
+    grad = None
+    grad_fn = None
 
     @property
     def ndim(self) -> int:
@@ -194,6 +202,18 @@ class PublicTensor(Tensor):
     def __repr__(self) -> str:
         return f"PublicTensor(shape={self.shape})"
 
+    @property
+    def requires_grad(self) -> bool:
+        return False
+
+    @requires_grad.setter
+    def requires_grad(self, wanted: bool) -> None:
+        # Operations on public tensors alone are plain NumPy and are not recorded: a public leaf would
+        # silently get no gradient.
+        if wanted:
+            raise TypeError("a PublicTensor carries no gradient: gradients are recorded through private "
+                            "operations; share the value with mp.private(value, owner=...) to train it")
+
     def reveal(self, to=None) -> np.ndarray | None:
         ctx = current()
         return self.value.copy() if ctx.name in sharing.resolve_receivers(ctx, to) else None
@@ -273,6 +293,12 @@ class PrivateTensor(Tensor):
     def share(self) -> np.ndarray | None:
         """This party's additive share (uint64), or None off the servers."""
         return self._value.share
+
+    @property
+    def frac_bits(self) -> int:
+        """The fractional bits of the fixed-point encoding (the run's ``frac_bits``): one unit is
+        2^-frac_bits."""
+        return self._ctx.config.frac_bits
 
     def __repr__(self) -> str:
         return f"PrivateTensor(shape={self.shape}, party={self._ctx.name!r})"
@@ -365,6 +391,44 @@ class PrivateTensor(Tensor):
                             "input ranges and errors")
         return self._new(pond.divide_by(self._ctx, self._value, plain(other)))
 
+    # ---- gradients and in-place updates (mpcnp.autograd) ---------------------------------------
+    def backward(self, gradient=None) -> None:
+        """Accumulate d(self)/d(leaf) into ``leaf.grad`` for every leaf with ``requires_grad`` this
+        tensor was computed from (reverse mode, PyTorch's contract). ``gradient``: the gradient of
+        the final result with respect to ``self`` (public or private, self's shape); None for a
+        1-element ``self`` (a loss) means 1. The recorded operations are released afterwards."""
+        recorder = gradient_recorder()
+        if recorder is None:
+            raise RuntimeError("backward() works inside mp.run, whose parties record gradients")
+        recorder.backward(self, gradient)
+
+    def detach(self) -> "PrivateTensor":
+        """The same value as a new tensor that requires no gradient and records none. Local."""
+        return self._new(self._value)
+
+    def _update(self, result: "PrivateTensor") -> "PrivateTensor":
+        if self.requires_grad and grad_enabled():
+            raise RuntimeError("in-place update of a tensor that requires grad: do it inside mp.no_grad() "
+                               "(as an optimizer step does), or write y = x - ... for a new tensor")
+        if result.shape != self.shape:
+            raise ValueError(f"in-place update of a tensor of shape {self.shape} with a result of shape "
+                             f"{result.shape}")
+        self._value = result._value
+        return self
+
+    def __iadd__(self, other):
+        """``x += y`` updates x in place (NumPy's and PyTorch's meaning): every reference to x, a
+        model's parameter say, sees the new value. Cost as ``x + y``."""
+        return self._update(self + other)
+
+    def __isub__(self, other):
+        """``x -= y`` in place, as ``__iadd__``."""
+        return self._update(self - other)
+
+    def __imul__(self, other):
+        """``x *= y`` in place, as ``__iadd__``; cost as ``x * y``."""
+        return self._update(self * other)
+
 
 
 def compare(a, b, numpy_op, difference_of, negate: bool) -> Tensor:
@@ -416,7 +480,10 @@ def absolute(x: Tensor, bound: int = RELU_BOUND) -> Tensor:
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.abs(plain(x)))
     ctx = x._ctx
-    return PrivateTensor(ctx, families.of(ctx).relu(ctx, x._value, bound) * 2 - x._value)
+    positive = families.of(ctx).relu(ctx, x._value, bound)
+    result = positive * 2 - x._value
+    result.drelu = positive.drelu       # the sign, for the gradient (mpcnp.vjp)
+    return PrivateTensor(ctx, result)
 
 
 MAX_POWER = 64
@@ -468,14 +535,19 @@ def reduce(x: Tensor, axis, keepdims: bool, smallest: bool, index: bool) -> Tens
         return PublicTensor((np.min if smallest else np.max)(value, axis=axis, keepdims=keepdims))
     ctx = x._ctx
     value = -x._value if smallest else x._value
+    # the tournament's decisions are kept for the gradient (mpcnp.vjp routes it down them)
+    levels = [] if x.requires_grad and grad_enabled() and not index else None
     best, position = maxpool.reduce_max(ctx, value, axes, families.of(ctx).max_step, with_index=index,
-                                        index_unit=1 << ctx.config.frac_bits)
+                                        index_unit=1 << ctx.config.frac_bits, levels=levels)
     if index:
         return PrivateTensor(ctx, position)
     best = -best if smallest else best
     if keepdims:
         best = best.map(lambda a: a.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape))))
-    return PrivateTensor(ctx, best)
+    result = PrivateTensor(ctx, best)
+    if levels is not None:
+        result._levels = levels
+    return result
 
 
 # A comparison's temporaries take about 30 times its operand (SecureNN's PrivateCompare: a byte per bit
@@ -529,8 +601,30 @@ def private(value, owner: str = SERVER0) -> PrivateTensor:
     return PrivateTensor(ctx, Shared(share, shape))
 
 
-def public(value) -> PublicTensor:
-    """A value every party passes identically (float64 plaintext)."""
-    return PublicTensor(value)
+def public(value, owner: str | None = None) -> PublicTensor:
+    """A value every party passes identically (float64 plaintext).
+
+    With ``owner``: a public value that only ``owner`` provides (array-like, or a zero-argument
+    callable evaluated only there; every other party may pass anything), sent to every other party
+    in the clear: say, the updated model a model owner hands back to the data owners in federated
+    learning. Non-finite values raise ValueError on the owner (a PartyError naming it elsewhere).
+    Cost: one message of 8 bytes per element (float64) to each other party, 1 round.
+    """
+    if owner is None:
+        return PublicTensor(value)
+    ctx = current()
+    ctx.check_party(owner)
+    if ctx.name == owner:
+        array = np.array(plain(value() if callable(value) else value), order="C")  # 0-d stays 0-d
+        if not np.all(np.isfinite(array)):
+            raise ValueError(f"mp.public: the value {owner} provides holds non-finite numbers")
+        for peer in ctx.parties:
+            if peer != owner:
+                ctx.send(peer, array)
+        return PublicTensor(array)
+    received = ctx.recv(owner)
+    if received.dtype != np.float64:
+        raise PartyError(owner, f"sent a public value of dtype {received.dtype}, not float64")
+    return PublicTensor(received)
 
 

@@ -10,6 +10,10 @@ installs them for a whole run (validation, the program digest), the training lay
 
 ``before_reveal`` is called by ``reveal`` before anything is opened, so that an observer can still
 stop the run (the program digest compares there).
+
+Gradients (mpcnp.autograd) are recorded by one such observer, the party's gradient recorder, which
+``record_gradients`` installs and ``Tensor.backward`` reaches through ``gradient_recorder``; ``no_grad``
+pauses the recording for a block. Both are per party, as the observers are.
 """
 from __future__ import annotations
 
@@ -21,7 +25,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
-__all__ = ["Event", "Observer", "operation", "observe", "observers", "before_reveal", "user_frame"]
+__all__ = ["Event", "Observer", "operation", "observe", "observers", "before_reveal", "user_frame",
+           "no_grad", "grad_enabled", "record_gradients", "gradient_recorder"]
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -69,10 +74,16 @@ def observe(*added: Observer) -> Iterator[None]:
         _observers.reset(token)
 
 
+@functools.lru_cache(maxsize=None)
+def _inside_package(filename: str) -> bool:
+    # cached: every reported operation walks a few frames, and abspath costs microseconds each
+    return os.path.abspath(filename).startswith(_PACKAGE)
+
+
 def user_frame() -> str:
     """"file:line" of the innermost caller outside the mpcnp package (the user's code)."""
     frame = sys._getframe(1)
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE):
+    while frame is not None and _inside_package(frame.f_code.co_filename):
         frame = frame.f_back
     return "?" if frame is None else f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
@@ -121,3 +132,43 @@ def before_reveal(tensor: Any, receivers: tuple[str, ...]) -> None:
     """Tell the party's observers that ``tensor`` is about to be opened to ``receivers``."""
     for observer in _observers.get():
         observer.before_reveal(tensor, receivers)
+
+
+# ---- gradients: whether operations are recorded now, and the party's recorder --------------------------
+_grad_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("mpcnp_grad_enabled", default=True)
+_recorder: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("mpcnp_gradient_recorder",
+                                                                            default=None)
+
+
+def grad_enabled() -> bool:
+    """Whether operations on tensors that require gradients are recorded now (False inside ``no_grad``)."""
+    return _grad_enabled.get()
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """Within the block, nothing is recorded for gradients on this party: evaluation, optimizer steps,
+    running totals. Like every mpcnp call, every party runs it (SPMD); it changes only what is
+    recorded: the operations themselves run and are observed (validation, program digest) as outside."""
+    token = _grad_enabled.set(False)
+    try:
+        yield
+    finally:
+        _grad_enabled.reset(token)
+
+
+@contextlib.contextmanager
+def record_gradients(recorder: Observer) -> Iterator[None]:
+    """Within the block, ``recorder`` observes this party's operations and is the recorder that
+    ``Tensor.backward`` calls (its ``backward(tensor, gradient)`` method)."""
+    token = _recorder.set(recorder)
+    try:
+        with observe(recorder):
+            yield
+    finally:
+        _recorder.reset(token)
+
+
+def gradient_recorder() -> Observer | None:
+    """The gradient recorder active on the calling party, or None outside ``record_gradients``."""
+    return _recorder.get()

@@ -86,6 +86,51 @@ def assert_within(actual, expected, tolerance) -> None:
                            f"(tolerance {np.broadcast_to(tolerance, error.shape)[bad].min():.3g})")
 
 
+# ---- gradients ---------------------------------------------------------------------------------------
+def plain_forward(fn, arrays):
+    """``fn`` applied to the arrays as public tensors: the NumPy float64 forward pass of the same code."""
+    return np.asarray(fn(*[mp.public(a) for a in arrays]).value, dtype=np.float64)
+
+
+def numeric_gradient(fn, arrays, index: int, cotangent, h: float = 2.0 ** -12) -> np.ndarray:
+    """d/d arrays[index] of sum(fn(*arrays) * cotangent) by central differences on the float64 forward
+    pass (``plain_forward``): independent of the gradient rules. Error O(h^2) for smooth fn (h a power
+    of two, so arrays of multiples of 2^-16 move exactly); inputs must keep h away from kinks."""
+    base = [np.array(a, dtype=np.float64) for a in arrays]
+    grad = np.zeros_like(base[index])
+    flat = grad.reshape(-1)
+    for k in range(flat.size):
+        sides = []
+        for step in (h, -h):
+            moved = [b.copy() for b in base]
+            moved[index].reshape(-1)[k] += step
+            sides.append(np.sum(plain_forward(fn, moved) * cotangent))
+        flat[k] = (sides[0] - sides[1]) / (2 * h)
+    return grad
+
+
+def private_gradients(fn, arrays, wants, cotangent, private_mask=None, protocol: str = "securenn",
+                      frac_bits: int = FRAC_BITS, backend: str = "threads"):
+    """The gradients of sum(fn(*xs) * c) for the xs[i] with ``wants[i]``, computed privately: the arrays
+    shared by alice (plain operands where ``private_mask[i]`` is False), those wanted given
+    requires_grad, the cotangent c shared too (so the gradients flowing back are private), then
+    backward() and the gradients revealed. Exact truncation. Returns the list of wanted gradients."""
+    mask = private_mask or [True] * len(arrays)
+
+    def program():
+        tensors = [mp.private(lambda a=a: a, owner="alice") if private else a for a, private in zip(arrays, mask)]
+        for tensor, wanted in zip(tensors, wants):
+            if wanted:
+                tensor.requires_grad = True
+        c = mp.private(lambda: cotangent, owner="alice")
+        (fn(*tensors) * c).sum().backward()
+        return [t.grad.reveal() for t, wanted in zip(tensors, wants) if wanted]
+
+    results = mp.run(program, parties=["alice"], protocol=protocol, frac_bits=frac_bits, backend=backend,
+                     truncation="exact")
+    return results["alice"]
+
+
 # ---- protocols over chosen shares ---------------------------------------------------------------------
 L = 1 << 64
 

@@ -21,6 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 
 import mpcnp as mp
+from mpcnp.nn import training
 
 __all__ = ["Module", "plain_input"]
 
@@ -149,6 +150,17 @@ class Module:
 
     def forward_plain(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError(f"{type(self).__name__} defines no plaintext forward pass")
+
+    # ---- training (mpcnp.nn.training) ---------------------------------------------------------
+    def fit(self, x, y, **kwargs) -> dict | None:
+        """Train this private model on rows ``x``, ``y``: ``nn.fit(self, x, y, ...)`` (epochs,
+        batch_size, loss, optimizer, progress, shuffle, seed, report_to, metrics; see there for
+        what it reveals: nothing unless ``report_to`` names parties)."""
+        return training.fit(self, x, y, **kwargs)
+
+    def evaluate(self, x, y, **kwargs) -> dict | None:
+        """Loss and/or accuracy on rows ``x``, ``y``, revealed to ``to``: ``nn.evaluate(self, ...)``."""
+        return training.evaluate(self, x, y, **kwargs)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.extra_repr()})"

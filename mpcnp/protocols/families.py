@@ -108,8 +108,10 @@ class SecureNN(Family):
         return securenn.select_share(ctx, bit, b, a)
 
     def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
-        """Exact for every encodable x (``bound`` is not needed): 3 rounds, 221 bytes per element."""
-        value, _ = securenn.relu(ctx, x)
+        """Exact for every encodable x (``bound`` is not needed): 3 rounds, 221 bytes per element.
+        The result keeps DReLU(x) as its ``drelu`` (for the gradient)."""
+        value, bit = securenn.relu(ctx, x)
+        value.drelu = bit
         return value
 
     def max_step(self, ctx, best, other, index, other_index):

@@ -36,10 +36,11 @@ def exact_step(ctx: Context, best: Shared, other: Shared, index: Shared | None =
     max(best, other) = other + ReLU(best - other): ``securenn.relu`` gives the value and the bit
     keep = [best >= other] (221 bytes, 3 rounds); the index is other_index + keep (index - other_index),
     one more Beaver product of the bit, untruncated (40 bytes, 1 round): exact whatever the indices.
+    The new best keeps ``keep`` as its ``drelu`` (the gradient routes by it).
     """
     gain, keep = securenn.relu(ctx, best - other)
     new_best = other + gain
-    new_best = Shared(rerandomize(ctx, new_best.share), new_best.shape)
+    new_best = Shared(rerandomize(ctx, new_best.share), new_best.shape, drelu=keep)
     if index is None:
         return new_best, None
     moved = pond.product(ctx, keep, index - other_index, pond.MUL)
@@ -69,7 +70,7 @@ def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
 
 
 def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index: bool = False,
-                   index_unit: int = 1) -> tuple[Shared, Shared | None]:
+                   index_unit: int = 1, levels: list | None = None) -> tuple[Shared, Shared | None]:
     """The maximum of each window (and its index) by a tournament: ceil(log2 n) sequential steps.
 
     A variant of PETS Alg. 9 with the same n - 1 comparisons per window in fewer rounds: each level
@@ -79,6 +80,9 @@ def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index:
     Returns (max, index or None); the index is a ring integer times ``index_unit`` (2^frac_bits gives
     it in fixed point). Cost with ``exact_step``: per comparison 261 bytes and 4 rounds per level
     with the index, 221 bytes and 3 rounds without.
+    ``levels``: a list to which each level appends, for the gradient, the step's ``drelu`` bit
+    [first >= second] as (None, None, bit), or (first candidates, second candidates, None) when the
+    step keeps no bit (Pond's); no extra cost.
     """
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:
@@ -94,8 +98,10 @@ def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index:
         def pick(v: Shared | None, start: int, stop: int, stride: int = 1) -> Shared | None:
             return None if v is None else v.map(lambda a: a[start:stop:stride])
 
-        best, best_index = step(ctx, pick(values, 0, 2 * half, 2), pick(values, 1, 2 * half, 2),
-                                pick(index, 0, 2 * half, 2), pick(index, 1, 2 * half, 2))
+        first, second = pick(values, 0, 2 * half, 2), pick(values, 1, 2 * half, 2)
+        best, best_index = step(ctx, first, second, pick(index, 0, 2 * half, 2), pick(index, 1, 2 * half, 2))
+        if levels is not None:      # with a bit, the candidates themselves are not needed
+            levels.append((None, None, best.drelu) if best.drelu is not None else (first, second, None))
         if count % 2:
             best = concat([best, pick(values, count - 1, count)])
             best_index = None if index is None else concat([best_index, pick(index, count - 1, count)])
@@ -113,14 +119,14 @@ def candidates(array: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 
 def reduce_max(ctx: Context, x: Shared, axes: tuple[int, ...], step: Step, with_index: bool = False,
-               index_unit: int = 1) -> tuple[Shared, Shared | None]:
+               index_unit: int = 1, levels: list | None = None) -> tuple[Shared, Shared | None]:
     """The maximum of ``x`` over ``axes`` (normalised, distinct) and, ``with_index``, its position
     in the C-order flattening of those axes (times ``index_unit``): ``tournament_max`` over the
-    ``candidates``. ValueError for an empty reduction, as NumPy's."""
+    ``candidates`` (``levels`` passed on). ValueError for an empty reduction, as NumPy's."""
     values = x.map(lambda a: np.ascontiguousarray(candidates(a, axes)))
     if values.shape[0] == 0:
         raise ValueError("zero-size array to reduction operation maximum which has no identity")
-    return tournament_max(ctx, values, step, with_index, index_unit)
+    return tournament_max(ctx, values, step, with_index, index_unit, levels)
 
 
 # ---- DMaxPool (PETS Alg. 10) -------------------------------------------------------------------------

@@ -245,7 +245,11 @@ def scale(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL, rever
 
     Integral factors below INT_FACTOR_LIMIT multiply shares exactly; real ones are rounded to
     frac_bits significant bits (fixedpoint.encode_factor) and the product truncated: error one unit
-    in the last place plus |result| 2^-(frac_bits + 1).
+    in the last place plus |result| 2^-(frac_bits + 1). The shares are re-randomised before the
+    truncation: a factor whose encoding ends in zero bits (any dyadic factor, x * 0.25) leaves zeros
+    in the low bits of the shares, and exact truncation then rounds up to half a unit too high on
+    average instead of without bias (its carry needs uniform low bits); training adds up millions of
+    such roundings.
     """
     factor = np.asarray(factor, dtype=np.float64)
     if np.all(np.abs(factor) < INT_FACTOR_LIMIT) and np.all(factor == np.round(factor)):
@@ -256,8 +260,9 @@ def scale(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL, rever
     share = None
     if x.share is not None:
         share = op.apply(encoded, x.share) if reverse else op.apply(x.share, encoded)
-    result = Shared(share, tuple(shape))
-    return truncate(ctx, result, shift, consume=True) if shift else result
+    if not shift:
+        return Shared(share, tuple(shape))
+    return truncate(ctx, Shared(sharing.rerandomize(ctx, share), tuple(shape)), shift, consume=True)
 
 
 def divide_by(ctx: Context, x: Shared, divisor: np.ndarray) -> Shared:

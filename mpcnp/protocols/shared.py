@@ -46,6 +46,9 @@ class Shared:
     mask: np.ndarray | None = field(default=None, repr=False)     # a_j on server j, a on the producer
     opened: np.ndarray | None = field(default=None, repr=False)   # e = x - a, on both servers
     bit: "Shared | None" = field(default=None, repr=False)        # this value / 2^f as ring 0/1 shares
+    # A ReLU's result keeps the DReLU bit of its input (shares of a ring 0/1, securenn.relu) for
+    # backpropagation, which multiplies by it instead of comparing again; a max step keeps its own.
+    drelu: "Shared | None" = field(default=None, repr=False)
 
     @staticmethod
     def of(share, shape) -> "Shared":

@@ -1,0 +1,192 @@
+"""Losses (mpcnp.losses, nn's loss classes) and the inverse square root of Adam, against NumPy.
+
+Values and gradients are compared with float64 NumPy on the same quantized inputs; gradients with
+central differences of the float64 loss (helpers.numeric_gradient), which knows nothing of the
+closed forms. Tolerances (units u = 2^-16) are conservative restatements of the docstrings: exp
+within (40 e^z + 3) u per element (what mp.exp guarantees; the losses' own exp series does better,
+2^-20 + a few units), the Chebyshev series for log and 1/s within 2^-20 plus their rounding (t is
+rounded to half a unit, times the interval's radius), each truncated product one unit, an exact
+division two.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra import numpy as hnp
+
+import mpcnp as mp
+from mpcnp import nn
+from mpcnp.inverse_sqrt import domain, pond_alphas
+from helpers import ULP, assert_within, numeric_gradient, private_gradients, quantize, run_private
+from strategies import grid_arrays
+
+FEW = settings(max_examples=12)
+SERIES = 2.0 ** -20
+
+
+def np_cross_entropy(x, t):
+    z = x - x.max(axis=1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=1)) - (z * t).sum(axis=1)
+
+
+def np_bce(x, y):
+    return np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+
+
+@st.composite
+def classification(draw, spread: float = 8.0):
+    n, k = draw(st.integers(1, 6)), draw(st.integers(1, 10))
+    logits = draw(grid_arrays((n, k), -spread, spread))
+    labels = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, k - 1)))
+    return logits, labels
+
+
+def public_ce(logits, target):
+    return mp.losses.cross_entropy(mp.public(logits), target)
+
+
+# ---- cross-entropy ------------------------------------------------------------------------------------
+@FEW
+@given(classification(), st.sampled_from(["labels", "private labels", "one-hot"]),
+       st.sampled_from(["mean", "sum", "none"]), st.sampled_from(["securenn", "pond"]))
+def test_cross_entropy_value(case, form, reduction, protocol):
+    logits, labels = case
+    n, k = logits.shape
+    onehot = np.eye(k)[labels]
+    target = {"labels": labels, "one-hot": onehot, "private labels": labels.astype(np.float64)}[form]
+    mask = [True, form == "private labels"]
+    got = run_private(lambda x, t: mp.losses.cross_entropy(x, t, reduction=reduction), logits, target,
+                      protocol=protocol, private_mask=mask)
+    per_sample = np_cross_entropy(logits, onehot)
+    expected = {"mean": per_sample.mean(), "sum": per_sample.sum(), "none": per_sample}[reduction]
+    # per sample: s = sum of K exps within (40 e^z + 3) u each, so log s within (40 + 3K) u; the series
+    # 2^-20 + r/2 units (r = (3K - 1)/2 under pond); z * target adds K units
+    radius = (3 * k if protocol == "pond" else k) / 2
+    bound = SERIES + (45 + 4 * k + radius) * ULP
+    assert_within(got, expected, bound * (n if reduction == "sum" else 1) + 2 * ULP)
+
+
+@FEW
+@given(classification(), st.sampled_from(["securenn", "pond"]))
+def test_cross_entropy_gradient_is_softmax_minus_onehot(case, protocol):
+    logits, labels = case
+    n, k = logits.shape
+    fn = lambda x: mp.losses.cross_entropy(x, labels)  # noqa: E731
+    g = quantize(np.array(1.75))
+    [grad] = private_gradients(fn, (logits,), [True], g, protocol=protocol)
+    # p within (80 + 3K) p u + 4u + 2^-20 (exp's error through e and s, the series), then / n
+    # (exact division: 2u) and times g (one truncation)
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    bound = g * (((80 + 3 * k) * p + 4) * ULP + SERIES) / n + 3 * ULP
+    assert_within(grad, numeric_gradient(fn, (logits,), 0, g, h=2.0 ** -14), bound)
+
+
+def test_cross_entropy_is_stable_for_huge_logits_under_securenn():
+    logits = np.array([[3000.0, -4000.0, 2990.0], [0.0, 1e6, 0.0]])
+    got = run_private(lambda x: mp.losses.cross_entropy(x, np.array([0, 2]), reduction="none"), logits)
+    assert_within(got, np_cross_entropy(logits, np.eye(3)[[0, 2]]), 60 * ULP + 1e6 * 0 + SERIES)
+
+
+def test_one_hot_private_and_public():
+    labels = np.array([0.0, 3.0, 1.0, 3.0])
+    np.testing.assert_array_equal(run_private(lambda y: mp.losses.one_hot(y, 4), labels), np.eye(4)[[0, 3, 1, 3]])
+    np.testing.assert_array_equal(mp.losses.one_hot(labels, 4).value, np.eye(4)[[0, 3, 1, 3]])
+    for bad in (np.array([0.0, 4.0]), np.array([0.5]), np.array([-1.0]), np.zeros((2, 2))):
+        with pytest.raises(ValueError, match="labels"):
+            mp.losses.one_hot(bad, 4)
+
+
+# ---- binary cross-entropy, squared error -----------------------------------------------------------------
+@FEW
+@given(st.data(), st.sampled_from(["mean", "sum", "none"]))
+def test_binary_cross_entropy(data, reduction):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=5))
+    x = data.draw(grid_arrays(shape, -30.0, 30.0))
+    y = data.draw(hnp.arrays(np.float64, shape, elements=st.sampled_from([0.0, 1.0])))
+    got = run_private(lambda a, b: mp.losses.binary_cross_entropy_with_logits(a, b, reduction=reduction), x, y)
+    per = np_bce(x, y)
+    expected = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
+    # exact relu and |x|; exp within 43 u (conservatively), the log series 2^-20 + u; x y one unit
+    assert_within(got, expected, (SERIES + 48 * ULP) * (per.size if reduction == "sum" else 1) + 2 * ULP)
+    fn = lambda a: mp.losses.binary_cross_entropy_with_logits(a, y)  # noqa: E731
+    [grad] = private_gradients(fn, (x,), [True], np.array(1.0))
+    # (sigmoid within 3.2e-5 + 8u, minus y) / count (2u), then a truncation
+    assert_within(grad, numeric_gradient(fn, (x,), 0, np.array(1.0), h=2.0 ** -14),
+                  (3.2e-5 + 8 * ULP) / per.size + 3 * ULP)
+
+
+@FEW
+@given(st.data(), st.sampled_from(["mean", "sum", "none"]))
+def test_mean_squared_error(data, reduction):
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=4))
+    out, target = data.draw(grid_arrays(shape, -20, 20)), data.draw(grid_arrays(shape, -20, 20))
+    per = (out - target) ** 2
+    expected = {"mean": per.mean(), "sum": per.sum(), "none": per}[reduction]
+    got = run_private(lambda a, b: mp.losses.mse_loss(a, b, reduction=reduction), out, target)
+    assert_within(got, expected, (per.size if reduction == "sum" else 1) * ULP * 1.01 + 2 * ULP)
+    fn = lambda a, b: mp.losses.mse_loss(a, b, reduction=reduction)  # noqa: E731
+    c = np.array(1.0) if reduction != "none" else quantize(np.ones(shape) * 0.5)
+    grads = private_gradients(fn, (out, target), [True, True], c)
+    for i, grad in enumerate(grads):      # 2 d / count: an exact division and a truncation
+        assert_within(grad, numeric_gradient(fn, (out, target), i, c), 4 * ULP)
+
+
+def test_shape_errors_name_both_shapes():
+    with pytest.raises(ValueError, match=r"target of shape \(3,\) for output of shape \(2,\)"):
+        mp.losses.mse_loss(mp.public(np.zeros(2)), np.zeros(3))
+    with pytest.raises(ValueError, match=r"target of shape \(5,\) for logits of shape \(2, 3\)"):
+        mp.losses.cross_entropy(mp.public(np.zeros((2, 3))), np.zeros(5))
+    with pytest.raises(ValueError, match="reduction"):
+        nn.CrossEntropyLoss(reduction="max")
+
+
+def test_loss_objects_call_the_functions():
+    x, labels = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]), np.array([1, 2])
+    expected = np_cross_entropy(x, np.eye(3)[labels]).mean()
+    np.testing.assert_allclose(nn.CrossEntropyLoss()(mp.public(x), labels).value, expected)
+    np.testing.assert_allclose(nn.MSELoss(reduction="sum")(mp.public(x), x * 0).value, (x * x).sum())
+    assert nn.CrossEntropyLoss.task == "classes" and nn.BCEWithLogitsLoss.task == "binary" and nn.MSELoss.task is None
+
+
+# ---- Adam's inverse square root --------------------------------------------------------------------------
+@pytest.mark.parametrize("frac_bits", [12, 16, 20])
+def test_inverse_square_root_over_its_whole_domain_under_securenn(frac_bits):
+    unit = 2.0 ** -frac_bits
+    lo, hi = domain(frac_bits)
+    # log-spaced x from one unit to just below the product headroom, and the edges of each level
+    x = quantize(np.concatenate([[unit, 2 * unit, 1 - unit, 1.0, 1 + unit, 15.99, 16.0, 2.0 ** 16, hi * 0.99],
+                                 np.exp(np.linspace(np.log(lo), np.log(hi) - 0.01, 150))]), frac_bits)
+    num = quantize(np.minimum(np.sqrt(x), 2.0 ** 10) * np.linspace(-2, 3, x.size), frac_bits)
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b), x, num, frac_bits=frac_bits)
+    expected = num / np.sqrt(x)
+    # x normalized into [1, 16): y within 1e-6 relative plus a few units of y >= 1/4; the numerator's
+    # shifts carry two units per level, times y <= 1 and the up-shift 2^(f/2) where x < 1
+    shift = np.where(x <= 1, 2.0 ** ((frac_bits + frac_bits % 2) / 2), 1.0)
+    assert_within(got, expected, np.abs(expected) * (1e-6 + 40 * unit) + (10 * shift + 4) * unit)
+
+
+@pytest.mark.parametrize("interval", [(1.0, 2.0 ** 8), (2.0 ** -10, 2.0 ** 20)])
+def test_inverse_square_root_on_its_interval_under_pond(interval):
+    lo, hi = interval
+    x = quantize(np.exp(np.linspace(np.log(lo), np.log(hi), 60)))
+    num = quantize(np.linspace(-2, 2, x.size) * np.sqrt(x) / np.sqrt(hi) * 64)
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, interval=interval), x, num, protocol="pond")
+    expected = num / np.sqrt(x)
+    # Newton's steps stop within 2^-18 relative; t = x y^2 near 1 is rounded to about three units,
+    # which moves y by half that relatively; y sqrt(hi) carries a few units, which the numerator
+    # times 1 / sqrt(hi) multiplies; the final division two units
+    assert_within(got, expected, np.abs(expected) * (2.0 ** -17 + 3 * ULP) + np.abs(num) / np.sqrt(hi) * 8 * ULP
+                  + 3 * ULP)
+    assert len(pond_alphas(hi / lo, 16)) <= np.log2(hi / lo) / 2.3 + 5
+
+
+def test_inverse_square_root_refuses_what_it_cannot_do():
+    with pytest.raises(mp.PartyError, match="numerator of shape"):
+        run_private(lambda a, b: mp.inverse_sqrt_times(a, b), np.ones(3), np.ones(2))
+    with pytest.raises(mp.PartyError, match="needs interval"):
+        run_private(lambda a, b: mp.inverse_sqrt_times(a, b, interval=(1.0, 2.0 ** 40)), np.ones(3), np.ones(3),
+                    protocol="pond")
+    with pytest.raises(TypeError, match="private x"):
+        mp.inverse_sqrt_times(mp.public(np.ones(2)), np.ones(2))
