@@ -99,11 +99,12 @@ class Client:
         check_model_name(model_name)
         info = self.hello(timeout)
         spec, params = load_model(model) if isinstance(model, (str, os.PathLike)) else describe(model, input_shape)
-        encoded = [fixedpoint.encode(value, info["frac_bits"]) for value in params.values()]
+        names = list(spec.parameters)
+        encoded = [fixedpoint.encode(params[name], info["frac_bits"]) for name in names]
         share0 = [self._prf.uint64(value.shape) for value in encoded]
         share1 = [value - mask for value, mask in zip(encoded, share0)]
         header = {"op": "upload", "model": model_name, "upload": secrets.token_hex(16), "spec": spec.to_json(),
-                  "names": list(params)}
+                  "names": names}
         try:
             self._request({SERVER0: (header, share0), SERVER1: (header, share1)}, timeout)
         except ServiceError as exc:

@@ -34,7 +34,8 @@ from mpcnp.runtime.context import SERVER0, SERVER1
 from mpcnp.serving import wire
 from mpcnp.serving.config import ClientKeys, ServingCluster
 from mpcnp.serving.settings import Settings
-from mpcnp.serving.spec import OUTPUTS, check_model_name, check_spec
+from mpcnp.serving.build import check, serves_classes
+from mpcnp.serving.spec import OUTPUTS, check_model_name
 from mpcnp.serving.store import ModelStore
 
 __all__ = ["Query", "Gateway"]
@@ -316,11 +317,12 @@ class Gateway:
         names = wire.field(header, "names", list, sender)
         try:
             check_model_name(name)
-            spec = check_spec(header.get("spec"))
+            spec = check(header.get("spec"))
         except ValueError as exc:
             raise wire.ServiceError(f"cannot store model {name!r}: {exc}", "bad_request") from None
-        if not 1 <= len(upload) <= 64 or names != list(spec.parameters) or len(arrays) != len(names):
-            raise wire.ServiceError("an upload sends one share per parameter of the spec, in its order",
+        if (not 1 <= len(upload) <= 64 or not all(isinstance(n, str) for n in names)
+                or sorted(names) != sorted(spec.parameters) or len(arrays) != len(names)):
+            raise wire.ServiceError("an upload sends one share per parameter of the spec, named in \"names\"",
                                     "bad_request")
         for param, share in zip(names, arrays):
             if share.shape != spec.parameters[param]:
@@ -360,6 +362,9 @@ class Gateway:
             raise wire.ServiceError(f"no model {name!r} on {self.server}", "not_found")
         if output not in OUTPUTS:
             raise wire.ServiceError(f"output must be one of {OUTPUTS}, got {output!r}", "bad_request")
+        if output == "class" and not serves_classes(model.spec):
+            raise wire.ServiceError(f"model {name!r} gives logits of shape {model.spec.output_shape} per sample: "
+                                    "a class needs one logit or one row of logits", "bad_request")
         if not 1 <= rows <= self.settings.max_rows:
             raise wire.ServiceError(f"a query has 1 to {self.settings.max_rows} rows, got {rows}", "bad_request")
         expected = (rows,) + model.spec.input_shape

@@ -35,7 +35,7 @@ from mpcnp.protocols import sharing
 from mpcnp.protocols.shared import Shared
 from mpcnp.runtime.context import (PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError, activate, deactivate,
                                    describe)
-from mpcnp.serving import spec as specs
+from mpcnp.serving.spec import OUTPUTS
 from mpcnp.serving.config import ServingCluster
 from mpcnp.serving.gateway import Gateway, Query
 from mpcnp.serving.models import Models
@@ -387,7 +387,7 @@ class Service:
         ctx, model = state.ctx, state.models[command["model"]]
         bucket, output = int(command["bucket"]), command["output"]
         rows = sum(q.rows for q in batch)
-        if not rows <= bucket <= max(rows, self.settings.max_batch) * 2 or output not in specs.OUTPUTS:
+        if not rows <= bucket <= max(rows, self.settings.max_batch) * 2 or output not in OUTPUTS:
             raise PartyError(SERVER0, f"sent a malformed batch ({rows} rows in {bucket}, output {output!r})")
         shape = (bucket,) + model.spec.input_shape
         x = None
@@ -400,7 +400,7 @@ class Service:
         key = (model.name, model.upload, output, bucket)
         started, received = time.perf_counter(), ctx.transport.stats.payload_bytes_received
         with state.pools.dealer(key, bool(command["pooled"])):
-            y = specs.forward(model.spec, model.params, PrivateTensor(ctx, Shared(x, shape)), output)
+            y = model.net.infer(PrivateTensor(ctx, Shared(x, shape)), output)
         share = sharing.rerandomize(ctx, y.share)
         elapsed = time.perf_counter() - started
         received = ctx.transport.stats.payload_bytes_received - received
