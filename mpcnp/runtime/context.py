@@ -15,6 +15,7 @@ import numpy as np
 
 from mpcnp import fixedpoint, ring
 from mpcnp.net import NetError, PeerAborted, PeerTimeout, Transport
+from mpcnp.net.shaping import NetworkProfile, network_profile
 
 SERVER0, SERVER1, PRODUCER = "server0", "server1", "producer"
 CORE_PARTIES = (SERVER0, SERVER1, PRODUCER)
@@ -29,6 +30,7 @@ class Config:
     protocol: str = "securenn"
     frac_bits: int = fixedpoint.DEFAULT_FRAC_BITS
     timeout: float = 60.0
+    network: NetworkProfile | None = None  # emulate this network on every channel (net/shaping.py)
 
     def __post_init__(self):
         if self.protocol not in PROTOCOLS:
@@ -36,6 +38,8 @@ class Config:
         object.__setattr__(self, "frac_bits", fixedpoint.check_frac_bits(self.frac_bits))
         if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
+        if self.network is not None:
+            object.__setattr__(self, "network", network_profile(self.network))
 
 
 class PartyError(Exception):

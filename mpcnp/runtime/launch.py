@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mpcnp.net import MemoryNetwork, Transport
+from mpcnp.net.shaping import shaped
 from mpcnp.runtime.context import (Config, Context, PartyError, activate, barrier, check_party_names,
                                    deactivate, describe)
 
@@ -42,7 +43,9 @@ class Outcome:
 def party_main(name: str, parties: tuple[str, ...], transport: Transport, config: Config,
                fn: Callable, args: tuple, kwargs: dict) -> Outcome:
     """Run ``fn`` as party ``name``: wait for the channels, agree keys, call fn, classify and
-    broadcast any failure (a failure to connect included, so peers name the culprit, not us)."""
+    broadcast any failure (a failure to connect included, so peers name the culprit, not us).
+    ``config.network``: every channel is shaped as that network (the caller still owns ``transport``)."""
+    transport = shaped(transport, config.network)
     ctx = Context(name, parties, transport, config)
     token = activate(ctx)
     try:
@@ -167,15 +170,17 @@ def run_threads(fn: Callable, args: tuple, kwargs: dict, parties: tuple[str, ...
 
 # ---- entry point ------------------------------------------------------------------------------------
 def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: str = "threads",
-        frac_bits: int | None = None, timeout: float = 60.0, **kwargs) -> dict:
+        frac_bits: int | None = None, timeout: float = 60.0, network=None, **kwargs) -> dict:
     """Run ``fn(*args, **kwargs)`` on every party and return {party name: its return value}.
 
     See API.md "Running a program". Raises PartyError naming the failing party if ``fn`` raises on
-    any party, a party dies, or one stays silent past ``timeout`` seconds.
+    any party, a party dies, or one stays silent past ``timeout`` seconds. ``network``: a profile
+    name ("lan", "wan", "NAME:BANDWIDTH:LATENCY") or an mpcnp.net.shaping.NetworkProfile; every
+    message is then held for latency + size / bandwidth (emulation; counted bytes unchanged).
     """
     if not callable(fn):
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
-    config = Config(protocol=protocol, frac_bits=frac_bits, timeout=timeout)
+    config = Config(protocol=protocol, frac_bits=frac_bits, timeout=timeout, network=network)
     names = check_party_names(parties)
     from mpcnp.runtime import cluster_mode
     binding = cluster_mode.binding()
