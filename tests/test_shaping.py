@@ -174,3 +174,56 @@ def test_a_failure_under_emulation_names_the_party():
 def test_an_unknown_network_is_refused_before_the_run():
     with pytest.raises(ValueError, match="unknown network 'moon'"):
         mp.run(lambda: None, network="moon")
+
+
+# ---- sender-side hold (a delivery thread; used where the medium shapes bandwidth itself) -------------
+class Recording(MemoryNetwork):
+    """A memory network whose transports note when each message reaches the medium."""
+
+    def __init__(self, names, clock):
+        super().__init__(names)
+        self.delivered = []
+        for transport in self._transports.values():
+            deliver = transport._deliver
+            transport._deliver = (lambda to, kind, stamp, wire, deliver=deliver:
+                                  (self.delivered.append((clock(), to, int(wire[0]))), deliver(to, kind, stamp, wire)))
+
+
+def test_a_sender_side_hold_releases_each_message_at_its_arrival_time_in_link_order():
+    clock = time.monotonic
+    network = Recording(["a", "b", "c"], clock)
+    profile = NetworkProfile("held", 1e6, 0.02, hold="sender")
+    a, b, c = (ShapedTransport(network.transport(n), profile, clock=clock) for n in "abc")
+    sent = []
+    for i in range(6):
+        sent.append(clock())
+        a.send("b" if i % 2 else "c", np.full(1000 * (i + 1), i, np.uint8))
+    a.drain()
+    assert [v for _, to, v in network.delivered if to == "b"] == [1, 3, 5]
+    assert [v for _, to, v in network.delivered if to == "c"] == [0, 2, 4]
+    free = {"b": 0.0, "c": 0.0}
+    for (when, to, i), started in zip(sorted(network.delivered, key=lambda d: d[2]), sent):
+        free[to] = max(started, free[to]) + (1000 * (i + 1) + 24) / 1e6   # the link serialises
+        assert when >= free[to] + 0.02
+    assert [int(b.recv("a", 1)[0]) for _ in range(3)] == [1, 3, 5]
+    assert [int(c.recv("a", 1)[0]) for _ in range(3)] == [0, 2, 4]
+    assert a.stats.bytes_sent == sum(1000 * (i + 1) + 24 for i in range(6))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_mp_run_with_a_sender_side_hold_counts_and_computes_as_without(backend):
+    plain = mp.run(relu_program, backend=backend)
+    held = mp.run(relu_program, backend=backend, network=NetworkProfile("held", math.inf, 1e-4, hold="sender"))
+    for party in plain:
+        assert held[party][1] == plain[party][1]
+        np.testing.assert_array_equal(held[party][2], plain[party][2])
+
+
+def test_a_failure_under_a_sender_side_hold_names_the_party():
+    def program():
+        if mp.party() == "producer":
+            raise RuntimeError("boom")
+        return mp.private(lambda: np.ones(3), owner="server0").reveal()
+
+    with pytest.raises(mp.PartyError, match="producer"):
+        mp.run(program, network=NetworkProfile("held", math.inf, 0.05, hold="sender"), timeout=10)

@@ -45,7 +45,7 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
     """Run ``fn`` as party ``name``: wait for the channels, agree keys, call fn, classify and
     broadcast any failure (a failure to connect included, so peers name the culprit, not us).
     ``config.network``: every channel is shaped as that network (the caller still owns ``transport``)."""
-    transport = shaped(transport, config.network)
+    inner, transport = transport, shaped(transport, config.network)
     ctx = Context(name, parties, transport, config)
     token = activate(ctx)
     try:
@@ -69,6 +69,8 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
         return Outcome(name, OWN, error=PartyError(name, exc))
     finally:
         deactivate(token)
+        if transport is not inner:
+            transport.drain()  # a sender-side hold delivers what it still holds before the caller closes
 
 
 def root_cause(outcomes: list[Outcome]) -> PartyError | None:
