@@ -23,7 +23,11 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],
-    # setuptools, wheel and cffi: tests/test_build.py builds a wheel without build isolation
-    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15"]},
+    # setuptools, wheel and cffi: tests/test_build.py builds a wheel without build isolation;
+    # matplotlib: tests/test_benchmarks.py draws the benchmark charts
+    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15",
+                             "matplotlib>=3.5"],
+                    "bench": ["matplotlib>=3.5"],   # python -m benchmarks: PNG charts
+                    "progress": ["tqdm>=4.60"]},    # python -m benchmarks: a progress bar
     zip_safe=False,
 )
