@@ -3,8 +3,8 @@
 ``expected(op, dims, protocol, truncation)`` composes the entries of the protocol cost table
 (``mpcnp.protocols.costs.COSTS``) into the tensor-level operation the matrix runs: a product adds
 an exact truncation of its output under ``truncation="exact"``; ``x >= 0`` is one DReLU; a K x K
-max pooling is a tournament of K^2 - 1 ReLUs per window in ceil(log2 K^2) sequential levels. Pond's
-comparisons are polynomials with no entry in the table (None).
+max pooling is a tournament of K^2 - 1 max steps per window in ceil(log2 K^2) sequential levels.
+Pond's comparisons are polynomials with no entry in the table (None).
 
 ``predict(base_s, wire_bytes, rounds, profile)``: the cost model of a network (SecureNN's setup):
 the time measured without a network plus, for the slowest party, its rounds times the latency and
@@ -18,12 +18,9 @@ from typing import Any, Iterable
 
 from mpcnp.net.shaping import NetworkProfile
 
-try:  # the core's one table of protocol costs; a local stand-in until it lands
-    from mpcnp.protocols.costs import COSTS
-    COSTS_SOURCE = "mpcnp.protocols.costs"
-except ImportError:
-    from benchmarks._costs_standin import COSTS
-    COSTS_SOURCE = "benchmarks/_costs_standin.py (until mpcnp.protocols.costs lands)"
+from mpcnp.protocols.costs import COSTS
+
+COSTS_SOURCE = "mpcnp.protocols.costs"
 
 
 def _with_truncation(bytes_: int, rounds: int, outputs: int, truncation: str, formula: str):
@@ -63,9 +60,9 @@ def expected(op: str, dims: dict[str, Any], protocol: str, truncation: str) -> d
         window = dims["k"] ** 2
         comparisons = (window - 1) * dims["c"] * (dims["h"] // dims["k"]) * (dims["w"] // dims["k"])
         levels = math.ceil(math.log2(window))
-        cost = COSTS["relu"]
+        cost = COSTS["max_step"]
         b, r = cost.bytes(n=comparisons), levels * cost.rounds
-        f = f"relu(n={comparisons}), {levels} levels"
+        f = f"max_step(n={comparisons}) in {levels} levels"
     else:
         return None
     return {"bytes": int(b), "rounds": int(r), "formula": f}

@@ -150,7 +150,7 @@ def _bare_party(role, kind, keys, conn, n_small, reps):
 
 def run_processes(target, kind, n_small, reps):
     """Fork the two parties (no ZeroMQ context exists in this process), return a's results."""
-    from mpcnp.net.cluster import keygen
+    from mpcnp.net import keygen
 
     ctx = multiprocessing.get_context("fork")
     with tempfile.TemporaryDirectory(prefix="mpcnp-bench-", dir="/tmp") as tmp:

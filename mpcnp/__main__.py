@@ -9,6 +9,7 @@
                                      runs only that party, over CurveZMQ to the cluster's hosts)
   python -m mpcnp keygen [--out FILE] a Curve key pair for a cluster (printed, or written to FILE
                                      with mode 0600 and the public key printed)
+  python -m mpcnp costs [--markdown] the bytes and rounds of every protocol, beside SecureNN's
 """
 from __future__ import annotations
 
@@ -27,11 +28,9 @@ def _info(_args) -> int:
 
 
 def _party(args) -> int:
-    from mpcnp.net import load_cluster
-    from mpcnp.runtime import cluster_mode
+    from mpcnp.runtime import cluster
     try:
-        cluster = load_cluster(args.config)
-        cluster_mode.bind(cluster, args.name, args.key)
+        cluster.bind(cluster.load_cluster(args.config), args.name, args.key)
     except (OSError, ValueError) as exc:
         print(f"mpcnp party: {exc}", file=sys.stderr)
         return 2
@@ -39,7 +38,7 @@ def _party(args) -> int:
     try:
         runpy.run_path(args.script, run_name="__main__")
     finally:
-        cluster_mode.unbind()
+        cluster.unbind()
     return 0
 
 
@@ -51,6 +50,21 @@ def _keygen(args) -> int:
     else:
         public, secret = keygen()
         print(json.dumps({"public_key": public, "secret_key": secret}))
+    return 0
+
+
+def _costs(args) -> int:
+    from mpcnp.protocols import costs
+    if args.markdown:
+        print(costs.markdown())
+        return 0
+    rows = [("operation", "mpcnp (bytes summed over parties, rounds)", "SecureNN (PETS Tables 1-2)")]
+    rows += costs.table()
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print("\nn: elements; matmul m x n by n x v; conv2d x, w, z: input, kernel, output elements "
+          "(PETS: output m x m, f x f filter, i in, o out channels)")
     return 0
 
 
@@ -69,13 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     party.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the script")
     keygen = commands.add_parser("keygen", help="make a Curve key pair")
     keygen.add_argument("--out", help="write the pair to this key file (mode 0600)")
+    costs = commands.add_parser("costs", help="the cost table of the protocols")
+    costs.add_argument("--markdown", action="store_true", help="as the README's markdown table")
     args, extra = parser.parse_known_args(argv)
     if args.command == "demo":
         from mpcnp import demo
         return demo.main(extra)
     if extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    handler = {"party": _party, "keygen": _keygen}.get(args.command, _info)
+    handler = {"party": _party, "keygen": _keygen, "costs": _costs}.get(args.command, _info)
     return handler(args)
 
 

@@ -1,4 +1,5 @@
-"""cffi builder for mpcnp._ring, the compiled kernels: _ring.c (GEMM) and _zp.c (SecureNN's Z_p).
+"""cffi builder for mpcnp._ring, the compiled kernels: _ring.c (GEMM) and _zp.c (SecureNN's Z_p),
+two translation units linked into one extension.
 
 Used by setup.py through ``cffi_modules``. The extension is marked optional: if it cannot be compiled,
 installation continues and mpcnp uses its NumPy kernels.
@@ -34,8 +35,8 @@ ffibuilder = FFI()
 ffibuilder.cdef(CDEF)
 ffibuilder.set_source(
     "mpcnp._ring",
-    # one translation unit: _zp.c uses the includes of _ring.c
-    (_here / "_ring.c").read_text() + "\n" + (_here / "_zp.c").read_text(),
+    "#include <stdint.h>\n" + CDEF,  # the prototypes; the bodies are in the sources
+    sources=[str(_here / "_ring.c"), str(_here / "_zp.c")],
     extra_compile_args=_compile_args,
     libraries=["pthread"],
     optional=True,

@@ -1,11 +1,12 @@
-/* _zp.c: the Z_p kernels of SecureNN (p = 67), compiled into the same extension as _ring.c.
- *
- * Compiled after _ring.c in one translation unit (see _ring_build.py), so it shares its includes.
- */
+/* _zp.c: the Z_p kernels of SecureNN (p = 67), linked into the same extension as _ring.c
+ * (see _ring_build.py). */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
 
 /* ---- Z_p kernels of SecureNN (p = 67) ------------------------------------------------------------
  * The hot spots of PrivateCompare and its dealing, bit-for-bit equal to the NumPy kernels of
- * mpcnp/protocols/zp.py (which documents the arithmetic): one byte per Z_p element, the k <= 64 bits
+ * mpcnp/zp.py (which documents the arithmetic): one byte per Z_p element, the k <= 64 bits
  * of n values as k rows of n bytes (row 0 the most significant bit, rows ld bytes apart). Loops run
  * over the elements, innermost, so the compiler vectorises them on bytes. */
 #define ZP_P 67
@@ -14,6 +15,7 @@
 #define ZP_SPAN 2048 /* elements per pass of bit_shares and any_zero: a span of x (16 KiB) stays in L1 */
 
 #define ZP_INLINE static inline __attribute__((always_inline))
+#define MIN(x, y) ((x) < (y) ? (x) : (y))
 
 /* t mod p for a byte t < 2p: t - p wraps above t exactly when t < p. */
 ZP_INLINE uint8_t zp_reduce(uint8_t t)

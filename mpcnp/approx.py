@@ -1,25 +1,18 @@
-"""Pond's nonlinear functions on private tensors: Chebyshev polynomials and Newton iterations.
+"""Nonlinear functions of private tensors by approximation: sigmoid, tanh, exp, reciprocal, softmax,
+Pond's step and polynomial ReLU, and division by a private value.
 
 Dahl et al., "Private Machine Learning in TensorFlow using Secure Computation" (arXiv 1810.08130)
-evaluate sigmoid, tanh and ReLU as polynomials over Beaver products; exp, reciprocal and softmax follow
-the same idea with range reduction and Newton's method. Built only on the tensor API: private products
-(PROTOCOLS.md section 4, each followed by a local truncation), public operations and sums.
-
-Polynomials are Chebyshev series p(x) = sum_k a_k T_k(t) in t = (x - c) / r, which maps the stated
-interval [c - r, c + r] onto [-1, 1]. There |T_k(t)| <= 1, so every intermediate stays small and
-the fixed-point noise is amplified by at most sum_k |a_k| k^2, a small number for these functions;
-the monomial coefficients of the same polynomials grow like 2.5^k and would drown the result in
-truncation noise. The T_k come from a product tree (``chebyshev_terms``): ceil(log2 degree) rounds,
-the products of a round batched into one Beaver multiplication. The linear combination is local,
-with one rounding (``combine``).
+evaluate such functions as polynomials over Beaver products; exp, reciprocal and softmax follow the
+same idea with range reduction and Newton's method. The polynomials themselves are evaluated on
+shares by ``mpcnp.protocols.polynomial`` (Chebyshev series on a product tree).
 
 Accuracy. Each docstring states an interval and the largest absolute error on it, measured by
 tests/test_approx.py on dense grids through the private computation; "unit" means 2^-f, f =
 frac_bits. An error has an approximation part (fixed) and a fixed-point part (a number of units,
 so it halves with every extra fractional bit). Outside its interval a polynomial grows like
 (|t| + sqrt(t^2 - 1))^degree: the result soon becomes meaningless (wrapped around the ring), but
-nothing raises. Under protocol="securenn", sigmoid, tanh and exp first clamp their input to the
-interval with the exact comparisons of ``mpcnp.comparisons`` and are then accurate everywhere.
+nothing raises. Where the protocol family's comparisons are exact (securenn), sigmoid, tanh and exp
+first clamp their input to the interval with them and are then accurate everywhere.
 
 Truncation failures. Local truncation of a product v fails with probability about |v| 2^(2f - 64)
 per element (fixedpoint.truncate_share); here |v| <= 1 for the polynomial terms, so a function with P
@@ -30,105 +23,20 @@ Public inputs (PublicTensor, arrays, scalars) get the exact NumPy function, as a
 """
 from __future__ import annotations
 
-import functools
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
-from numpy.polynomial import chebyshev
 
-from mpcnp.functions import stack
-from mpcnp.runtime.context import current
-from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, plain
+from mpcnp.functions import max as maximum, stack
+from mpcnp.protocols import families, polynomial
+from mpcnp.protocols.polynomial import Series, abs_series
+from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private, plain
+from mpcnp.tracing import operation
 
-__all__ = ["sigmoid", "tanh", "relu", "step", "exp", "reciprocal", "softmax", "Series", "chebyshev_terms"]
+__all__ = ["sigmoid", "tanh", "exp", "reciprocal", "softmax", "divide", "step", "relu_polynomial", "clamp"]
 
 Operand = Tensor | np.ndarray | float
-
-
-@dataclass(frozen=True)
-class Series:
-    """p(x) = sum_k coef[k] T_k((x - center) / radius), accurate for x in [center - radius, center + radius].
-
-    ``radius`` is an integer so that t is computed by a local division of the shares (rounded to
-    nearest, error half a unit). ``parity`` ("odd", "even" or None) says which T_k are needed.
-    """
-
-    center: float
-    radius: int
-    coef: tuple[float, ...]
-    parity: str | None = None
-
-    @staticmethod
-    def interpolate(fn: Callable[[np.ndarray], np.ndarray], lo: float, hi: float, degree: int,
-                    parity: str | None = None) -> "Series":
-        """Interpolate fn at the Chebyshev points of [lo, hi] (near-minimax for smooth fn)."""
-        center, radius = (lo + hi) / 2, int((hi - lo) / 2)
-        if radius != (hi - lo) / 2:
-            raise ValueError(f"interval [{lo}, {hi}] must have an integer radius")
-        coef = chebyshev.chebinterpolate(lambda t: fn(center + radius * t), degree)
-        if parity is not None:
-            coef[1 if parity == "even" else 2::2] = 0.0  # T_0, the constant, is always allowed
-        return Series(center, radius, tuple(coef), parity)
-
-    @property
-    def lo(self) -> float:
-        return self.center - self.radius
-
-    @property
-    def hi(self) -> float:
-        return self.center + self.radius
-
-    def reference(self, x: np.ndarray) -> np.ndarray:
-        """The polynomial in float64 (what the private evaluation approximates)."""
-        return chebyshev.chebval((np.asarray(x, dtype=np.float64) - self.center) / self.radius, self.coef)
-
-    def __call__(self, x: PrivateTensor) -> PrivateTensor:
-        """Evaluate on a private tensor: ceil(log2 degree) rounds (``chebyshev_terms``)."""
-        ulp = 2.0 ** -current().config.frac_bits
-        # +r/2 units before the (flooring) division by r rounds t to nearest
-        t = (x + (self.radius * ulp / 2 - self.center)) / self.radius
-        return combine(chebyshev_terms(t, len(self.coef) - 1, self.parity), self.coef)
-
-
-def chebyshev_terms(t: PrivateTensor, degree: int, parity: str | None = None) -> dict[int, PrivateTensor]:
-    """T_k(t) for 1 <= k <= degree (only odd or only even k if ``parity`` says so).
-
-    Product tree from 2 T_j T_m = T_(m+j) + T_(m-j): with every T_k for k <= m = 2^i known, round
-    i + 1 multiplies the needed T_j (j <= m) by T_m in one batched product and gets T_(m+j) locally.
-    Cost: ceil(log2 degree) rounds; one elementwise product per term computed, including the T_(2^i)
-    used as multipliers (degree 31: 30 products, odd k only 19; degree 32, even k only: 16).
-    Precondition: |t| <= 1, else the terms grow like (|t| + sqrt(t^2 - 1))^k.
-    """
-    wanted = {k for k in range(1, degree + 1)
-              if parity is None or (k % 2 == 1) == (parity == "odd")}
-    terms = {1: t}
-    m = 1
-    while m < degree:
-        ks = [k for k in range(m + 1, min(2 * m, degree) + 1) if k in wanted or (k == 2 * m < degree)]
-        if ks:
-            products = stack([terms[k - m] for k in ks]) * terms[m]
-            for i, k in enumerate(ks):
-                rest = terms[2 * m - k] if k < 2 * m else 1.0
-                terms[k] = products[i] * 2 - rest
-        m *= 2
-    return {k: terms[k] for k in sorted(wanted)}
-
-
-def combine(terms: dict[int, PrivateTensor], coef: Sequence[float]) -> PrivateTensor:
-    """coef[0] + sum_k coef[k] terms[k], locally, with one rounding (half a unit): the coefficients are
-    scaled by 2^(f + 2) to integers (exact products), the terms summed, the sum divided by 2^(f + 2).
-    Rounding the coefficients costs at most (number of terms) 2^-(f + 3), in practice under a unit; the
-    division fails with probability about |result| 2^(2f + 2 - 64)."""
-    frac_bits = current().config.frac_bits
-    ks = [k for k in terms if coef[k] != 0.0]
-    scale = 2 ** (frac_bits + 2)
-    first = terms[ks[0]]
-    weights = np.rint(np.asarray([coef[k] for k in ks]) * scale).reshape((len(ks),) + (1,) * first.ndim)
-    total = (stack([terms[k] for k in ks]) * weights).sum(axis=0)
-    half_unit = 2.0 ** -(frac_bits + 1) * scale  # makes the flooring division round to nearest
-    return (total + half_unit) / scale + coef[0]
 
 
 def _public(fn: Callable[[np.ndarray], np.ndarray], x) -> PublicTensor:
@@ -136,23 +44,28 @@ def _public(fn: Callable[[np.ndarray], np.ndarray], x) -> PublicTensor:
         return PublicTensor(fn(plain(x)))
 
 
-def _securenn() -> bool:
-    return current().config.protocol == "securenn"
+def _exact(x: PrivateTensor) -> bool:
+    """Whether the run's comparisons are exact, so that inputs can be clamped into an interval."""
+    return families.of(x._ctx).exact
 
 
+def _evaluate(series: Series, x: PrivateTensor) -> PrivateTensor:
+    return PrivateTensor(x._ctx, series(x._ctx, x._value))
+
+
+@operation("clamp")
 def clamp(x: PrivateTensor, lo: int, hi: int | None = None) -> PrivateTensor:
-    """x clipped to [lo, hi] (hi None: no upper bound) with SecureNN's exact comparisons.
+    """x clipped to [lo, hi] (hi None: no upper bound) with the family's comparisons (exact ones).
 
-    x * [lo < x < hi] + lo [x <= lo] + hi [x >= hi]: both comparisons in one batched DReLU (3 rounds,
-    see protocols.securenn.drelu), then one product whose value lies in [lo, hi], so that its
-    truncation failure rate stays small however large x is: 4 rounds in all. Integer bounds multiply exactly. Protocol "securenn" only.
+    x * [lo < x < hi] + lo [x <= lo] + hi [x >= hi]: both comparisons in one batched DReLU (3 rounds),
+    then one product whose value lies in [lo, hi], so that its truncation failure rate stays small
+    however large x is: 4 rounds in all. Integer bounds multiply exactly.
     """
-    from mpcnp import comparisons
     if hi is None:
-        inside = comparisons.greater(x, lo)
+        inside = x > lo
         return x * inside + (1 - inside) * lo
     bounds = np.array([hi, -lo], dtype=np.float64).reshape((2,) + (1,) * x.ndim)
-    outside = comparisons.greater_equal(stack([x, -x]), bounds)
+    outside = stack([x, -x]) >= bounds
     above, below = outside[0], outside[1]
     return x * (1 - above - below) + above * hi + below * lo
 
@@ -166,6 +79,7 @@ SIGMOID = Series.interpolate(_sigmoid, -10.0, 10.0, 31, parity="odd")
 TANH = Series.interpolate(np.tanh, -5.0, 5.0, 31, parity="odd")
 
 
+@operation("sigmoid")
 def sigmoid(x: Operand) -> Tensor:
     """The logistic function 1 / (1 + e^-x), elementwise.
 
@@ -179,9 +93,10 @@ def sigmoid(x: Operand) -> Tensor:
     """
     if not isinstance(x, PrivateTensor):
         return _public(_sigmoid, x)
-    return SIGMOID(clamp(x, -10, 10) if _securenn() else x)
+    return _evaluate(SIGMOID, clamp(x, -10, 10) if _exact(x) else x)
 
 
+@operation("tanh")
 def tanh(x: Operand) -> Tensor:
     """Hyperbolic tangent, elementwise.
 
@@ -194,65 +109,36 @@ def tanh(x: Operand) -> Tensor:
     """
     if not isinstance(x, PrivateTensor):
         return _public(np.tanh, x)
-    return TANH(clamp(x, -5, 5) if _securenn() else x)
+    return _evaluate(TANH, clamp(x, -5, 5) if _exact(x) else x)
 
 
-# ---- relu, step ---------------------------------------------------------------------------------
-RELU_BOUND = 8
-# Minimax even polynomial of degree 32 for |t| on [-1, 1], Chebyshev coefficients of T_0, T_2, ..., T_32;
-# max error 0.0087505 (equioscillating, as Bernstein's constant 0.2802 / 32 predicts). Computed offline
-# by Lawson's iteratively reweighted least squares with numpy (3000 iterations, 40002 points dense at 0
-# and +-1); tests/test_approx.py re-checks the error on a dense grid.
-_ABS_EVEN = (0.6365621637826477, 0.42452868325545434, -0.08499895997070063, 0.0364960133670495,
-             -0.020329900045630483, 0.012983440635647485, -0.009029604257034272, 0.0066594999984061366,
-             -0.005128319420801884, 0.0040834144799024195, -0.003340129595889559, 0.0027943065089417124,
-             -0.0023835834335218403, 0.002069008203165518, -0.0018253288743378259, 0.001635951608716599,
-             -0.009527023634682361)
-
-
-@functools.lru_cache(maxsize=None)
-def abs_series(bound: int) -> Series:
-    """|x| on [-bound, bound] as bound * p(x / bound): the minimax p above, error 0.0087505 * bound."""
-    if not isinstance(bound, (int, np.integer)) or isinstance(bound, bool) or not 1 <= bound <= 2 ** 20:
-        raise ValueError(f"relu's bound must be an integer in [1, 2^20], got {bound!r}")
-    bound = int(bound)
-    return Series(0.0, bound, tuple(c for a in _ABS_EVEN for c in (bound * a, 0.0))[:-1], "even")
-
-
+# ---- Pond's relu and step ------------------------------------------------------------------------
+RELU_BOUND = polynomial.RELU_BOUND
 ABS = abs_series(RELU_BOUND)
+STEP_BOUND, STEP_BAND = polynomial.STEP_BOUND, polynomial.STEP_BAND
 
 
-def relu(x: Operand, bound: int = RELU_BOUND) -> Tensor:
-    """max(x, 0) elementwise, as Pond does it: (x + |x|) / 2 with |x| a polynomial.
+@operation("relu_polynomial")
+def relu_polynomial(x: Operand, bound: int = RELU_BOUND) -> Tensor:
+    """max(x, 0) elementwise, as Pond does it: (x + |x|) / 2 with |x| a polynomial (what ``mp.relu``
+    computes under protocol "pond").
 
     Private x: |x| = B p(x / B) for the integer ``bound`` B (default 8), p the minimax even polynomial
     of degree 32 for |t| on [-1, 1]; relu being positively homogeneous, the error scales with B.
     Accurate on [-B, B] within 0.0044 B + 10 B units (measured max 0.036 at B = 8 and frac_bits=16,
     0.048 at 12, 0.035 at 20; 0.14 at B = 32). The error equioscillates across the interval, relu(0)
-    comes out as 0.0044 B, and no input is exact: SecureNN's ReLU (mpcnp.comparisons.relu) is exact
-    everywhere. Cost: 5 rounds, 16 elementwise products, whatever B.
+    comes out as 0.0044 B, and no input is exact: SecureNN's ReLU is exact everywhere.
+    Cost: 5 rounds, 16 elementwise products, whatever B.
     Outside [-B, B] the polynomial diverges (at B = 8: error 0.6 at |x| = 8.05, 50 at 8.25): choose B
     above the largest input, e.g. from the plaintext model on training data.
     """
-    series = abs_series(bound)
+    abs_series(bound)  # a bad bound is refused for public inputs too
     if not isinstance(x, PrivateTensor):
         return _public(lambda v: np.maximum(v, 0.0), x)
-    return (x + series(x)) / 2
+    return PrivateTensor(x._ctx, polynomial.relu(x._ctx, x._value, bound))
 
 
-STEP_BOUND = 16
-# sign(t) on [-1, 1] away from 0 in two stages: an odd degree-63 interpolant of erf(STEP_SHARPNESS t),
-# whose values outside |t| < STEP_BAND / 16 lie within 0.3 of +-1, then twice the polish
-# s -> (35 s - 35 s^3 + 21 s^5 - 5 s^7) / 16, which fixes +-1 with zero derivatives up to the third
-# (|1 - s| -> 4.4 |1 - s|^4) and maps [-1, 1] into itself, so noise inside the band stays bounded.
-STEP_SHARPNESS = 110.0
-STEP_BAND = 0.25
-STEP_FIRST = Series.interpolate(lambda v: np.vectorize(math.erf)(STEP_SHARPNESS * v / STEP_BOUND),
-                                -STEP_BOUND, STEP_BOUND, 63, parity="odd")
-_POLISH = chebyshev.poly2cheb([0.0, 35 / 16, 0.0, -35 / 16, 0.0, 21 / 16, 0.0, -5 / 16])
-_POLISH_TO_STEP = (_POLISH + np.eye(8)[0]) / 2  # the last polish also maps sign to (1 + sign) / 2
-
-
+@operation("step")
 def step(x: Operand) -> Tensor:
     """1.0 where x > 0 and 0.0 where x < 0, elementwise: Pond's comparison (x > y is step(x - y)).
 
@@ -263,13 +149,12 @@ def step(x: Operand) -> Tensor:
     and stays in [0, 1] up to a unit, but is not monotone there (fixed-point noise): treat it as
     unknown. Cost: 12 rounds (6 + 3 + 3), 46 elementwise products (36 + 5 + 5).
     Outside [-16, 16] the degree-63 polynomial explodes at once: the result is meaningless even at
-    |x| = 16.1. Every protocol uses this polynomial; exact comparisons are in mpcnp.comparisons.
+    |x| = 16.1. Every protocol can use this polynomial; exact comparisons are the operators <, >=, ...
+    under protocol "securenn".
     """
     if not isinstance(x, PrivateTensor):
         return _public(lambda v: (v > 0).astype(np.float64), x)
-    sign = STEP_FIRST(x)
-    sign = combine(chebyshev_terms(sign, 7, "odd"), _POLISH)
-    return combine(chebyshev_terms(sign, 7, "odd"), _POLISH_TO_STEP)
+    return PrivateTensor(x._ctx, polynomial.step(x._ctx, x._value))
 
 
 # ---- exp ----------------------------------------------------------------------------------------
@@ -279,6 +164,7 @@ EXP_SQUARINGS = 3
 EXP_ROOT = Series.interpolate(lambda v: np.exp(v / 2 ** EXP_SQUARINGS), EXP_LO, EXP_HI, 8)
 
 
+@operation("exp")
 def exp(x: Operand) -> Tensor:
     """e^x elementwise.
 
@@ -298,45 +184,18 @@ def exp(x: Operand) -> Tensor:
     """
     if not isinstance(x, PrivateTensor):
         return _public(np.exp, x)
-    y = EXP_ROOT(clamp(x, EXP_LO) if _securenn() else x)
+    y = _evaluate(EXP_ROOT, clamp(x, EXP_LO) if _exact(x) else x)
     for _ in range(EXP_SQUARINGS):
         y = y * y
     return y
 
 
 # ---- reciprocal ---------------------------------------------------------------------------------
-RECIPROCAL_INTERVAL = (0.05, 100.0)
-_TOP_MAP = 1 + 1 / math.sqrt(2)  # beta x y <= this keeps beta x y (2 - beta x y) >= 1/2
+RECIPROCAL_INTERVAL = polynomial.RECIPROCAL_INTERVAL
+newton_steps = polynomial.newton_steps
 
 
-def newton_steps(lo: float, hi: float, frac_bits: int) -> list[float]:
-    """The scale factors beta of the Newton steps for x in [lo, hi] (see ``reciprocal``).
-
-    With x y in [m, 1], a step maps u = beta x y to u (2 - u) <= 1. beta = 2 / (1 + m) would make the
-    ends meet (m -> ~4 m) but also make the result tiny at the top end, where y = x y / x would then
-    drown in the fixed-point rounding; so beta is capped at 1.707, which keeps x y >= 1/2 there
-    (m -> ~3.4 m). Steps continue until 1 - m < 2^-(f + 2).
-    """
-    m, betas = lo / hi, []
-    while 1 - m > 2.0 ** -(frac_bits + 2):
-        beta = min(2 / (1 + m), _TOP_MAP)
-        betas.append(beta)
-        m = min(beta * m * (2 - beta * m), beta * (2 - beta))
-    return betas
-
-
-def _scaled_reciprocal(x: PrivateTensor, lo: float, hi: float, scale: int = 1) -> PrivateTensor:
-    """scale / x for x in [lo, hi], ``scale`` a power of two (see ``reciprocal``)."""
-    frac_bits = current().config.frac_bits
-    betas = newton_steps(lo, hi, frac_bits)
-    c = betas[0] / hi  # the first step, from the constant guess y = 1 / hi, is local
-    y = x * (-scale * c * c) + 2 * scale * c
-    for beta in betas[1:]:
-        u = x * y if scale == 1 else (x * y) / scale
-        y = y * (u * (-beta * beta) + 2 * beta)
-    return y
-
-
+@operation("reciprocal")
 def reciprocal(x: Operand, interval: tuple[float, float] = RECIPROCAL_INTERVAL) -> Tensor:
     """1 / x elementwise, for positive x in ``interval`` = (lo, hi), default (0.05, 100).
 
@@ -351,14 +210,14 @@ def reciprocal(x: Operand, interval: tuple[float, float] = RECIPROCAL_INTERVAL) 
     Outside: below lo, y falls short of 1/x (too few steps): relative error 1.5e-4 at 0.8 lo, 3e-3
     at 0.6 lo, 0.03 at 0.4 lo, 0.18 at 0.2 lo. Above 1.17 hi the first step overshoots, y turns
     negative and the output is meaningless. Nothing raises. Negative x: the caller computes
-    -reciprocal(-x) (under securenn, with the sign from mpcnp.comparisons if it is secret).
+    -reciprocal(-x) (under securenn, with the sign from an exact comparison if it is secret).
     """
     lo, hi = float(interval[0]), float(interval[1])
     if not 0 < lo < hi:
         raise ValueError(f"reciprocal needs an interval 0 < lo < hi, got {interval}")
     if not isinstance(x, PrivateTensor):
         return _public(lambda v: 1.0 / v, x)
-    return _scaled_reciprocal(x, lo, hi)
+    return PrivateTensor(x._ctx, polynomial.reciprocal(x._ctx, x._value, lo, hi))
 
 
 # ---- softmax ------------------------------------------------------------------------------------
@@ -369,13 +228,14 @@ def _softmax_exact(v: np.ndarray, axis: int) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+@operation("softmax")
 def softmax(x: Operand, axis: int = -1) -> Tensor:
     """e^x / sum(e^x) along ``axis``.
 
     Private x: z = x - shift, e = exp(z), s = sum(e) along axis, then e * (2^k / s) / 2^k, where the
     reciprocal computes 2^k / s (2^k about the largest s, capped at 2^10 and at 2^(42 - 2f) to keep
     truncation failures rare) so that it keeps its relative precision.
-    Protocol "securenn": shift = max(x) along axis, exact (mpcnp.comparisons.max), and exp clamps z at
+    Protocol "securenn": shift = max(x) along axis, exact (mpcnp.max), and exp clamps z at
     -16 exactly: accurate for every input; s lies in [1, n], n = x.shape[axis].
     Protocol "pond" (no exact max): shift = mean(x) along axis, so the inputs must have
     x - mean(x, axis) in [-16, 6] (true whenever max - min <= 6 along the axis); s in [1, 403 n].
@@ -392,15 +252,39 @@ def softmax(x: Operand, axis: int = -1) -> Tensor:
     if x.size == 0:
         return x * 0
     n = x.shape[axis]
-    if _securenn():
-        from mpcnp import comparisons
-        z = x - comparisons.max(x, axis=axis, keepdims=True)
+    if _exact(x):
+        z = x - maximum(x, axis=axis, keepdims=True)
         lo, hi = 0.5, n + 0.5
     else:
         z = x - x.mean(axis=axis, keepdims=True)
         lo, hi = 0.5, n * math.exp(EXP_HI) * 1.01
     e = exp(z)
-    frac_bits = current().config.frac_bits
-    scale = 2 ** max(0, min(math.ceil(math.log2(hi)), 10, 42 - 2 * frac_bits))
-    inverse = _scaled_reciprocal(e.sum(axis=axis, keepdims=True), lo, hi, scale)
+    ctx = x._ctx
+    scale = 2 ** max(0, min(math.ceil(math.log2(hi)), 10, 42 - 2 * ctx.config.frac_bits))
+    total = e.sum(axis=axis, keepdims=True)
+    inverse = PrivateTensor(ctx, polynomial.reciprocal(ctx, total._value, lo, hi, scale))
     return (e * inverse) / scale
+
+
+# ---- division by a private value -----------------------------------------------------------------
+@operation("divide")
+def divide(x, y, integer_bits: int = 12) -> Tensor:
+    """x / y elementwise for a private positive divisor y, by the protocol family.
+
+    securenn: SecureNN's long division (PETS Alg. 8), floor(x * 2^f / y) / 2^f (f = frac_bits): x / y
+    rounded down to a multiple of 2^-f, exactly. Preconditions (real values, not checked: they are
+    secret): y > 0; |x / y| < 2^integer_bits; and |x| 2^(2f) + 2^(integer_bits + 2f) y < 2^63 (at
+    f = 16 and integer_bits = 12: y < 2^18 and |x| < 2^30). Outside them the result is wrong, not an
+    error. Cost: integer_bits + f + 1 sequential steps of one DReLU and one product (4 rounds, 237
+    bytes per element each).
+    pond: x * reciprocal(y), with the interval (0.05, 100) and error that ``reciprocal`` states
+    (``integer_bits`` is then ignored).
+    A public y divides locally (x / y).
+    """
+    if not isinstance(y, PrivateTensor):
+        return x / plain(y) if isinstance(x, Tensor) else PublicTensor(plain(x) / plain(y))
+    if not 0 <= integer_bits <= 40:
+        raise ValueError(f"integer_bits must be in [0, 40], got {integer_bits}")
+    ctx = y._ctx
+    x = as_private(x, ctx)
+    return PrivateTensor(ctx, families.of(ctx).divide(ctx, x._value, y._value, integer_bits))

@@ -1,4 +1,4 @@
-"""Fixed-point encoding of reals in Z_2^64 and local truncation of shares (PROTOCOLS.md section 3).
+"""Fixed-point encoding of reals in Z_2^64 and local truncation of shares (docs/protocols.md, "Fixed point").
 
 Layer 2 of mpcnp: knows nothing of parties. A real v is encoded as round(v * 2^f) in two's complement,
 with f = ``frac_bits`` fractional bits (default 16, accepted 8..24). Magnitudes up to 2^(62 - f) are
@@ -10,11 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = [
-    "DEFAULT_FRAC_BITS", "MIN_FRAC_BITS", "MAX_FRAC_BITS",
-    "check_frac_bits", "max_magnitude", "encode", "decode", "truncate_share", "check_divisor", "divide_share",
+    "TRUNCATIONS", "DEFAULT_FRAC_BITS", "MIN_FRAC_BITS", "MAX_FRAC_BITS",
+    "check_frac_bits", "check_truncation", "max_magnitude", "encode", "decode", "truncate_share", "check_divisor", "divide_share",
     "encode_factor",
 ]
 
+TRUNCATIONS = ("local", "exact")
 DEFAULT_FRAC_BITS = 16
 MIN_FRAC_BITS = 8
 MAX_FRAC_BITS = 24
@@ -30,6 +31,14 @@ def check_frac_bits(frac_bits: int | None) -> int:
     if not MIN_FRAC_BITS <= frac_bits <= MAX_FRAC_BITS:
         raise ValueError(f"frac_bits must be between {MIN_FRAC_BITS} and {MAX_FRAC_BITS}, got {frac_bits}")
     return int(frac_bits)
+
+
+def check_truncation(mode: str) -> str:
+    """``mode`` if it names a truncation mode ("local": SecureML's, free, rarely garbage; "exact": with
+    the producer's help, never garbage), else ValueError."""
+    if mode not in TRUNCATIONS:
+        raise ValueError(f"unknown truncation {mode!r}; choose one of {', '.join(TRUNCATIONS)}")
+    return mode
 
 
 def max_magnitude(frac_bits: int = DEFAULT_FRAC_BITS) -> float:

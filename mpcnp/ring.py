@@ -43,6 +43,7 @@ def _load_backend():
 
 
 _ffi, _lib, BACKEND = _load_backend()
+ffi, lib = _ffi, _lib  # the compiled extension (None, None on the NumPy kernels), for mpcnp.zp too
 
 
 # --------------------------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ def _check_key(key: bytes) -> bytes:
 
 
 class PRF:
-    """AES-128-CTR keystream: the pseudorandom function of mpcnp (PROTOCOLS.md section 2).
+    """AES-128-CTR keystream: the pseudorandom function of mpcnp (docs/protocols.md, "Randomness").
 
     ``PRF(key, counter)`` produces the bytes AES_k(counter) || AES_k(counter + 1) || ... with the
     counter a 128-bit big-endian block, as in NIST SP 800-38A CTR mode. Draws consume the stream

@@ -3,7 +3,8 @@
 Layer 6 of mpcnp. Every party holds its own tensor objects for the same program values (SPMD): the
 servers hold additive shares (uint64, fixed point with the run's ``frac_bits``), every other party
 only the shape. Operators dispatch here, once, by operand type, to the protocols: private with private
-goes to Pond's triples; private with public is local; public with public is plain float64 NumPy.
+goes to Pond's triples; private with public is local; public with public is plain float64 NumPy;
+comparisons go to the run's protocol family (mpcnp.protocols.families).
 """
 from __future__ import annotations
 
@@ -12,18 +13,13 @@ from typing import Callable
 import numpy as np
 
 from mpcnp import fixedpoint
-from mpcnp.protocols import pond, sharing
+from mpcnp.tracing import before_reveal, operation
+from mpcnp.protocols import families, pond, sharing
+from mpcnp.protocols.shared import Shared, add_public, shape_proxy, trivial
 from mpcnp.runtime.context import SERVER0, Context, current
 
-__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private"]
-
-_INT_LIMIT = 2.0 ** 31  # integral public factors below this multiply shares exactly, untruncated
-
-
-def shape_proxy(shape: tuple[int, ...]) -> np.ndarray:
-    """A read-only uint64 array of ``shape`` using one element of memory: view ops on it give shapes."""
-    return np.lib.stride_tricks.as_strided(np.zeros(1, np.uint64), tuple(shape), (0,) * len(shape),
-                                           writeable=False)
+__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private", "plain",
+           "shape_proxy"]
 
 
 def plain(value) -> np.ndarray:
@@ -36,13 +32,6 @@ def plain(value) -> np.ndarray:
     if array.dtype.kind not in "biuf":
         raise TypeError(f"unsupported operand of type {type(value).__name__} (dtype {array.dtype})")
     return array.astype(np.float64, copy=False)
-
-
-def broadcast_shape(a: tuple, b: tuple) -> tuple[int, ...]:
-    try:
-        return tuple(np.broadcast_shapes(a, b))
-    except ValueError:
-        raise ValueError(f"operands could not be broadcast together with shapes {a} and {b}") from None
 
 
 class Tensor:
@@ -69,9 +58,11 @@ class Tensor:
     def T(self):
         return self.transpose()
 
+    @operation("reshape", method=True)
     def flatten(self):
         return self.reshape(-1)
 
+    @operation("mean", method=True)
     def mean(self, axis=None, keepdims: bool = False):
         total = self.sum(axis=axis, keepdims=keepdims)
         count = self.size // max(1, total.size)
@@ -79,18 +70,38 @@ class Tensor:
             raise ValueError(f"mean over an empty axis of a tensor of shape {self.shape}")
         return total / count
 
+    @operation("sub", method=True)
     def __sub__(self, other):
         return self + (-other if isinstance(other, Tensor) else -plain(other))
 
+    @operation("rsub", method=True)
     def __rsub__(self, other):
         return (-self) + other
 
+    @operation("add", method=True)
     def __radd__(self, other):
         return self + other
 
+    # ---- comparisons: private ones by the run's protocol family ----------------------------------------------
+    @operation("lt", method=True)
+    def __lt__(self, other):
+        return compare(self, other, np.less, lambda a, b: a - b, negate=True)
+
+    @operation("le", method=True)
+    def __le__(self, other):
+        return compare(self, other, np.less_equal, lambda a, b: b - a, negate=False)
+
+    @operation("gt", method=True)
+    def __gt__(self, other):
+        return compare(self, other, np.greater, lambda a, b: b - a, negate=True)
+
+    @operation("ge", method=True)
+    def __ge__(self, other):
+        return compare(self, other, np.greater_equal, lambda a, b: a - b, negate=False)
+
     def __rtruediv__(self, other):
-        raise TypeError("division by a tensor is not supported with '/': use x * mp.reciprocal(y), whose "
-                        "docstring states its input range and error")
+        raise TypeError("division by a tensor is not supported with '/': use x * mp.reciprocal(y) or "
+                        "mp.divide(x, y), whose docstrings state their input ranges and errors")
 
 
 class PublicTensor(Tensor):
@@ -107,25 +118,31 @@ class PublicTensor(Tensor):
         ctx = current()
         return self.value.copy() if ctx.name in sharing.resolve_receivers(ctx, to) else None
 
+    @operation("neg", method=True)
     def __neg__(self):
         return PublicTensor(-self.value)
 
+    @operation("add", method=True)
     def __add__(self, other):
         return other + self if isinstance(other, PrivateTensor) else PublicTensor(self.value + plain(other))
 
+    @operation("mul", method=True)
     def __mul__(self, other):
         return other * self if isinstance(other, PrivateTensor) else PublicTensor(self.value * plain(other))
 
     __rmul__ = __mul__
 
+    @operation("matmul", method=True)
     def __matmul__(self, other):
         if isinstance(other, PrivateTensor):
             return other.__rmatmul__(self)
         return PublicTensor(np.matmul(self.value, plain(other)))
 
+    @operation("rmatmul", method=True)
     def __rmatmul__(self, other):
         return PublicTensor(np.matmul(plain(other), self.value))
 
+    @operation("truediv", method=True)
     def __truediv__(self, other):
         if isinstance(other, PrivateTensor):
             return other.__rtruediv__(self)
@@ -134,21 +151,25 @@ class PublicTensor(Tensor):
     def __rtruediv__(self, other):
         return PublicTensor(plain(other) / self.value)
 
+    @operation("sum", method=True)
     def sum(self, axis=None, keepdims: bool = False):
         return PublicTensor(self.value.sum(axis=axis, keepdims=keepdims))
 
+    @operation("reshape", method=True)
     def reshape(self, *shape):
         return PublicTensor(self.value.reshape(*shape))
 
+    @operation("transpose", method=True)
     def transpose(self, *axes):
         return PublicTensor(self.value.transpose(*axes))
 
+    @operation("getitem", method=True)
     def __getitem__(self, index):
         return PublicTensor(self.value[_check_index(index)])
 
 
 def _check_index(index):
-    """Basic slicing and integer indexing (API.md): no boolean masks, which would leak nothing here
+    """Basic slicing and integer indexing (docs/api.md): no boolean masks, which would leak nothing here
     but are not part of the contract, and no tensors as indices."""
     items = index if isinstance(index, tuple) else (index,)
     for item in items:
@@ -160,7 +181,7 @@ def _check_index(index):
 class PrivateTensor(Tensor):
     """A secret-shared array: shares on server0 and server1, only the shape elsewhere."""
 
-    def __init__(self, ctx: Context, value: pond.Shared):
+    def __init__(self, ctx: Context, value: Shared):
         self._ctx = ctx
         self._value = value
         self.shape = tuple(value.shape)
@@ -173,11 +194,12 @@ class PrivateTensor(Tensor):
     def __repr__(self) -> str:
         return f"PrivateTensor(shape={self.shape}, party={self._ctx.name!r})"
 
-    def _new(self, share: np.ndarray | None, shape) -> "PrivateTensor":
-        return PrivateTensor(self._ctx, pond.Shared(share, tuple(shape)))
+    def _new(self, value: Shared) -> "PrivateTensor":
+        return PrivateTensor(self._ctx, value)
 
     def reveal(self, to=None) -> np.ndarray | None:
         """float64 values on the parties ``to`` (None: every party), None on the others."""
+        before_reveal(self, sharing.resolve_receivers(self._ctx, to))
         ring_values = sharing.reveal(self._ctx, self.share, self.shape, to)
         if ring_values is None:
             return None
@@ -187,126 +209,93 @@ class PrivateTensor(Tensor):
     def _linear(self, fn: Callable[[np.ndarray], np.ndarray], view: bool = False) -> "PrivateTensor":
         """Apply a linear NumPy function share-wise. A view op (reshape, transpose, index) also carries
         the Beaver mask along, so the result needs no new mask in a later product."""
-        value = self._value
-        if value.share is not None:
-            share = fn(value.share)
-            result = pond.Shared(share, share.shape)
-        else:
-            result = pond.Shared(None, fn(shape_proxy(self.shape)).shape)
-        if view and value.mask is not None:
-            result.mask = fn(value.mask)
-            result.opened = None if value.opened is None else fn(value.opened)
-        return PrivateTensor(self._ctx, result)
+        return self._new(self._value.map(fn, view))
 
+    @operation("neg", method=True)
     def __neg__(self):
-        return self._linear(np.negative)
+        return self._new(-self._value)
 
-    def _shares(self, other: "PrivateTensor", op) -> "PrivateTensor":
-        shape = broadcast_shape(self.shape, other.shape)
-        return self._new(None if self.share is None else op(self.share, other.share), shape)
-
+    @operation("add", method=True)
     def __add__(self, other):
         if isinstance(other, PrivateTensor):
-            return self._shares(other, np.add)
-        encoded = fixedpoint.encode(plain(other), self._ctx.config.frac_bits)
-        shape = broadcast_shape(self.shape, encoded.shape)
-        if self._ctx.name == SERVER0:
-            return self._new(self.share + encoded, shape)
-        if self.share is None or self.share.shape == shape:
-            return self._new(self.share, shape)  # shares are never written in place: no copy
-        return self._new(np.broadcast_to(self.share, shape).copy(), shape)
+            return self._new(self._value + other._value)
+        return self._new(pond.add_constant(self._ctx, self._value, plain(other)))
 
+    @operation("sub", method=True)
     def __sub__(self, other):
         if isinstance(other, PrivateTensor):
-            return self._shares(other, np.subtract)
+            return self._new(self._value - other._value)
         return super().__sub__(other)
 
+    @operation("sum", method=True)
     def sum(self, axis=None, keepdims: bool = False):
         return self._linear(lambda a: np.sum(a, axis=axis, keepdims=keepdims, dtype=np.uint64))
 
+    @operation("reshape", method=True)
     def reshape(self, *shape):
         return self._linear(lambda a: a.reshape(*shape), view=True)
 
+    @operation("transpose", method=True)
     def transpose(self, *axes):
         return self._linear(lambda a: a.transpose(*axes), view=True)
 
+    @operation("getitem", method=True)
     def __getitem__(self, index):
         index = _check_index(index)
         return self._linear(lambda a: a[index], view=True)
 
     # ---- products ------------------------------------------------------------------------------
-    def _public_product(self, other, op: pond.Bilinear, reverse: bool) -> "PrivateTensor":
-        """self (op) public, locally. Integral factors multiply exactly; real ones are rounded to
-        frac_bits significant bits (fixedpoint.encode_factor) and the product truncated: error one
-        unit in the last place plus |result| * 2^-(frac_bits + 1)."""
-        factor = plain(other)
-        if np.all(np.abs(factor) < _INT_LIMIT) and np.all(factor == np.round(factor)):
-            encoded, shift = factor.astype(np.int64).view(np.uint64), 0
-        else:
-            encoded, shift = fixedpoint.encode_factor(factor, self._ctx.config.frac_bits)
-        shape = op.out_shape(*((encoded.shape, self.shape) if reverse else (self.shape, encoded.shape)))
-        share = None
-        if self.share is not None:
-            share = op.apply(encoded, self.share) if reverse else op.apply(self.share, encoded)
-        result = pond.Shared(share, shape)
-        if shift:
-            result = pond.truncate(self._ctx, result, shift, consume=True)
-        return PrivateTensor(self._ctx, result)
-
     def _product(self, other, op: pond.Bilinear, reverse: bool = False) -> "PrivateTensor":
+        """self (op) other, or other (op) self if ``reverse``: a Beaver product for a private other,
+        local for a public one (pond.scale)."""
         if isinstance(other, PrivateTensor):
             x, y = (other, self) if reverse else (self, other)
-            return PrivateTensor(self._ctx, pond.multiply(self._ctx, x._value, y._value, op))
-        return self._public_product(other, op, reverse)
+            return self._new(pond.multiply(self._ctx, x._value, y._value, op))
+        return self._new(pond.scale(self._ctx, self._value, plain(other), op, reverse))
 
+    @operation("mul", method=True)
     def __mul__(self, other):
         return self._product(other, pond.MUL)
 
+    @operation("mul", method=True)
     def __rmul__(self, other):
         return self._product(other, pond.MUL, reverse=True)
 
+    @operation("matmul", method=True)
     def __matmul__(self, other):
         return self._product(other, pond.MATMUL)
 
+    @operation("rmatmul", method=True)
     def __rmatmul__(self, other):
         return self._product(other, pond.MATMUL, reverse=True)
 
-    # ---- comparisons: exact (SecureNN) or approximate (Pond), by the run's protocol -------------
-    def __lt__(self, other):
-        from mpcnp import comparisons
-        return comparisons.less(self, other)
-
-    def __le__(self, other):
-        from mpcnp import comparisons
-        return comparisons.less_equal(self, other)
-
-    def __gt__(self, other):
-        from mpcnp import comparisons
-        return comparisons.greater(self, other)
-
-    def __ge__(self, other):
-        from mpcnp import comparisons
-        return comparisons.greater_equal(self, other)
-
+    @operation("truediv", method=True)
     def __truediv__(self, other):
         if isinstance(other, PrivateTensor):
             raise TypeError("division by a private tensor is not supported with '/': use "
-                            "x * mp.reciprocal(y), whose docstring states its input range and error")
-        divisor = plain(other)
-        if np.any(divisor == 0):
-            raise ZeroDivisionError("division of a private tensor by zero")
-        if np.all(divisor == np.round(divisor)) and np.all(np.abs(divisor) < 2.0 ** 62):
-            return self._divide_integer(divisor)
-        return self * (1.0 / divisor)
+                            "x * mp.reciprocal(y) or mp.divide(x, y), whose docstrings state their "
+                            "input ranges and errors")
+        return self._new(pond.divide_by(self._ctx, self._value, plain(other)))
 
-    def _divide_integer(self, divisor: np.ndarray) -> "PrivateTensor":
-        """Division by public nonzero integers, signs applied first: local (fixedpoint.divide_share),
-        or exact under ``mp.truncation("exact")`` (pond.divide_exact)."""
-        broadcast_shape(self.shape, divisor.shape)  # a mismatch names both shapes
-        sign = np.where(divisor < 0, -1, 1)
-        signed = self if np.all(sign > 0) else self * sign
-        magnitude = np.abs(divisor).astype(np.int64)
-        return PrivateTensor(self._ctx, pond.divide(self._ctx, signed._value, magnitude))
+
+
+def compare(a, b, numpy_op, difference_of, negate: bool) -> Tensor:
+    """``numpy_op(a, b)`` as private 0.0/1.0: [d >= 0] for the difference d = ``difference_of(a, b)``
+    (the protocol family's ``ge_zero``), or 1 - [d >= 0] = [d < 0] when ``negate``. Public operands
+    give a PublicTensor.
+
+    Under securenn, exact whenever a - b does not overflow the ring, i.e. for every pair of
+    encodable values (DReLU is exact on all of Z_2^64): 3 rounds, 213 bytes per element. Under pond,
+    approximate: accurate for |a - b| in [0.25, 16] (mpcnp.approx.step).
+    """
+    if not isinstance(a, PrivateTensor) and not isinstance(b, PrivateTensor):
+        return PublicTensor(numpy_op(plain(a), plain(b)).astype(np.float64))
+    ctx = (a if isinstance(a, PrivateTensor) else b)._ctx
+    difference = difference_of(a, b)
+    at_least = families.of(ctx).ge_zero(ctx, difference._value)
+    if negate:
+        at_least = add_public(ctx, -at_least, np.uint64(1 << ctx.config.frac_bits))
+    return PrivateTensor(ctx, at_least)
 
 
 def as_private(value, ctx: Context) -> PrivateTensor:
@@ -315,10 +304,10 @@ def as_private(value, ctx: Context) -> PrivateTensor:
     if isinstance(value, PrivateTensor):
         return value
     encoded = fixedpoint.encode(plain(value), ctx.config.frac_bits)
-    share = encoded if ctx.name == SERVER0 else np.zeros_like(encoded) if ctx.is_server else None
-    return PrivateTensor(ctx, pond.Shared(share, encoded.shape))
+    return PrivateTensor(ctx, trivial(ctx, encoded, encoded.shape))
 
 
+@operation("private", private=lambda *args, **kwargs: True)
 def private(value, owner: str = SERVER0) -> PrivateTensor:
     """Secret-share ``owner``'s value (array-like, or a zero-argument callable evaluated only there).
 
@@ -327,7 +316,7 @@ def private(value, owner: str = SERVER0) -> PrivateTensor:
     """
     ctx = current()
     share, shape = sharing.share_input(ctx, value, owner)
-    return PrivateTensor(ctx, pond.Shared(share, shape))
+    return PrivateTensor(ctx, Shared(share, shape))
 
 
 def public(value) -> PublicTensor:

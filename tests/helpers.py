@@ -1,20 +1,32 @@
-"""Running a computation on private inputs and comparing with NumPy on the plaintext."""
+"""The helpers every test module shares: running private computations and comparing with NumPy,
+protocols on chosen shares, statistics of what a party sees, and networks of transports."""
 from __future__ import annotations
 
+import contextlib
+import shutil
+import struct
+import tempfile
+import threading
+
 import numpy as np
+import zmq
 
 import mpcnp as mp
+from mpcnp.net import CurveConfig, MemoryNetwork, ZmqTransport, keygen
+from mpcnp.net.framing import ARRAY, MAGIC, VERSION
 
 FRAC_BITS = 16
 ULP = 2.0 ** -FRAC_BITS
 
 
 def run_private(fn, *arrays, backend: str = "threads", owner: str = "alice", protocol: str = "securenn",
-                frac_bits: int = FRAC_BITS, private_mask=None, **run_kwargs):
+                frac_bits: int = FRAC_BITS, private_mask=None, truncation: str = "exact", **run_kwargs):
     """Share each array (owned by ``owner``), apply ``fn`` to the tensors, reveal to every party.
 
     ``private_mask[i]`` False passes array i as a plain NumPy operand instead. Returns the values
-    revealed on ``owner`` and also checks every party saw the same result.
+    revealed on ``owner`` and also checks every party saw the same result. Truncation is exact unless
+    asked otherwise: local truncation fails with a small probability per element (tested on its own in
+    test_pond.py), which would make the comparisons with NumPy flaky.
     """
     mask = private_mask or [True] * len(arrays)
 
@@ -24,7 +36,7 @@ def run_private(fn, *arrays, backend: str = "threads", owner: str = "alice", pro
         return fn(*tensors).reveal()
 
     results = mp.run(program, parties=[owner], backend=backend, protocol=protocol, frac_bits=frac_bits,
-                     **run_kwargs)
+                     truncation=truncation, **run_kwargs)
     first = results[owner]
     for party, value in results.items():
         np.testing.assert_array_equal(value, first, err_msg=f"{party} saw a different result")
@@ -60,3 +72,163 @@ def assert_within(actual, expected, tolerance) -> None:
     bad = error > tolerance
     assert not bad.any(), (f"{int(bad.sum())} of {bad.size} elements off by up to {error[bad].max():.3g} "
                            f"(tolerance {np.broadcast_to(tolerance, error.shape)[bad].min():.3g})")
+
+
+# ---- protocols over chosen shares ---------------------------------------------------------------------
+L = 1 << 64
+
+
+def run_core(program, backend: str = "threads", **run_kwargs):
+    """mp.run over the core parties only; returns {party: result}."""
+    return mp.run(program, backend=backend, **run_kwargs)
+
+
+def shares_of(values, rng: np.random.Generator, share0=None, modulus: int = L):
+    """(share0, share1) as uint64 arrays with share0 + share1 = values (mod modulus); share0 drawn
+    from ``rng`` (test data, not a protocol's randomness) if None."""
+    values = [int(v) % modulus for v in values]
+    if share0 is None:
+        share0 = rng.integers(0, modulus - 1, len(values), dtype=np.uint64, endpoint=True).tolist()
+    share1 = [(v - int(s)) % modulus for v, s in zip(values, share0)]
+    return np.array([int(s) % modulus for s in share0], np.uint64), np.array(share1, np.uint64)
+
+
+def mine(ctx, share0: np.ndarray, share1: np.ndarray):
+    """The Shared this party holds of the value shared as (share0, share1)."""
+    from mpcnp.protocols.shared import Shared
+    share = {"server0": share0, "server1": share1}.get(ctx.name)
+    return Shared(None if share is None else share.copy(), share0.shape)
+
+
+def reconstruct(results, modulus: int = L) -> list[int]:
+    """The values whose shares server0 and server1 returned, as Python integers mod ``modulus``."""
+    shares = zip(np.asarray(results["server0"]).reshape(-1), np.asarray(results["server1"]).reshape(-1))
+    return [(int(a) + int(b)) % modulus for a, b in shares]
+
+
+def signed(v: int) -> int:
+    """A ring element read as a signed 64-bit integer."""
+    return v - L if v >= 1 << 63 else v
+
+
+def protocol_cost(setup, n: int) -> tuple[float, int]:
+    """(payload bytes per element summed over the parties, depth in rounds) of the call that
+    ``setup(ctx)`` prepares and returns: inputs are made before the Lamport clocks are equalised (a
+    barrier), the call after; the depth is the largest per-party clock increase."""
+    from mpcnp.runtime.context import barrier, current
+
+    def program():
+        ctx = current()
+        call = setup(ctx)
+        barrier(ctx)
+        before = mp.stats()
+        call()
+        after = mp.stats()
+        return after["payload_bytes_sent"] - before["payload_bytes_sent"], after["rounds"] - before["rounds"]
+
+    results = run_core(program)
+    return sum(b for b, _ in results.values()) / n, max(r for _, r in results.values())
+
+
+# ---- statistics of what a party sees -------------------------------------------------------------------
+def chi_square(counts: np.ndarray) -> float:
+    """Pearson's statistic of ``counts`` against the uniform distribution over its bins."""
+    expected = counts.sum() / counts.size
+    return float(((counts - expected) ** 2 / expected).sum())
+
+
+def chi_square_limit(dof: int, z: float = 7.5) -> float:
+    """Upper quantile of chi-square with ``dof`` degrees of freedom (Wilson-Hilferty) at the standard
+    normal quantile ``z``: the default 7.5 leaves a false alarm probability of 3e-14, so that a test
+    with a dozen such checks stays below 2^-40."""
+    h = 2.0 / (9.0 * dof)
+    return dof * (1.0 - h + z * np.sqrt(h)) ** 3
+
+
+# ---- channels -------------------------------------------------------------------------------------------
+NAMES = ("server0", "server1", "producer")  # net knows no roles: these are just names
+NET_BACKENDS = ("memory", "ipc", "curve")  # the transports tests run on
+WAIT = 20.0  # generous: only bounds a failing test, never asserts a duration
+
+
+def curve_configs(names, keys=None):
+    keys = keys or {n: keygen() for n in names}
+    return {n: CurveConfig(keys[n][0], keys[n][1], {p: keys[p][0] for p in names if p != n})
+            for n in names}
+
+
+@contextlib.contextmanager
+def network(backend, names=NAMES, absent=(), **options):
+    """{name: Transport} of a fully connected network on ``backend``; closed on exit.
+
+    ``absent`` parties are configured (address, key) but never come up.
+    """
+    if backend == "memory":
+        net = MemoryNetwork(names)
+        try:
+            yield {n: net.transport(n) for n in names}
+        finally:
+            net.close()
+        return
+    tmp = tempfile.mkdtemp(prefix="mpcnp-test-", dir="/tmp")
+    configs = curve_configs(names + absent)
+    transports = {}
+    try:
+        for n in names:
+            transports[n] = (ZmqTransport(n, f"ipc://{tmp}/{n}", **options) if backend == "ipc" else
+                             ZmqTransport(n, "tcp://127.0.0.1:0", curve=configs[n], **options))
+        endpoints = {n: t.endpoint for n, t in transports.items()}
+        endpoints.update({n: f"ipc://{tmp}/{n}" if backend == "ipc" else "tcp://127.0.0.1:9"
+                          for n in absent})
+        for t in transports.values():
+            t.connect(endpoints)
+        yield transports
+    finally:
+        for t in transports.values():
+            t.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def rogue(transport, routing_id, keys=None):
+    """A bare DEALER sending to ``transport`` as ``routing_id``, CURVE with ``keys`` if given."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = routing_id.encode()
+    if keys is not None:
+        sock.curve_publickey, sock.curve_secretkey = (k.encode() for k in keys)
+        sock.curve_serverkey = transport.curve.public_key.encode()
+    sock.connect(transport.endpoint)
+    try:
+        yield sock
+    finally:
+        sock.close()
+        ctx.term()
+
+
+
+def run_parties(programs):
+    """Run {name: fn()} each in its own thread; returns {name: result}, re-raises the first error."""
+    results, errors = {}, {}
+
+    def body(name, fn):
+        try:
+            results[name] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            errors[name] = exc
+
+    threads = [threading.Thread(target=body, args=item) for item in programs.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT)
+    assert not any(t.is_alive() for t in threads), "a party hung"
+    if errors:
+        raise next(iter(errors.values()))
+    return results
+
+
+def header(kind=ARRAY, code=8, ndim=1, shape=(1,), magic=MAGIC, version=VERSION):
+    """A hand-made header (framing.py layout), to craft malformed messages."""
+    return struct.pack(f"<4sBBBBQ{len(shape)}Q", magic, version, kind, code, ndim, 0, *shape)

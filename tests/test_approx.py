@@ -4,9 +4,8 @@ The acceptance line: every function is within its stated error on its stated int
 restates each docstring: the interval and the bound, an approximation part (checked in float64 by
 test_polynomials_alone) plus k units 2^-f for the fixed-point part, with k 1.3 to 1.5 times the largest
 value measured on dense grids at frac_bits 12, 16 and 20. Inputs are multiples of 2^-f (what encoding
-shares), so the reference is the exact function of the shared value. Frac_bits 20 is left out of the
-private tests: local truncation fails with probability about 2^-24 per product there, which the dense
-grids (millions of products) would hit now and then.
+shares), so the reference is the exact function of the shared value. The private tests truncate
+exactly (tests/helpers.run_private): local truncation's rare failures are tested in test_pond.py.
 """
 from __future__ import annotations
 
@@ -20,6 +19,7 @@ from hypothesis.extra import numpy as hnp
 
 import mpcnp as mp
 from mpcnp import approx
+from mpcnp.protocols import polynomial
 from helpers import run_private
 from strategies import grid_arrays, shapes
 
@@ -45,7 +45,7 @@ CASES = {
                     rounds=5, products=19),
     "tanh": Case(approx.tanh, np.tanh, -5, 5, lambda y, x, u: 6.4e-5 + 14 * u,
                  rounds=5, products=19),
-    "relu": Case(approx.relu, lambda v: np.maximum(v, 0), -8, 8, lambda y, x, u: 0.035 + 80 * u,
+    "relu": Case(approx.relu_polynomial, lambda v: np.maximum(v, 0), -8, 8, lambda y, x, u: 0.035 + 80 * u,
                  rounds=5, products=16),
     # outside the band |x| < 0.25 only; the band is test_step_inside_its_band's
     "step": Case(approx.step, lambda v: (v > 0) * 1.0, -16, 16,
@@ -176,7 +176,7 @@ def test_polynomials_diverge_just_outside_under_pond():
     assert np.all(near[:2] < 2e-3) and np.all(near[2:] > 0.05)
     near = errors(approx.tanh, [-5.05, 5.05, -5.25, 5.25], np.tanh)
     assert np.all(near[:2] < 4e-3) and np.all(near[2:] > 0.1)
-    near = errors(approx.relu, [-8.05, 8.05, -8.25, 8.25], lambda v: np.maximum(v, 0))
+    near = errors(approx.relu_polynomial, [-8.05, 8.05, -8.25, 8.25], lambda v: np.maximum(v, 0))
     assert np.all(near[:2] > 0.1) and np.all(near[2:] > 10)
 
 
@@ -186,11 +186,11 @@ def test_relu_on_other_intervals(bound, frac_bits):
     """relu(x, bound=B) = (x + B p(x / B)) / 2: accurate on [-B, B] within 0.0044 B + 10 B units,
     and diverging just outside like the default B = 8."""
     x = grid(-bound, bound, frac_bits, count=4001)
-    got = run_private(lambda t: approx.relu(t, bound), x, protocol="pond", frac_bits=frac_bits)
+    got = run_private(lambda t: approx.relu_polynomial(t, bound), x, protocol="pond", frac_bits=frac_bits)
     error = np.abs(got - np.maximum(x, 0))
     assert error.max() <= 0.0044 * bound + 10 * bound * 2.0 ** -frac_bits
     assert error.max() > 0.004 * bound   # the polynomial's own error, not noise: the scaling is real
-    outside = errors(lambda t: approx.relu(t, bound), [-1.05 * bound, 1.05 * bound],
+    outside = errors(lambda t: approx.relu_polynomial(t, bound), [-1.05 * bound, 1.05 * bound],
                      lambda v: np.maximum(v, 0))
     assert np.all(outside > 0.1 * bound)
 
@@ -198,7 +198,7 @@ def test_relu_on_other_intervals(bound, frac_bits):
 def test_relu_refuses_a_bad_bound():
     for bound in (0, 2.5, -8, True, 2 ** 21):
         with pytest.raises(ValueError, match="relu's bound"):
-            approx.relu(np.ones(2), bound)
+            approx.relu_polynomial(np.ones(2), bound)
 
 
 def test_exp_just_below_its_interval_stays_near_zero():
@@ -281,7 +281,7 @@ def test_polynomials_alone():
     assert np.abs(approx.EXP_ROOT.reference(x) ** 8 / np.exp(x) - 1).max() < 5.5e-6
     x = np.linspace(-16, 16, 400001)
     polish = np.polynomial.chebyshev.chebval
-    step = polish(polish(approx.STEP_FIRST.reference(x), approx._POLISH), approx._POLISH_TO_STEP)
+    step = polish(polish(polynomial.STEP_FIRST.reference(x), polynomial._POLISH), polynomial._POLISH_TO_STEP)
     outside = np.abs(x) >= 0.25
     assert np.abs(step - (x > 0))[outside].max() < 5e-6
     assert step.min() > -1e-6 and step.max() < 1 + 1e-6

@@ -3,21 +3,18 @@
 Inputs are first rounded to multiples of 2^-f (``quantize``): the ring then holds them exactly, and
 SecureNN's results are compared with NumPy on the rounded values by equality. Exceptions, with their
 tolerance: ``where`` with a private condition (one truncating multiplication: atol = 2^-f, the one unit
-in the last place local truncation may lose) and Pond's dispatch (a fake ``approx`` stands in for the
-approximations; only which function is called is tested).
+in the last place local truncation may lose) and the dispatch test (a fake protocol family stands in;
+only which of its steps is called is tested).
 """
 from __future__ import annotations
-
-import sys
-import types
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import mpcnp
 import mpcnp as mp
-from mpcnp import comparisons as cmp
+from mpcnp.protocols import families, maxpool
+from mpcnp.protocols.shared import add_public
 from helpers import FRAC_BITS, ULP, quantize, run_private
 from strategies import PRODUCT_BOUND, broadcastable_pair, real_arrays
 
@@ -46,7 +43,7 @@ def test_comparisons_with_zero_and_relu_at_the_edges(op):
     np.testing.assert_array_equal(run_private(lambda t: private_op(t, 0.0), x), numpy_op(x, 0.0))
     np.testing.assert_array_equal(run_private(lambda t: private_op(0.0, t), x), numpy_op(0.0, x))
     if op == "<":
-        np.testing.assert_array_equal(run_private(cmp.relu, x), np.maximum(x, 0.0))
+        np.testing.assert_array_equal(run_private(mp.relu, x), np.maximum(x, 0.0))
 
 
 def test_pairwise_comparisons_at_the_edges_of_the_exact_range():
@@ -75,7 +72,7 @@ def test_comparisons_match_numpy(data):
 
 
 def test_comparison_of_public_operands_is_public():
-    result = cmp.less(np.array([1.0, 3.0]), 2.0)
+    result = mp.PublicTensor(np.array([1.0, 3.0])) < 2.0
     assert isinstance(result, mp.PublicTensor)
     np.testing.assert_array_equal(result.value, [1.0, 0.0])
 
@@ -89,10 +86,10 @@ def test_where_and_relu_match_numpy(data):
     b = quantize(data.draw(real_arrays(b_shape, bound=PRODUCT_BOUND)))
     expected = np.where(a > b, a, b)
     # a private condition from a comparison: one truncating multiplication by exactly 0.0 or 1.0
-    np.testing.assert_allclose(run_private(lambda x, y: cmp.where(x > y, x, y), a, b), expected, rtol=0, atol=ULP)
+    np.testing.assert_allclose(run_private(lambda x, y: mp.where(x > y, x, y), a, b), expected, rtol=0, atol=ULP)
     cond = a > 0
-    np.testing.assert_array_equal(run_private(lambda x: cmp.where(cond, x, -1.5), a), np.where(cond, a, -1.5))
-    np.testing.assert_array_equal(run_private(cmp.relu, a), np.maximum(a, 0.0))
+    np.testing.assert_array_equal(run_private(lambda x: mp.where(cond, x, -1.5), a), np.where(cond, a, -1.5))
+    np.testing.assert_array_equal(run_private(mp.relu, a), np.maximum(a, 0.0))
 
 
 @pytest.mark.parametrize("shape, kernel, stride", [((1, 2, 4, 4), 2, None), ((2, 3, 5, 7), (2, 3), None),
@@ -103,19 +100,19 @@ def test_maxpool2d_matches_numpy_with_ties(shape, kernel, stride):
     kh, kw = (kernel, kernel) if np.isscalar(kernel) else kernel
     sh, sw = (kh, kw) if stride is None else (stride, stride)
     windows = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
-    np.testing.assert_array_equal(run_private(lambda t: cmp.maxpool2d(t, kernel, stride), x),
+    np.testing.assert_array_equal(run_private(lambda t: mp.maxpool2d(t, kernel, stride), x),
                                   windows.max(axis=(-2, -1)))
 
 
 @pytest.mark.parametrize("axis", [None, 0, 1, -1, (0, 2)])
 def test_max_and_argmax_match_numpy_with_ties(axis):
     x = RNG.integers(-2, 3, (3, 5, 4)).astype(np.float64)
-    np.testing.assert_array_equal(run_private(lambda t: cmp.max(t, axis=axis), x), np.max(x, axis=axis))
-    np.testing.assert_array_equal(run_private(lambda t: cmp.max(t, axis=axis, keepdims=True), x),
+    np.testing.assert_array_equal(run_private(lambda t: mp.max(t, axis=axis), x), np.max(x, axis=axis))
+    np.testing.assert_array_equal(run_private(lambda t: mp.max(t, axis=axis, keepdims=True), x),
                                   np.max(x, axis=axis, keepdims=True))
     if not isinstance(axis, tuple):
         # ties: the first maximal element wins, as in NumPy
-        np.testing.assert_array_equal(run_private(lambda t: cmp.argmax(t, axis=axis), x), np.argmax(x, axis=axis))
+        np.testing.assert_array_equal(run_private(lambda t: mp.argmax(t, axis=axis), x), np.argmax(x, axis=axis))
 
 
 @settings(max_examples=15)
@@ -123,8 +120,8 @@ def test_max_and_argmax_match_numpy_with_ties(axis):
 def test_max_and_argmax_of_random_vectors(data):
     n = data.draw(st.integers(1, 9))
     x = quantize(data.draw(real_arrays((n,), bound=LIMIT - 1)))
-    np.testing.assert_array_equal(run_private(cmp.max, x), np.max(x))
-    np.testing.assert_array_equal(run_private(cmp.argmax, x), np.argmax(x))
+    np.testing.assert_array_equal(run_private(mp.max, x), np.max(x))
+    np.testing.assert_array_equal(run_private(mp.argmax, x), np.argmax(x))
 
 
 def test_divide_is_exact_floor_division_in_fixed_point():
@@ -135,54 +132,71 @@ def test_divide_is_exact_floor_division_in_fixed_point():
     assert np.all(np.abs(x) * 2.0 ** (2 * f) + 2.0 ** (12 + 2 * f) * y < 2.0 ** 63)
     ring_x, ring_y = (x * 2 ** f).astype(np.int64), (y * 2 ** f).astype(np.int64)
     expected = np.array([(int(a) << f) // int(b) for a, b in zip(ring_x, ring_y)]) / 2.0 ** f
-    np.testing.assert_array_equal(run_private(lambda a, b: cmp.divide(a, b, integer_bits=12), x, y), expected)
-    np.testing.assert_array_equal(run_private(lambda b: cmp.divide(1.0, b, integer_bits=2), y[1:4]),
+    np.testing.assert_array_equal(run_private(lambda a, b: mp.divide(a, b, integer_bits=12), x, y), expected)
+    np.testing.assert_array_equal(run_private(lambda b: mp.divide(1.0, b, integer_bits=2), y[1:4]),
                                   np.array([(1 << 2 * f) // int(b) for b in ring_y[1:4]]) / 2.0 ** f)
 
 
-@pytest.mark.processes
-def test_comparisons_on_processes_backend():
+def test_comparisons_on_each_backend(backend):
     x = edge_reals()[:40]
-    np.testing.assert_array_equal(run_private(lambda t: t >= 0.0, x, backend="processes"), x >= 0.0)
-    np.testing.assert_array_equal(run_private(cmp.relu, x, backend="processes"), np.maximum(x, 0.0))
+    np.testing.assert_array_equal(run_private(lambda t: t >= 0.0, x, backend=backend), x >= 0.0)
+    np.testing.assert_array_equal(run_private(mp.relu, x, backend=backend), np.maximum(x, 0.0))
 
 
-# ---- Pond: dispatch to mpcnp.approx ----------------------------------------------------------------------------
+# ---- dispatch: every composite goes through the protocol family ------------------------------------------------
+def ones(ctx, like):
+    """Fixed-point shares of 1.0 in the shape of ``like``: server0 holds the encoding, server1 zero."""
+    return add_public(ctx, like * 0, 1 << ctx.config.frac_bits)
+
+
+class FakeFamily(families.Family):
+    """A family that records its calls: exact comparisons and max steps (SecureNN's), and 1.0 for
+    every ReLU and quotient, so that the results show which step was used."""
+
+    name, exact, default_truncation = "fake", False, "local"
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def ge_zero(self, ctx, d):
+        self.calls.append("ge_zero")
+        return families.FAMILIES["securenn"].ge_zero(ctx, d)
+
+    def relu(self, ctx, x, bound):
+        self.calls.append(f"relu {bound}")
+        return ones(ctx, x)
+
+    def max_step(self, ctx, best, other, index, other_index):
+        self.calls.append("max_step")
+        return maxpool.exact_step(ctx, best, other, index, other_index)
+
+    def divide(self, ctx, x, y, integer_bits):
+        self.calls.append("divide")
+        return ones(ctx, x)
+
+
 @pytest.fixture
-def fake_approx(monkeypatch):
-    """A stand-in for mpcnp.approx that records its calls: step exact (via SecureNN), relu and
-    reciprocal constant (1.0, 0.5), so that the results show which function was used."""
+def fake_family(monkeypatch):
     calls = []
-
-    def step(x):
-        calls.append("step")
-        return cmp._fixed_bits(x._ctx, mpcnp.protocols.securenn.drelu(x._ctx, (-x)._value), negate=True)
-
-    def relu(x, bound=8):
-        calls.append(f"relu {bound}")
-        return x * 0.0 + 1.0
-
-    def reciprocal(x):
-        calls.append("reciprocal")
-        return x * 0.0 + 0.5
-
-    module = types.SimpleNamespace(step=step, relu=relu, reciprocal=reciprocal)
-    monkeypatch.setitem(sys.modules, "mpcnp.approx", module)
-    monkeypatch.setattr(mpcnp, "approx", module, raising=False)
+    monkeypatch.setitem(families.FAMILIES, "fake", FakeFamily(calls))
     return calls
 
 
-def test_pond_uses_the_approximations(fake_approx):
+def test_composites_use_the_family(fake_family):
     x = np.array([-2.0, -0.5, 0.5, 3.0])
     for op, (private_op, numpy_op) in OPS.items():
-        got = run_private(lambda t: private_op(t, 0.25), x, protocol="pond")
+        got = run_private(lambda t: private_op(t, 0.25), x, protocol="fake")
         np.testing.assert_array_equal(got, numpy_op(x, 0.25), err_msg=op)
-    np.testing.assert_array_equal(run_private(cmp.relu, x, protocol="pond"), np.ones(4))
-    np.testing.assert_array_equal(run_private(lambda t: cmp.relu(t, 32), x, protocol="pond"), np.ones(4))
-    np.testing.assert_allclose(run_private(cmp.max, x, protocol="pond"), 3.0, atol=ULP)
-    np.testing.assert_allclose(run_private(lambda a: cmp.divide(a, a), x, protocol="pond"), x * 0.5, rtol=0,
-                               atol=ULP)   # one truncating product
-    assert set(fake_approx) == {"step", "relu 8", "relu 32", "reciprocal"}
+    np.testing.assert_array_equal(run_private(mp.relu, x, protocol="fake"), np.ones(4))
+    np.testing.assert_array_equal(run_private(lambda t: mp.relu(t, 32), x, protocol="fake"), np.ones(4))
+    np.testing.assert_array_equal(run_private(mp.max, x, protocol="fake"), 3.0)
+    np.testing.assert_array_equal(run_private(lambda a: mp.divide(a, a), x, protocol="fake"), np.ones(4))
+    assert set(fake_family) == {"ge_zero", "relu 8", "relu 32", "max_step", "divide"}
+
+
+def test_an_unknown_protocol_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="unknown protocol 'aby3'; choose one of securenn, pond"):
+        mp.run(lambda: None, protocol="aby3")
 
 
 def test_pond_comparisons_and_relu_with_the_approximations():
@@ -191,7 +205,7 @@ def test_pond_comparisons_and_relu_with_the_approximations():
     x = np.array([-7.5, -3.0, -0.5, 0.75, 2.0, 7.9])
     np.testing.assert_allclose(run_private(lambda t: t > 0.25, x, protocol="pond"), x > 0.25, rtol=0,
                                atol=5e-6 + 3 * ULP)
-    np.testing.assert_allclose(run_private(lambda t: cmp.less_equal(t, 0.25), x, protocol="pond"), x <= 0.25,
+    np.testing.assert_allclose(run_private(lambda t: t <= 0.25, x, protocol="pond"), x <= 0.25,
                                rtol=0, atol=5e-6 + 3 * ULP)
-    np.testing.assert_allclose(run_private(cmp.relu, x, protocol="pond"), np.maximum(x, 0.0), rtol=0,
+    np.testing.assert_allclose(run_private(mp.relu, x, protocol="pond"), np.maximum(x, 0.0), rtol=0,
                                atol=0.035 + 80 * ULP)

@@ -1,4 +1,4 @@
-"""Fixed-point encoding and local truncation (PROTOCOLS.md section 3).
+"""Fixed-point encoding and local truncation (docs/protocols.md, "Fixed point").
 
 Tolerances: encoding rounds to the nearest multiple of 2^-f, so a round trip is within 2^-(f+1)
 (we assert 2^-f, the issue's bound, plus float64's own relative rounding for large magnitudes).

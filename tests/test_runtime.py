@@ -57,7 +57,7 @@ def test_closures_and_lambdas_run_unpickled(backend):
 
 def test_input_sharing_is_one_message_of_the_data(backend):
     """The owner sends its data once, to server1 (server0's share comes from their PRF stream);
-    server0 and the producer get only the shape (PROTOCOLS.md section 2)."""
+    server0 and the producer get only the shape (docs/protocols.md, "Sharing")."""
     shape = (5, 7)
 
     def fn():
@@ -388,7 +388,7 @@ def test_a_malformed_message_blames_its_sender(backend):
 
 
 def test_root_cause_follows_blame_to_the_end_of_the_chain():
-    from mpcnp.runtime.launch import ABORTED, OBSERVED, OK, OWN, Outcome, root_cause
+    from mpcnp.runtime.lifecycle import ABORTED, OBSERVED, OK, OWN, Outcome, root_cause
 
     silent = TimeoutError("silent")
     outcomes = [Outcome("server0", OBSERVED, error=mp.PartyError("server1", silent), when=1.0),

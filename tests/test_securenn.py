@@ -3,8 +3,8 @@
 Inputs are built as shares chosen by the test (server0's share given, server1's the difference), so
 shares that wrap around 2^64 and shares that do not are both exercised; results are reconstructed from
 what each server returns. Exactness is equality: these protocols have no rounding.
-The layers above DReLU (SelectShare, MaxPool, DMaxPool, Division) and the cost table of every
-protocol are in test_securenn_layers.py.
+The composites above DReLU (SelectShare, MaxPool, DMaxPool, Division) are in
+test_securenn_composites.py; the costs of every protocol in test_costs.py.
 """
 from __future__ import annotations
 
@@ -12,45 +12,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-import mpcnp as mp
-from mpcnp.protocols import dealer, securenn, sharing, zp
-from mpcnp.protocols.pond import Shared
+from mpcnp import zp
+from mpcnp.protocols import securenn, sharing
+from mpcnp.protocols.shared import Shared
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, current
+from helpers import L, chi_square, chi_square_limit, mine, reconstruct, run_core as run, signed
+from helpers import shares_of as _shares_of
 from strategies import ring_elements
-from test_zp import chi_square, chi_square_limit
 
-L = 1 << 64
 RNG = np.random.default_rng(20190712)   # test data only; the protocols draw from their PRF streams
 
 
-# ---- running a protocol on chosen shares ---------------------------------------------------------------
-def run(program, backend: str = "threads"):
-    """mp.run over the core parties; returns {party: result}."""
-    return mp.run(program, backend=backend)
-
-
 def shares_of(values, share0=None, modulus: int = L):
-    """(share0, share1) as uint64 arrays with share0 + share1 = values (mod modulus); share0 random if None."""
-    values = [int(v) % modulus for v in values]
-    if share0 is None:
-        share0 = RNG.integers(0, modulus - 1, len(values), dtype=np.uint64, endpoint=True).tolist()
-    share1 = [(v - int(s)) % modulus for v, s in zip(values, share0)]
-    return np.array([int(s) % modulus for s in share0], np.uint64), np.array(share1, np.uint64)
-
-
-def mine(ctx, share0: np.ndarray, share1: np.ndarray) -> Shared:
-    """The Shared this party holds of the value shared as (share0, share1)."""
-    share = {SERVER0: share0, SERVER1: share1}.get(ctx.name)
-    return Shared(None if share is None else share.copy(), share0.shape)
-
-
-def reconstruct(results, modulus: int = L) -> list[int]:
-    shares = zip(results[SERVER0].reshape(-1), results[SERVER1].reshape(-1))
-    return [(int(a) + int(b)) % modulus for a, b in shares]
-
-
-def signed(v: int) -> int:
-    return v - L if v >= 1 << 63 else v
+    return _shares_of(values, RNG, share0, modulus)
 
 
 def bit_shares(xs, rows: int = 64) -> tuple[np.ndarray, np.ndarray]:
@@ -150,8 +124,8 @@ class FixedMask:
                                     (1 << 63, 1 << 63)])
 def test_share_convert_chosen_masks(monkeypatch, r0, r1):
     # r = 0 (the case PrivateCompare on r - 1 cannot answer by itself), r = L - 1, with and without wrap
-    real = dealer.common_stream
-    monkeypatch.setattr(dealer, "common_stream", lambda ctx: FixedMask(real(ctx), r0, r1, len(SC_VALUES)))
+    real = sharing.common_stream
+    monkeypatch.setattr(securenn, "common_stream", lambda ctx: FixedMask(real(ctx), r0, r1, len(SC_VALUES)))
     got, expected = share_convert(SC_VALUES)
     assert got == expected
 
@@ -189,19 +163,21 @@ def test_compute_msb_edges():
         assert compute_msb(values, share0) == [v >> 63 for v in values]
 
 
-# ---- DReLU (both methods) and ReLU ---------------------------------------------------------------------------
+# ---- DReLU and ReLU (Falcon's and PETS') ---------------------------------------------------------------------
 EXACT_BELOW = {"falcon": 1 << 63, "pets": 1 << 62}      # |a| below this (and a = -2^63 for falcon)
+METHODS = {"falcon": (securenn.drelu, securenn.relu), "pets": (securenn.drelu_pets, securenn.relu_pets)}
 
 
 def drelu_relu(values, share0=None, backend: str = "threads", method: str = "falcon"):
-    """(DReLU bits, signed ReLU values) of the shared values, from securenn.drelu and securenn.relu."""
+    """(DReLU bits, signed ReLU values) of the shared values, from the method's drelu and relu."""
     s0, s1 = shares_of(values, share0)
+    drelu, relu = METHODS[method]
 
     def program():
         ctx = current()
         a = mine(ctx, s0, s1)
-        bit = securenn.drelu(ctx, a, method)
-        value, kept = securenn.relu(ctx, a, method)
+        bit = drelu(ctx, a)
+        value, kept = relu(ctx, a)
         return None if bit.share is None else (bit.share, value.share, kept.share)
 
     results = run(program, backend)
@@ -225,7 +201,7 @@ def edge_values(method: str) -> list[int]:
     return sorted(v for v in values if -(1 << 63) <= v < bound)
 
 
-@pytest.mark.parametrize("method", securenn.DRELU_METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 @pytest.mark.parametrize("share0", ["random", 0, L - 1, 1 << 63, "value"])
 def test_drelu_and_relu_edges(share0, method):
     values = edge_values(method)
@@ -235,7 +211,7 @@ def test_drelu_and_relu_edges(share0, method):
     assert relus == [max(v, 0) for v in values]
 
 
-@pytest.mark.parametrize("method", securenn.DRELU_METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_drelu_and_relu_on_the_numpy_kernels(monkeypatch, method):
     # the path taken without the compiled extension (test_zp.py compares the kernels bit for bit)
     for name in ("map_draws", "bit_shares", "compare_masks", "any_zero"):
@@ -253,17 +229,12 @@ def test_pets_drelu_is_exact_only_below_2_62():
     assert drelu_relu([(1 << 62) - 1, 1 << 62, -(1 << 62) - 1])[0] == [1, 1, 0]
 
 
-def test_unknown_drelu_method_is_refused():
-    with pytest.raises(ValueError, match="unknown DReLU method"):
-        securenn.drelu(None, Shared(None, (1,)), method="aby3")
-
-
 def signed_values(method: str):
     bound = EXACT_BELOW[method]
     return st.integers(-(1 << 63) if method == "falcon" else -bound + 1, bound - 1)
 
 
-@pytest.mark.parametrize("method", securenn.DRELU_METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 @settings(max_examples=60)
 @given(data=st.data())
 def test_drelu_and_relu_match_python(method, data):
@@ -280,7 +251,7 @@ class ChosenMask:
     given values."""
 
     def __init__(self, monkeypatch, r: list[int], beta: int):
-        real_shares, real_common = sharing.random_shares, dealer.common_stream
+        real_shares, real_common = sharing.random_shares, sharing.common_stream
         r = np.array(r, np.uint64)
         r0 = RNG.integers(0, L - 1, r.size, dtype=np.uint64, endpoint=True)
 
@@ -300,7 +271,7 @@ class ChosenMask:
                 return getattr(self._prf, name)
 
         monkeypatch.setattr(securenn, "random_shares", random_shares)
-        monkeypatch.setattr(dealer, "common_stream", lambda ctx: Common(real_common(ctx)))
+        monkeypatch.setattr(securenn, "common_stream", lambda ctx: Common(real_common(ctx)))
 
 
 @pytest.mark.parametrize("beta", [0, 1])
@@ -345,7 +316,7 @@ def test_servers_see_a_uniform_opened_value():
 
 
 @pytest.mark.processes
-@pytest.mark.parametrize("method", securenn.DRELU_METHODS)
+@pytest.mark.parametrize("method", list(METHODS))
 def test_drelu_on_processes_backend(method):
     values = [0, 1, -1, (1 << 62) - 1, -((1 << 62) - 1), 1 << 40, -(1 << 40)]
     if method == "falcon":

@@ -3,7 +3,7 @@
 Tolerances: inputs are first rounded to multiples of 2^-f (``quantize``), so linear operations on
 them are exact in the ring and compared with equality (up to float64's own rounding). A product is
 computed exactly on the quantized inputs and then truncated, which costs at most one unit 2^-f
-(local truncation is within one unit in the last place), so products are compared with atol = 2^-f
+(exact truncation, as the tests run, is within one unit in the last place), so products are compared with atol = 2^-f
 plus float64 rounding; matmul over k terms likewise (truncation happens once, after the sum).
 """
 import numpy as np
@@ -88,13 +88,12 @@ def test_sum_mean_and_layout(data):
     np.testing.assert_array_equal(run_private(lambda x: x.sum(axis=axis, keepdims=keepdims), small),
                                   exact_sum)
     if small.size and (axis is None or small.shape[axis]):
-        # the mean divides the sum locally, which fails with probability |sum| 2^(16 - 64) per element
-        # (fixedpoint.divide_share): with |v| <= 2^12 and at most 625 terms that is below 2^-26
+        # the mean divides the sum exactly (pond.divide_exact: within two units)
         modest = quantize(np.clip(a, -2.0 ** 12, 2.0 ** 12))
         modest_sum = np.rint(modest * 2.0 ** 16).astype(np.int64).sum(axis=axis, keepdims=keepdims) * ULP
         mean = run_private(lambda x: x.mean(axis=axis, keepdims=keepdims), modest)
         count = modest.size // max(1, np.asarray(modest_sum).size)
-        np.testing.assert_allclose(mean, modest_sum / count, rtol=2 ** -50, atol=ULP)
+        np.testing.assert_allclose(mean, modest_sum / count, rtol=2 ** -50, atol=2 * ULP)  # exact division
     np.testing.assert_array_equal(run_private(lambda x: x.T, a), qa.T)
     np.testing.assert_array_equal(run_private(lambda x: x.flatten(), a), qa.flatten())
     np.testing.assert_array_equal(run_private(lambda x: x.reshape(-1, 1), a), qa.reshape(-1, 1))
@@ -117,8 +116,8 @@ def test_divide_by_public(data):
     a = data.draw(real_arrays(shapes, bound=2.0 ** 20))
     qa = quantize(a)
     d = data.draw(st.sampled_from([1, 2, 3, 7, -5, 1000, 65536]))
-    # integer divisors: local division of the shares, within one unit
-    np.testing.assert_allclose(run_private(lambda x: x / d, a), qa / d, rtol=0, atol=ULP * 1.01)
+    # integer divisors: exact division of the shares (pond.divide_exact), within two units
+    np.testing.assert_allclose(run_private(lambda x: x / d, a), qa / d, rtol=0, atol=2 * ULP * 1.01)
     c = data.draw(st.sampled_from([0.5, 2.5, -3.75, 1000.5, 1e-3]))
     # real divisors: 1/c rounded to 16 significant bits (relative error 2^-17), then one truncation,
     # which fails with probability |x| 2^(32 - 64) per element (fixedpoint.encode_factor): |x| <= 2^8

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
-from mpcnp import ring
-from mpcnp.protocols import zp
+from mpcnp import ring, zp
+from helpers import chi_square, chi_square_limit
 from strategies import ring_elements
 
 L = 1 << 64
@@ -25,17 +25,6 @@ needs_c = pytest.mark.skipif(ring.BACKEND == "numpy", reason="no compiled extens
 @needs_c
 def test_the_compiled_extension_has_the_zp_kernels():
     assert zp.KERNELS == "c"  # a stale or partial build must fail here, not skip the tests below
-
-
-def chi_square(counts: np.ndarray) -> float:
-    expected = counts.sum() / counts.size
-    return float(((counts - expected) ** 2 / expected).sum())
-
-
-def chi_square_limit(dof: int, z: float = 4.75) -> float:
-    """Upper 1e-6 quantile of chi-square with ``dof`` degrees of freedom (Wilson-Hilferty)."""
-    h = 2.0 / (9.0 * dof)
-    return dof * (1.0 - h + z * np.sqrt(h)) ** 3
 
 
 # ---- arithmetic --------------------------------------------------------------------------------------

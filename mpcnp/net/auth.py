@@ -1,4 +1,4 @@
-"""CurveZMQ keys and the helper thread that authenticates peers and watches handshakes.
+"""The helper thread of a ZeroMQ transport: it authenticates peers (ZAP) and watches handshakes.
 
 A party's ROUTER is a CURVE server; ZeroMQ asks the ZAP handler (RFC 27) of the socket's context
 whether to admit each connecting key. Ours admits exactly the peers' public keys and returns the
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
-from typing import Mapping
 
 import zmq
 from zmq.utils import z85
@@ -24,50 +22,6 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 PEER_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 BIND_EVENTS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-
-
-def key_bytes(key: str | bytes, what: str) -> bytes:
-    """A Curve key given in Z85 (40 characters) as its 32 raw bytes; ValueError otherwise."""
-    text = key.encode("ascii") if isinstance(key, str) else bytes(key)
-    if len(text) != 40:
-        raise ValueError(f"{what} must be a 40-character Z85 Curve key, got {len(text)} characters")
-    try:
-        return z85.decode(text)
-    except (ValueError, KeyError, IndexError):
-        raise ValueError(f"{what} is not valid Z85") from None
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """This party's Curve key pair and every peer's public key (all Z85, 40 characters).
-
-    Raises ValueError for a malformed key, a secret key not matching the public key, or two parties
-    sharing a public key (a key names a party).
-    """
-
-    public_key: str
-    secret_key: str = field(repr=False)
-    peer_keys: Mapping[str, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        def text(key):
-            return key.decode("ascii") if isinstance(key, bytes) else key
-
-        object.__setattr__(self, "public_key", text(self.public_key))
-        object.__setattr__(self, "secret_key", text(self.secret_key))
-        object.__setattr__(self, "peer_keys", {p: text(k) for p, k in self.peer_keys.items()})
-        own = key_bytes(self.public_key, "public_key")
-        key_bytes(self.secret_key, "secret_key")
-        if zmq.curve_public(self.secret_key.encode()) != self.public_key.encode():
-            raise ValueError(f"the secret key does not belong to the public key {self.public_key}")
-        seen = {own: "this party"}
-        for peer, key in self.peer_keys.items():
-            raw = key_bytes(key, f"the public key of {peer}")
-            if raw in seen:
-                raise ValueError(f"{peer} has the same public key as {seen[raw]}")
-            seen[raw] = peer
-
-
 _PROTOCOL_ERRORS = {getattr(zmq, n): n for n in dir(zmq) if n.startswith("PROTOCOL_ERROR_")}
 
 

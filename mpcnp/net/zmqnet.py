@@ -45,11 +45,12 @@ from typing import Mapping
 import numpy as np
 import zmq
 
-from mpcnp.net.auth import BIND_EVENTS, PEER_EVENTS, CurveConfig, Watcher, key_bytes
+from mpcnp.net.auth import BIND_EVENTS, PEER_EVENTS, Watcher
 from mpcnp.net.base import Transport
 from mpcnp.net.errors import FrameError, HandshakeError, NetError, PeerTimeout
 from mpcnp.net.framing import (ABORT, decode_abort, decode_header, decode_inline, encode_abort,
                                encode_header)
+from mpcnp.net.keys import CurveConfig, key_bytes
 
 log = logging.getLogger("mpcnp.net")
 

@@ -1,8 +1,9 @@
 """MaxPool and DMaxPool of SecureNN (PETS Alg. 9, 10), and a tournament variant of MaxPool.
 
-Wagh, Gupta, Chandran, "SecureNN", PoPETs 2019(3), with PROTOCOLS.md section 5's erratum for DMaxPool
+Wagh, Gupta, Chandran, "SecureNN", PoPETs 2019(3), with the erratum of docs/protocols.md for DMaxPool
 (rotation by +g). Built on ``securenn.relu`` (one PrivateCompare per comparison) and Beaver products;
-conventions as in ``securenn``.
+conventions as in ``securenn``. The tournament takes its comparison step as an argument, so that
+every protocol family uses the same one (``families``).
 
 Costs per window (bytes summed over all parties; rounds = longest chain of dependent messages):
   maxpool over n: n - 1 steps of 261 B, 4 rounds;  tournament over n: n - 1 comparisons of 261 B and
@@ -13,35 +14,37 @@ from __future__ import annotations
 
 import numpy as np
 
-from mpcnp.protocols import dealer, pond, securenn
-from mpcnp.protocols.dealer import deal, flat, shared, trivial
-from mpcnp.protocols.pond import Shared
-from mpcnp.protocols.sharing import recv_array, rerandomize
+from typing import Callable
+
+from mpcnp.protocols import pond, securenn
+from mpcnp.protocols.shared import Shared, concat, trivial
+from mpcnp.protocols.sharing import common_stream, deal, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
-__all__ = ["maxpool", "tournament_max", "dmaxpool"]
+__all__ = ["maxpool", "tournament_max", "exact_step", "dmaxpool"]
+
+# One comparison step of every window at once: (best, other, index, other_index) -> (max, its index).
+Step = Callable[[Context, Shared, Shared, "Shared | None", "Shared | None"], "tuple[Shared, Shared | None]"]
 
 
 # ---- MaxPool (PETS Alg. 9) and a tournament variant --------------------------------------------------
-def _step(ctx: Context, best: Shared, other: Shared, index: Shared | None = None,
-          other_index=None) -> tuple[Shared, Shared | None]:
-    """One comparison step of every window at once: best (and its index) become other (and
-    other_index, a Shared or a public integer) where other > best; ties keep best.
+def exact_step(ctx: Context, best: Shared, other: Shared, index: Shared | None = None,
+               other_index: Shared | None = None) -> tuple[Shared, Shared | None]:
+    """One exact comparison step of every window at once: best (and its index) become other (and
+    other_index) where other > best; ties keep best.
 
     max(best, other) = other + ReLU(best - other): ``securenn.relu`` gives the value and the bit
     keep = [best >= other] (221 bytes, 3 rounds); the index is other_index + keep (index - other_index),
-    one more Beaver product (40 bytes, 1 round).
+    one more Beaver product of the bit, untruncated (40 bytes, 1 round): exact whatever the indices.
     """
-    shape, on = best.shape, ctx.is_server
-    gain, keep = securenn.relu(ctx, shared(best.share - other.share if on else None, shape))
-    new_best = shared(rerandomize(ctx, other.share + gain.share) if on else None, shape)
+    gain, keep = securenn.relu(ctx, best - other)
+    new_best = other + gain
+    new_best = Shared(rerandomize(ctx, new_best.share), new_best.shape)
     if index is None:
         return new_best, None
-    target = None
-    if on:
-        target = other_index.share if isinstance(other_index, Shared) else trivial(ctx, other_index, shape)
-    moved = pond.product(ctx, keep, shared(index.share - target if on else None, shape), pond.MUL)
-    return new_best, shared(rerandomize(ctx, target + moved.share) if on else None, shape)
+    moved = pond.product(ctx, keep, index - other_index, pond.MUL)
+    new_index = other_index + moved
+    return new_best, Shared(rerandomize(ctx, new_index.share), new_index.shape)
 
 
 def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
@@ -59,55 +62,46 @@ def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:
         raise ValueError("maxpool needs at least one element per window")
-    on = ctx.is_server
-    best = shared(x.share[0] if on else None, batch)
-    index = shared(np.zeros(batch, np.uint64) if on else None, batch)
+    best, index = x.map(lambda a: a[0]), trivial(ctx, 0, batch)
     for k in range(1, n):
-        best, index = _step(ctx, best, shared(x.share[k] if on else None, batch), index, k)
+        best, index = exact_step(ctx, best, x.map(lambda a, k=k: a[k]), index, trivial(ctx, k, batch))
     return best, index
 
 
-def tournament_max(ctx: Context, x: Shared, with_index: bool = False) -> tuple[Shared, Shared | None]:
+def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index: bool = False,
+                   index_unit: int = 1) -> tuple[Shared, Shared | None]:
     """The maximum of each window (and its index) by a tournament: ceil(log2 n) sequential steps.
 
-    A variant of PETS Alg. 9 with the same n - 1 comparisons per window in fewer rounds: each step
-    pairs neighbouring candidates (0 with 1, 2 with 3, ...) of every window and keeps the larger; an odd
-    one out moves on at the end. Candidates thus stay in index order, and ``maxpool``'s tie rule holds:
-    the first maximal element wins. ``x`` has shape (n, *batch). Returns (max, index or None).
-    Cost per comparison: 261 bytes and 4 rounds per level with the index, 221 bytes and 3 rounds
-    without.
+    A variant of PETS Alg. 9 with the same n - 1 comparisons per window in fewer rounds: each level
+    pairs neighbouring candidates (0 with 1, 2 with 3, ...) of every window and keeps the larger with
+    ``step``; an odd one out moves on at the end. Candidates thus stay in index order, and
+    ``maxpool``'s tie rule holds: the first maximal element wins. ``x`` has shape (n, *batch).
+    Returns (max, index or None); the index is a ring integer times ``index_unit`` (2^frac_bits gives
+    it in fixed point). Cost with ``exact_step``: per comparison 261 bytes and 4 rounds per level
+    with the index, 221 bytes and 3 rounds without.
     """
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:
         raise ValueError("the maximum of an empty window is undefined")
-    on = ctx.is_server
     values = x
     index = None
     if with_index:
-        positions = np.arange(n, dtype=np.uint64).reshape((n,) + (1,) * len(batch))
-        index = shared(trivial(ctx, positions, x.shape) if on else None, x.shape)
+        positions = np.arange(n, dtype=np.uint64).reshape((n,) + (1,) * len(batch)) * np.uint64(index_unit)
+        index = trivial(ctx, positions, x.shape)
     while values.shape[0] > 1:
         count, half = values.shape[0], values.shape[0] // 2
 
-        def pick(v: Shared | None, start: int, stop: int, step: int = 1) -> Shared | None:
-            if v is None:
-                return None
-            length = len(range(start, stop, step))
-            return shared(v.share[start:stop:step] if on else None, (length,) + batch)
+        def pick(v: Shared | None, start: int, stop: int, stride: int = 1) -> Shared | None:
+            return None if v is None else v.map(lambda a: a[start:stop:stride])
 
-        best, best_index = _step(ctx, pick(values, 0, 2 * half, 2), pick(values, 1, 2 * half, 2),
-                                 pick(index, 0, 2 * half, 2), pick(index, 1, 2 * half, 2))
+        best, best_index = step(ctx, pick(values, 0, 2 * half, 2), pick(values, 1, 2 * half, 2),
+                                pick(index, 0, 2 * half, 2), pick(index, 1, 2 * half, 2))
         if count % 2:
-            best = _concat(best, pick(values, count - 1, count))
-            best_index = None if index is None else _concat(best_index, pick(index, count - 1, count))
+            best = concat([best, pick(values, count - 1, count)])
+            best_index = None if index is None else concat([best_index, pick(index, count - 1, count)])
         values, index = best, best_index
-    top = shared(values.share[0] if on else None, batch)
-    return top, None if index is None else shared(index.share[0] if on else None, batch)
-
-
-def _concat(head: Shared, tail: Shared) -> Shared:
-    shape = (head.shape[0] + tail.shape[0],) + head.shape[1:]
-    return shared(None if head.share is None else np.concatenate([head.share, tail.share]), shape)
+    top = values.map(lambda a: a[0])
+    return top, None if index is None else index.map(lambda a: a[0])
 
 
 # ---- DMaxPool (PETS Alg. 10) -------------------------------------------------------------------------
@@ -117,21 +111,21 @@ def dmaxpool(ctx: Context, index: Shared, n: int) -> Shared:
     ``index`` holds ring integers in [0, n), n a power of two; returns shape (n, *index.shape): entry i
     is 1 where index = i. The servers hold a common random r; server0 sends ind_0 + r, server1 ind_1; the
     producer opens k = (ind + r) mod n and deals the one-hot E at k; the servers rotate by g = r mod n:
-    D_i = E_{(i + g) mod n} (the erratum of PROTOCOLS.md; the paper prints i - g). k is uniform, so the
+    D_i = E_{(i + g) mod n} (the erratum of docs/protocols.md; the paper prints i - g). k is uniform, so the
     producer learns nothing.
     Cost: 2 rounds; 8 (n + 2) bytes per window: 16 for the index, 8n for server1's share of E
     (server0's is PRF-compressed). PETS: 16 (n + 1).
     """
     if n < 1 or n & (n - 1):
         raise ValueError(f"dmaxpool needs a power-of-two window size, got {n}")
-    size = int(np.prod(index.shape, dtype=np.int64))
+    size = index.size
     shape = (n,) + index.shape
     g = None
     if ctx.is_server:
-        r = dealer.common_stream(ctx).uint64(size)
+        r = common_stream(ctx).uint64(size)
         g = (r & np.uint64(n - 1)).astype(np.intp)
         # 1. the masked index to the producer
-        ctx.send(PRODUCER, flat(index) + (r if ctx.name == SERVER0 else np.uint64(0)))
+        ctx.send(PRODUCER, index.flat() + (r if ctx.name == SERVER0 else np.uint64(0)))
     hot = None
     if ctx.name == PRODUCER:
         # 2. the producer's one-hot vector at k = (ind + r) mod n
@@ -140,10 +134,10 @@ def dmaxpool(ctx: Context, index: Shared, n: int) -> Shared:
         hot = np.zeros((n, size), np.uint64)
         hot[k.astype(np.intp), np.arange(size)] = 1
         hot = hot.reshape(-1)
-    e_j = deal(ctx, hot, n * size)
+    e_j = deal(ctx, hot, (n * size,))
     if not ctx.is_server:
-        return shared(None, shape)
+        return Shared(None, shape)
     # 3. rotate by +g
     rows = (np.arange(n)[:, np.newaxis] + g[np.newaxis, :]) & (n - 1)
     d = np.take_along_axis(e_j.reshape(n, size), rows, axis=0)
-    return shared(rerandomize(ctx, d), shape)
+    return Shared.of(rerandomize(ctx, d), shape)

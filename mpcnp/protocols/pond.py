@@ -1,4 +1,4 @@
-"""Pond: multiplication of shared tensors with triples dealt by the producer (PROTOCOLS.md section 4).
+"""Pond: fixed-point linear algebra on shares, with triples dealt by the producer (docs/protocols.md, "Pond").
 
 Dahl et al., "Private Machine Learning in TensorFlow using Secure Computation", arXiv 1810.08130
 (Pond), on the SPDZ-style Beaver multiplication; costs as in SecureNN (PETS 2019) Table 1 with PRF
@@ -14,25 +14,19 @@ it in another product (weights over many batches) opens nothing new for it.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from mpcnp import fixedpoint, ring
 from mpcnp.protocols import sharing
-from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
+from mpcnp.protocols.shared import Shared, add_public, broadcast_shape
+from mpcnp.runtime.context import PRODUCER, SERVER0, Context
 
-
-@dataclass(eq=False)
-class Shared:
-    """A secret-shared ring value as one party sees it: its share (None off the servers), its shape,
-    and its Beaver mask once it has been masked (then reused by every later product)."""
-
-    share: np.ndarray | None
-    shape: tuple[int, ...]
-    mask: np.ndarray | None = field(default=None, repr=False)     # a_j on server j, a on the producer
-    opened: np.ndarray | None = field(default=None, repr=False)   # e = x - a, on both servers
+# Integral public factors below this multiply shares exactly, untruncated (the caller keeps the
+# product within the encodable range, as for any product).
+INT_FACTOR_LIMIT = 2.0 ** 31
 
 
 @dataclass(frozen=True)
@@ -44,7 +38,7 @@ class Bilinear:
     out_shape: Callable[[tuple, tuple], tuple]
 
 
-MUL = Bilinear("mul", np.multiply, lambda xs, ys: np.broadcast_shapes(xs, ys))
+MUL = Bilinear("mul", np.multiply, broadcast_shape)
 MATMUL = Bilinear("matmul", ring.matmul, lambda xs, ys: ring.matmul_shape(xs, ys))
 
 
@@ -87,7 +81,7 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
     if not ctx.is_server:
         return Shared(None, shape)
     e, f = x.opened, y.opened
-    # accumulate in place: every fresh multi-megabyte result costs page faults (PERFORMANCE.md)
+    # accumulate in place: every fresh multi-megabyte result costs page faults
     z = op.apply(e, y.mask)
     z += op.apply(x.mask, f)
     z += c
@@ -96,15 +90,12 @@ def product(ctx: Context, x: Shared, y: Shared, op: Bilinear) -> Shared:
     return Shared(z, shape)
 
 
-TRUNCATIONS = ("local", "exact")
-
-
 def truncate(ctx: Context, value: Shared, bits: int | None = None, consume: bool = False) -> Shared:
-    """Shares of floor(x / 2^bits) (bits defaults to frac_bits), by the party's truncation mode:
-    ``"local"`` (SecureML: free, rarely garbage) or ``"exact"`` (one bit product: never garbage).
+    """Shares of floor(x / 2^bits) (bits defaults to frac_bits), by the party's truncation mode
+    ``ctx.truncation``: "local" (SecureML: free, rarely garbage) or "exact" (never garbage).
     ``consume``: ``value`` is a fresh product the caller hands over; its share may be overwritten."""
     bits = ctx.config.frac_bits if bits is None else bits
-    if ctx.state.get("truncation", "local") == "exact":
+    if ctx.truncation == "exact":
         return truncate_exact(ctx, value, bits)
     if not ctx.is_server:
         return Shared(None, value.shape)
@@ -114,10 +105,10 @@ def truncate(ctx: Context, value: Shared, bits: int | None = None, consume: bool
 
 def divide(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
     """Shares of x / d for public positive integers ``divisor`` (broadcast against x), by the party's
-    truncation mode: ``"local"`` (fixedpoint.divide_share: free, rarely garbage) or ``"exact"``."""
-    if ctx.state.get("truncation", "local") == "exact":
+    truncation mode: "local" (fixedpoint.divide_share: free, rarely garbage) or "exact"."""
+    if ctx.truncation == "exact":
         return divide_exact(ctx, value, divisor)
-    shape = tuple(np.broadcast_shapes(value.shape, np.shape(divisor)))
+    shape = broadcast_shape(value.shape, np.shape(divisor))
     if not ctx.is_server:
         return Shared(None, shape)
     return Shared(fixedpoint.divide_share(value.share, ctx.server_index, divisor), shape)
@@ -133,7 +124,7 @@ def _offset_and_wrap(ctx: Context, value: Shared) -> tuple[np.ndarray, np.ndarra
     integers) wrap past 2^64 exactly when MSB(x'_0) OR MSB(x'_1): if neither is set the sum is below
     2^64; if one is, the sum is at least 2^63 and, being x' + w 2^64 with x' < 2^63, must have
     wrapped. Each server knows its own MSB, so w = m0 + m1 - m0 m1 costs one Beaver product of two
-    bits with the producer's triple, in the spirit of ShareConvert's (PROTOCOLS.md section 3). The
+    bits with the producer's triple, in the spirit of ShareConvert's. The
     known-MSB argument is that of Huang, Lu, Hong, Ding, "Cheetah", USENIX Security 2022.
     Cost: 40 bytes per element of x, 1 counted round.
     """
@@ -178,13 +169,13 @@ def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
     wrap failures. Needs |x| < 2^62.
 
     With the wrap bit w of x' = x + 2^62 (``_offset_and_wrap``), x'_j = q_j d + r_j and
-    2^64 = Q d + R: q_0 + q_1 - w Q = (x' - r_0 - r_1 + w R) / d, whose distance to x' / d lies in
-    (-1, 2); taking floor(2^62 / d) off leaves x / d within two units. The truncation of
+    2^64 = Q d + R: q_0 + q_1 - w Q = (x' - r_0 - r_1 + w R) / d, which falls short of x' / d by a
+    value in (-1, 2); taking floor(2^62 / d) off leaves x / d within two units. The truncation of
     ``truncate_exact`` is the case d = 2^bits (R = 0), done there with shifts.
     Cost: one product of bits: 40 bytes per element of x, 1 counted round.
     """
     divisor = fixedpoint.check_divisor(divisor).astype(np.uint64)
-    shape = tuple(np.broadcast_shapes(value.shape, divisor.shape))
+    shape = broadcast_shape(value.shape, divisor.shape)
     parts = _offset_and_wrap(ctx, value)
     if parts is None:
         return Shared(None, shape)
@@ -200,3 +191,43 @@ def divide_exact(ctx: Context, value: Shared, divisor: np.ndarray) -> Shared:
 def multiply(ctx: Context, x: Shared, y: Shared, op: Bilinear = MUL) -> Shared:
     """x (op) y for shared fixed-point x, y: a Beaver product then truncation by frac_bits."""
     return truncate(ctx, product(ctx, x, y, op), consume=True)
+
+
+# ---- public operands: local --------------------------------------------------------------------------
+def add_constant(ctx: Context, x: Shared, value: np.ndarray) -> Shared:
+    """x + a public real array ``value`` (broadcasting), encoded at frac_bits: local."""
+    return add_public(ctx, x, fixedpoint.encode(value, ctx.config.frac_bits))
+
+
+def scale(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL, reverse: bool = False) -> Shared:
+    """x (op) a public real ``factor`` (``factor (op) x`` if ``reverse``), locally.
+
+    Integral factors below INT_FACTOR_LIMIT multiply shares exactly; real ones are rounded to
+    frac_bits significant bits (fixedpoint.encode_factor) and the product truncated: error one unit
+    in the last place plus |result| 2^-(frac_bits + 1).
+    """
+    factor = np.asarray(factor, dtype=np.float64)
+    if np.all(np.abs(factor) < INT_FACTOR_LIMIT) and np.all(factor == np.round(factor)):
+        encoded, shift = factor.astype(np.int64).view(np.uint64), 0
+    else:
+        encoded, shift = fixedpoint.encode_factor(factor, ctx.config.frac_bits)
+    shape = op.out_shape(*((encoded.shape, x.shape) if reverse else (x.shape, encoded.shape)))
+    share = None
+    if x.share is not None:
+        share = op.apply(encoded, x.share) if reverse else op.apply(x.share, encoded)
+    result = Shared(share, tuple(shape))
+    return truncate(ctx, result, shift, consume=True) if shift else result
+
+
+def divide_by(ctx: Context, x: Shared, divisor: np.ndarray) -> Shared:
+    """x / a public nonzero real ``divisor`` (broadcasting). Integers below 2^62 divide by
+    ``divide`` (exact under exact truncation, signs applied first); other reals multiply by their
+    reciprocal (``scale``). ZeroDivisionError for a zero divisor."""
+    divisor = np.asarray(divisor, dtype=np.float64)
+    if np.any(divisor == 0):
+        raise ZeroDivisionError("division of a private tensor by zero")
+    if not (np.all(divisor == np.round(divisor)) and np.all(np.abs(divisor) < 2.0 ** 62)):
+        return scale(ctx, x, 1.0 / divisor)
+    broadcast_shape(x.shape, divisor.shape)  # a mismatch names both shapes
+    signed = x if np.all(divisor > 0) else scale(ctx, x, np.where(divisor < 0, -1.0, 1.0))
+    return divide(ctx, signed, np.abs(divisor).astype(np.int64))

@@ -1,17 +1,41 @@
-"""Input sharing, zero sharing and reveal between the two servers (PROTOCOLS.md section 2).
+"""Moving shares: input sharing, the producer's dealing, opening between the servers, zero sharing,
+re-randomisation and reveal (docs/protocols.md, "Randomness" and "Sharing").
 
-Additive sharing over Z_2^64: x = x0 + x1, x0 held by server0 and x1 by server1.
+Additive sharing over Z_2^64: x = x0 + x1, x0 held by server0 and x1 by server1. Functions here take
+and return this party's share arrays (``None`` off the servers); ``Shared`` wraps them with a shape.
+
+PRF compression. A value the producer creates is dealt as shares whose server0 half both server0 and
+the producer draw from their pair stream; only server1's half is sent (``deal``). A *random* value
+the producer needs costs no message at all: both halves come from pair streams (``random_shares``).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
-from mpcnp import fixedpoint, ring
+from mpcnp import fixedpoint, ring, zp
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError
 
-Share = np.ndarray  # uint64 on the servers; None elsewhere
+Share = np.ndarray  # this party's share: an array on the servers; None elsewhere
+
+
+@dataclass(frozen=True)
+class Ring:
+    """How ``deal`` shares a value: server0's share drawn by ``draw(prf, shape)``, server1's computed
+    as ``subtract(value, share0)``, both of ``dtype``."""
+
+    name: str
+    dtype: type
+    draw: Callable[[ring.PRF, tuple], np.ndarray]
+    subtract: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+Z_L = Ring("Z_2^64", np.uint64, lambda prf, shape: prf.uint64(shape), np.subtract)
+Z_ODD = Ring("Z_(2^64 - 1)", np.uint64, zp.odd_uniform, zp.odd_sub)
+# The (rows, n) Z_p shares of the low bits of an (n,) uint64 value, row 0 the most significant.
+BITS_Z_P = Ring("bits in Z_67", np.uint8, lambda prf, shape: zp.uniform(prf, zp.P, shape), zp.bit_shares)
 
 
 def _send_shape(ctx: Context, to: Iterable[str], shape: tuple[int, ...]) -> None:
@@ -33,7 +57,7 @@ def share_input(ctx: Context, value, owner: str) -> tuple[Share | None, tuple[in
     Only ``owner`` evaluates ``value`` (array-like, or a zero-argument callable) and encodes it in
     fixed point; invalid values raise ValueError there. Cost: server0's share is drawn from the PRF
     stream it shares with the owner, so the data costs one message of |x| ring elements, owner to
-    server1 (PROTOCOLS.md section 2); every other party learns the shape in a message of 8 * ndim
+    server1; every other party learns the shape in a message of 8 * ndim
     bytes (server1 reads it from its share). 0 rounds of interaction beyond that single hop.
     """
     ctx.check_party(owner)
@@ -70,10 +94,6 @@ def recv_array(ctx: Context, frm: str, dtype, shape) -> np.ndarray:
     return value
 
 
-def _uniform(prf: ring.PRF, shape) -> np.ndarray:
-    return prf.uint64(shape)
-
-
 def random_shares(ctx: Context, shape) -> Share | None:
     """A uniform value r known to the producer, shared by the servers, with no message.
 
@@ -89,25 +109,32 @@ def random_shares(ctx: Context, shape) -> Share | None:
     return None
 
 
-def deal(ctx: Context, value: np.ndarray | None, shape,
-         draw: Callable[[ring.PRF, tuple], np.ndarray] = _uniform,
-         subtract: Callable[[np.ndarray, np.ndarray], np.ndarray] = np.subtract,
-         dtype=np.uint64) -> Share | None:
-    """Shares of the producer's ``value`` (ignored elsewhere); returns this server's share.
+def deal(ctx: Context, value: np.ndarray | None, shape, ring: Ring = Z_L) -> Share | None:
+    """Shares in ``ring`` of the producer's ``value`` (ignored elsewhere); returns this server's share.
 
-    PRF-compressed (PROTOCOLS.md section 2): server0's share is drawn, on both ends, from its stream
-    with the producer; only server1's share ``value - share0`` travels. ``draw``, ``subtract`` and
-    the shares' ``dtype`` give the ring (Z_L by default). Cost: one message of |value| elements,
-    producer to server1.
+    PRF-compressed: server0's share is drawn, on both ends, from its stream with the producer; only
+    server1's share travels. Cost: one message of the shares' elements, producer to server1.
     """
+    shape = tuple(shape)
     if ctx.name == PRODUCER:
-        ctx.send(SERVER1, subtract(value, draw(ctx.prf(SERVER0), shape)))
+        ctx.send(SERVER1, ring.subtract(value, ring.draw(ctx.prf(SERVER0), shape)))
         return None
     if ctx.name == SERVER0:
-        return draw(ctx.prf(PRODUCER), shape)
+        return ring.draw(ctx.prf(PRODUCER), shape)
     if ctx.name == SERVER1:
-        return recv_array(ctx, PRODUCER, dtype, shape)
+        return recv_array(ctx, PRODUCER, ring.dtype, shape)
     return None
+
+
+def deal_bits(ctx: Context, x: np.ndarray | None, n: int, rows: int = zp.BITS) -> Share | None:
+    """Z_p shares of the ``rows`` low bits of the producer's (n,) uint64 ``x``, as (rows, n) uint8 with
+    row 0 the most significant. Cost: rows * n bytes, producer to server1."""
+    return deal(ctx, x, (rows, n), BITS_Z_P)
+
+
+def common_stream(ctx: Context) -> ring.PRF:
+    """The PRF stream the two servers share (the producer never sees it). Servers only."""
+    return ctx.prf(ctx.other_server)
 
 
 def exchange(ctx: Context, parts: list[np.ndarray],
@@ -171,5 +198,5 @@ def reveal(ctx: Context, share: Share | None, shape: tuple[int, ...], to) -> np.
     return parts[SERVER0] + parts[SERVER1]
 
 
-__all__ = ["share_input", "recv_array", "random_shares", "deal", "exchange", "zero_share", "rerandomize", "reveal",
-           "resolve_receivers"]
+__all__ = ["Ring", "Z_L", "Z_ODD", "BITS_Z_P", "share_input", "recv_array", "random_shares", "deal", "deal_bits",
+           "common_stream", "exchange", "zero_share", "rerandomize", "reveal", "resolve_receivers"]

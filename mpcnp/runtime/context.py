@@ -9,33 +9,39 @@ from __future__ import annotations
 import contextvars
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from mpcnp import fixedpoint, ring
-from mpcnp.net import NetError, PeerAborted, PeerTimeout, Transport
+from mpcnp.net import NetError, PeerAborted, PeerTimeout, Transport, check_party_name
 from mpcnp.net.shaping import NetworkProfile, network_profile
 
 SERVER0, SERVER1, PRODUCER = "server0", "server1", "producer"
 CORE_PARTIES = (SERVER0, SERVER1, PRODUCER)
 SERVERS = (SERVER0, SERVER1)
-PROTOCOLS = ("securenn", "pond")
 
 
 @dataclass(frozen=True)
 class Config:
-    """What every party of a run agrees on before it starts."""
+    """What every party of a run agrees on before it starts.
+
+    ``protocol`` names the protocol family; the runtime carries it without reading it (the protocol
+    layer validates it and maps it to behaviour, mpcnp.protocols.families). ``truncation`` is the
+    run's initial truncation mode (fixedpoint.TRUNCATIONS), which ``mp.truncation`` changes per block.
+    """
 
     protocol: str = "securenn"
     frac_bits: int = fixedpoint.DEFAULT_FRAC_BITS
+    truncation: str = "local"
     timeout: float = 60.0
     network: NetworkProfile | None = None  # emulate this network on every channel (net/shaping.py)
 
     def __post_init__(self):
-        if self.protocol not in PROTOCOLS:
-            raise ValueError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+        if not isinstance(self.protocol, str) or not self.protocol:
+            raise ValueError(f"protocol must be a non-empty name, got {self.protocol!r}")
         object.__setattr__(self, "frac_bits", fixedpoint.check_frac_bits(self.frac_bits))
+        fixedpoint.check_truncation(self.truncation)
         if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
             raise ValueError(f"timeout must be a positive number of seconds, got {self.timeout!r}")
         if self.network is not None:
@@ -75,8 +81,7 @@ def check_party_names(parties: Sequence[str]) -> tuple[str, ...]:
         raise TypeError(f"parties must be a sequence of names, got the string {parties!r}")
     names = list(CORE_PARTIES)
     for name in parties:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"party names must be non-empty strings, got {name!r}")
+        check_party_name(name)
         if name in names:
             kind = "a core party" if name in CORE_PARTIES else "given twice"
             raise ValueError(f"party name {name!r} is {kind}; every party name must appear once")
@@ -94,7 +99,7 @@ class Context:
         self.config = config
         self._pair_prfs: dict[str, ring.PRF] = {}
         self.own_prf = ring.PRF(os.urandom(ring.KEY_BYTES))
-        self.state: dict[str, Any] = {}  # per-party caches of the layers above (e.g. Pond's masks)
+        self.truncation = config.truncation  # the mode products truncate in now (mp.truncation)
 
     # ---- identity ------------------------------------------------------------------------------
     @property
@@ -121,7 +126,7 @@ class Context:
 
     # ---- setup ---------------------------------------------------------------------------------
     def agree_keys(self) -> None:
-        """Agree a fresh 16-byte PRF key with every other party (PROTOCOLS.md section 2).
+        """Agree a fresh 16-byte PRF key with every other party (docs/protocols.md, "Randomness").
 
         For each pair the party that comes first in ``parties`` draws the key from ``os.urandom``
         and sends it; the channel is CurveZMQ-encrypted whenever it crosses tcp.

@@ -7,7 +7,7 @@ port races, nothing left bound: the directory goes when ``run`` returns). CurveZ
 protected these processes against exactly those local users, by authenticating and encrypting
 every message, at a price: 16 MB each way under CURVE took 35 ms of a 1e6-element Pond multiply on
 two cores (~73 ms on tcp + CURVE, ~37 ms on ipc; benchmarks/ops.py). The channels are plain only
-here and in memory; clusters, whose channels cross tcp, always use CurveZMQ (cluster_mode.py).
+here and in memory; clusters, whose channels cross tcp, always use CurveZMQ (runtime/cluster.py).
 
 Start-up: each child binds, reports its endpoint over its pipe, receives every party's endpoint and
 connects. Then it runs ``party_main`` and sends its Outcome back over the pipe. No ZeroMQ context
@@ -34,8 +34,7 @@ from typing import Callable
 from mpcnp import ring
 from mpcnp.net import ZmqTransport
 from mpcnp.runtime.context import Config, PartyError, describe
-from mpcnp.runtime.launch import (FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, fill_missing, finish,
-                                  party_main)
+from mpcnp.runtime.lifecycle import FAILURE_GRACE, OBSERVED, OK, OWN, Outcome, fill_missing, finish, party_main
 
 _SUN_PATH_MAX = 103  # bytes of a Unix-domain socket path, NUL excluded (107 on Linux, 103 on macOS)
 
@@ -81,7 +80,7 @@ def _child(name: str, conn: Connection, endpoint: str, parties: tuple, config: C
            fn: Callable, args: tuple, kwargs: dict) -> None:
     """Body of one party's process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and stops us
-    ring.set_num_threads(1)  # three parties share the cores (PERFORMANCE.md)
+    ring.set_num_threads(1)  # three parties share the cores (two cores: one thread each)
     _keep_freed_memory()
     transport = None
     try:

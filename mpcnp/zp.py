@@ -1,17 +1,18 @@
 """The small rings of SecureNN besides Z_2^64: Z_p with p = 67, and the odd ring Z_{2^64 - 1}.
 
-Wagh, Gupta, Chandran, "SecureNN", PoPETs 2019(3), section 2 (notation) and PROTOCOLS.md section 1.
-Pure functions of arrays, no parties: the protocols in ``securenn.py`` call them on their shares.
+Wagh, Gupta, Chandran, "SecureNN", PoPETs 2019(3), section 2 (notation); docs/protocols.md, "Setting".
+Layer 1 beside ring.py: pure functions of arrays, no parties; the protocols in
+``mpcnp.protocols.securenn`` call them on their shares.
 
 * Z_p, p = 67: one byte per element (uint8 in [0, p)). The k <= 64 low bits of n ring values are laid
   out as a (k, n) array, row 0 the most significant bit, so that a prefix sum over the bits is k - 1
-  additions of contiguous rows. 67 is the smallest prime above 66, the largest value PrivateCompare's
-  c_i reaches.
+  additions of contiguous rows. 67 is the smallest prime above 65, the largest value PrivateCompare's
+  c_i reaches (2 + 63).
 * Z_{L-1}, L = 2^64: uint64 in [0, L - 2]. 2^64 = 1 (mod L - 1), so a carry out of the 64-bit sum is
   added back in and the value L - 1 becomes 0.
 
 Kernels. The four hot spots of PrivateCompare and its dealing (``uniform``'s mapping of PRF draws,
-``bit_shares``, ``compare_masks``, ``any_zero``) exist twice: in C (``mpcnp_zp_*`` in ``_ring.c``, used
+``bit_shares``, ``compare_masks``, ``any_zero``) exist twice: in C (``mpcnp_zp_*`` in ``_zp.c``, used
 when ``mpcnp.ring.BACKEND`` is not "numpy") and in NumPy (the ``*_numpy`` functions, always
 available). Both give bit-for-bit the same results and consume the PRF streams identically, so parties
 may mix them. The NumPy loops run over blocks of ``CHUNK`` elements (``chunks``): a (64, CHUNK) byte
@@ -40,15 +41,14 @@ _SHIFTS = np.arange(7, -1, -1, dtype=np.uint8)[np.newaxis, :, np.newaxis]  # bit
 
 
 def _load_kernels():
-    if ring.BACKEND == "numpy":
+    if ring.lib is None:
         return None, None
-    from mpcnp import _ring
-    if not hasattr(_ring.lib, "mpcnp_zp_compare_masks"):
+    if not hasattr(ring.lib, "mpcnp_zp_compare_masks"):
         warnings.warn("mpcnp: the compiled ring kernels predate the Z_p kernels (rebuild: `pip install -e .` "
                       "or `python setup.py build_ext --inplace`); SecureNN uses its NumPy kernels",
                       ring.KernelWarning, stacklevel=3)
         return None, None
-    return _ring.ffi, _ring.lib
+    return ring.ffi, ring.lib
 
 
 _ffi, _lib = _load_kernels()

@@ -1,4 +1,9 @@
-"""The cluster file (which party listens where, with which Curve key) and Curve key files.
+"""Cluster mode: the cluster file, and binding this process to one party of it.
+
+``python -m mpcnp party --config cluster.json --name NAME script.py ARGS`` binds the process to one
+party of the cluster file (``bind``), then runs the script; ``mp.run`` inside it executes ``fn``
+only as that party, over CurveZMQ channels to the hosts of the cluster file (``run_bound``), and
+returns ``{that name: result}``. A process is one party, so the binding is process-wide.
 
 Cluster file: a JSON object with one entry per party::
 
@@ -14,90 +19,34 @@ address in brackets; ``public_key`` the party's Curve public key (from ``python 
 ``secret_key_file`` (optional) where that party's key file is on its own host, relative to the
 cluster file; ``bind`` (optional) the ZeroMQ endpoint that party binds, default "tcp://*:PORT".
 Every party must have a ``public_key``: channels are then encrypted and each party accepts only
-the listed keys. The plain form of API.md, ``"server0": "10.0.0.1:4000"`` (or entries without keys),
-means unencrypted, unauthenticated tcp; it is refused unless the file also holds
-``"insecure": true`` (so ``insecure`` cannot be a party name). The core parties server0, server1 and
-producer must be present.
+the listed keys. The plain form ``"server0": "10.0.0.1:4000"`` (or entries without keys) means
+unencrypted, unauthenticated tcp; it is refused unless the file also holds ``"insecure": true``
+(so ``insecure`` cannot be a party name). The core parties server0, server1 and producer must be
+present.
 
 A party's secret key is looked up, in this order: the ``key_file`` argument (the command line's key
 option), the environment variable ``MPCNP_SECRET_KEY`` (the Z85 secret key itself), the entry's
-``secret_key_file``. It must match the entry's ``public_key``.
-
-Key file: JSON ``{"public_key": "<Z85>", "secret_key": "<Z85>"}``, created with mode 0600.
+``secret_key_file``. It must match the entry's ``public_key``. Key files: ``mpcnp.net.keys``.
 """
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import zmq
 
-from mpcnp.net.base import check_party_name
-from mpcnp.net.auth import CurveConfig, key_bytes
-from mpcnp.net.zmqnet import ZmqTransport
+from mpcnp.net import CurveConfig, ZmqTransport, check_party_name, key_bytes, read_key_file
+from mpcnp.runtime.context import CORE_PARTIES, Config
+from mpcnp.runtime.lifecycle import OK, party_main
 
-log = logging.getLogger("mpcnp.net")
-
-CORE_PARTIES = ("server0", "server1", "producer")
 SECRET_KEY_ENV = "MPCNP_SECRET_KEY"
 _FIELDS = ("address", "public_key", "secret_key_file", "bind")
 _ADDRESS = re.compile(r"^(?:\[(?P<ip6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9_](?:[A-Za-z0-9_.-]*)))"
                       r":(?P<port>[0-9]{1,5})$")
-
-
-def keygen() -> tuple[str, str]:
-    """A fresh Curve key pair as (public_z85, secret_z85), 40 characters each."""
-    public, secret = zmq.curve_keypair()
-    return public.decode("ascii"), secret.decode("ascii")
-
-
-def write_key_file(path: str | os.PathLike, public: str | None = None,
-                   secret: str | None = None) -> str:
-    """Write a key file (a new pair unless both keys are given) readable by its owner only.
-
-    Returns the public key, to be put in the cluster file. Raises FileExistsError rather than
-    overwrite a key, ValueError for a mismatched pair.
-    """
-    if public is None or secret is None:
-        public, secret = keygen()
-    _check_pair(public, secret, str(path))
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"public_key": public, "secret_key": secret}, f, indent=2)
-        f.write("\n")
-    return public
-
-
-def read_key_file(path: str | os.PathLike) -> tuple[str, str]:
-    """(public_z85, secret_z85) from a key file; ValueError naming the file if it is malformed.
-
-    Logs a warning when the file is readable by group or others.
-    """
-    try:
-        with open(path) as f:
-            obj = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"key file {path}: not JSON ({exc})") from None
-    if not isinstance(obj, dict) or set(obj) != {"public_key", "secret_key"}:
-        raise ValueError(f"key file {path}: expected exactly the fields public_key and secret_key")
-    if os.stat(path).st_mode & 0o077:
-        log.warning("key file %s is readable by other users: chmod 600 it", path)
-    _check_pair(obj["public_key"], obj["secret_key"], str(path))
-    return obj["public_key"], obj["secret_key"]
-
-
-def _check_pair(public: Any, secret: Any, where: str) -> None:
-    if not isinstance(public, str) or not isinstance(secret, str):
-        raise ValueError(f"{where}: keys must be Z85 strings")
-    key_bytes(public, f"{where}: public_key")
-    key_bytes(secret, f"{where}: secret_key")
-    if zmq.curve_public(secret.encode()).decode() != public:
-        raise ValueError(f"{where}: the secret key does not belong to the public key {public}")
 
 
 @dataclass(frozen=True)
@@ -290,3 +239,60 @@ def _parse_entry(name: str, entry: Any, base_dir: Path, source: str) -> PartyAdd
     if bind is not None and not bind.startswith(("tcp://", "ipc://")):
         raise ValueError(f"{where}: bind must be a tcp:// or ipc:// endpoint, got {bind!r}")
     return PartyAddress(name, match["ip6"] or match["host"], port, public_key, key_file, bind)
+
+
+# ---- this process as one party of a cluster -----------------------------------------------------------
+@dataclass(frozen=True)
+class Binding:
+    """This process runs party ``name`` of ``cluster``, with its Curve secret key from ``key_file``
+    (or the other places the module docstring lists)."""
+
+    cluster: Cluster
+    name: str
+    key_file: str | os.PathLike | None = None
+    curve: CurveConfig | None = None  # read from the key once, at bind
+
+
+_binding: Binding | None = None
+
+
+def bind(cluster: Cluster, name: str, key_file: str | os.PathLike | None = None) -> Binding:
+    """Make every later ``mp.run`` of this process run as party ``name`` of ``cluster``."""
+    global _binding
+    # fails now, before the script runs, on an unknown name or a missing or wrong key
+    _binding = Binding(cluster, name, key_file, cluster.curve_config(name, key_file))
+    return _binding
+
+
+def unbind() -> None:
+    global _binding
+    _binding = None
+
+
+def binding() -> Binding | None:
+    """The binding of this process, or None when it is not a cluster party."""
+    return _binding
+
+
+def run_bound(binding: Binding, fn: Callable, args: tuple, kwargs: dict,
+              names: tuple[str, ...], config: Config) -> dict:
+    """Run ``fn`` as the bound party; the run's parties must be exactly those of the cluster file."""
+    listed = set(binding.cluster.names)
+    if set(names) != listed:
+        missing, extra = sorted(listed - set(names)), sorted(set(names) - listed)
+        raise ValueError(f"the parties of mp.run must be those of {binding.cluster.source}: "
+                         + "; ".join(part for part in (
+                             f"mp.run lacks {', '.join(missing)}" if missing else "",
+                             f"the cluster lacks {', '.join(extra)}" if extra else "") if part))
+    transport = binding.cluster.transport(binding.name, binding.key_file, curve=binding.curve)
+    try:
+        outcome = party_main(binding.name, names, transport, config, fn, args, kwargs)
+    finally:
+        transport.close()
+    if outcome.kind != OK:
+        raise outcome.error
+    return {binding.name: outcome.value}
+
+
+__all__ = ["SECRET_KEY_ENV", "PartyAddress", "Cluster", "load_cluster", "parse_cluster",
+           "Binding", "bind", "unbind", "binding", "run_bound"]

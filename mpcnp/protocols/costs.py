@@ -1,0 +1,116 @@
+"""The one table of protocol costs: bytes and rounds of every protocol, beside SecureNN's figures.
+
+Bytes are payload bytes summed over all parties (framing headers excluded: see mpcnp.net.stats);
+rounds are the counted communication depth (the Lamport clock of mp.stats), the longest chain of
+messages each sent after the previous one was received. The paper's figures are those of Wagh, Gupta,
+Chandran, "SecureNN", PoPETs 2019(3), Tables 1-2 (l = 64, one byte per Z_p element). The cost tests
+(tests/test_costs.py) measure every row, ``python -m mpcnp costs`` prints the table, and the README's
+table is this table's markdown (a test keeps them equal).
+
+A formula is text in the row's dimensions (``n`` elements; matmul ``m, n, v``; conv2d ``x, w, z``
+for the input, kernel and output sizes and, for the paper's im2col form, ``m, f, i, o``; dmaxpool
+``window``), evaluated by ``Cost.bytes(**dims)``.
+"""
+from __future__ import annotations
+
+import ast
+import operator
+from dataclasses import dataclass
+
+__all__ = ["Cost", "COSTS", "table", "markdown"]
+
+_OPERATORS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul}
+
+
+def _evaluate(formula: str, dims: dict[str, int]) -> int:
+    """The value of an arithmetic formula (integers, names, + - * and parentheses)."""
+    def walk(node):
+        if isinstance(node, ast.Expression):
+            return walk(node.body)
+        if isinstance(node, ast.Constant) and isinstance(node.value, int):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in dims:
+                raise KeyError(f"the formula {formula!r} needs the dimension {node.id!r}")
+            return int(dims[node.id])
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+            return _OPERATORS[type(node.op)](walk(node.left), walk(node.right))
+        raise ValueError(f"unsupported term in cost formula {formula!r}")
+    return walk(ast.parse(formula, mode="eval"))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One protocol's cost: ``formula`` (bytes) and ``rounds``, the paper's ``paper_formula`` and
+    ``paper_rounds`` (None where the paper has no such protocol), and ``why`` ours differ."""
+
+    name: str
+    what: str
+    formula: str
+    rounds: int
+    paper_formula: str | None
+    paper_rounds: int | None
+    why: str
+
+    def bytes(self, **dims: int) -> int:
+        """Payload bytes summed over all parties for these dimensions."""
+        return _evaluate(self.formula, dims)
+
+    def paper_bytes(self, **dims: int) -> int | None:
+        """The paper's bytes for these dimensions, or None."""
+        return None if self.paper_formula is None else _evaluate(self.paper_formula, dims)
+
+
+_ROWS = [
+    Cost("matmul", "matmul m x n by n x v", "8*(2*m*n + 2*n*v + m*v)", 1, "8*(2*m*n + 2*n*v + m*v)", 2,
+         "the producer's c1 and the servers' opening are independent messages: 1 counted round"),
+    Cost("multiply", "elementwise multiply, per element", "40*n", 1, "40*n", 2, "as matmul"),
+    Cost("conv2d", "conv2d (input x, kernel w, output z elements)", "8*(2*x + 2*w + z)", 1,
+         "8*(2*m*m*f*f*i + 2*f*f*o*i + m*m*o)", 2,
+         "conv-shaped triples open input- and kernel-sized masks, not im2col-sized ones"),
+    Cost("truncate_exact", "exact truncation, per element", "40*n", 1, None, None,
+         "the wrap bit of the known-MSB argument: one product of bits"),
+    Cost("divide_exact", "exact division by a public integer, per element", "40*n", 1, None, None,
+         "as exact truncation"),
+    Cost("private_compare", "PrivateCompare, per element", "128*n", 1, "128*n", 1, "the same"),
+    Cost("share_convert", "ShareConvert, per element", "224*n", 4, "304*n", 4,
+         "the producer's messages PRF-compressed (steps 2, 4)"),
+    Cost("compute_msb", "ComputeMSB, per element", "224*n", 4, "360*n", 5,
+         "PRF compression; the producer deals beta' XOR LSB(x), replacing the multiplication"),
+    Cost("drelu", "DReLU, per element", "213*n", 3, "664*n", 8,
+         "one 63-bit PrivateCompare on the opened a + r (Falcon); r's Z_L shares cost no message"),
+    Cost("drelu_pets", "DReLU by PETS' chain, per element", "448*n", 7, "664*n", 8,
+         "ShareConvert and ComputeMSB as above"),
+    Cost("relu", "ReLU, per element", "221*n", 3, "704*n", 10,
+         "DReLU as above; the producer also deals z r, so the product with a = x - r is local"),
+    Cost("relu_pets", "ReLU by PETS' chain, per element", "488*n", 8, "704*n", 10,
+         "DReLU by PETS' chain as above, then the product"),
+    Cost("select_share", "SelectShare, per element", "40*n", 1, "40*n", 2,
+         "the producer's c1 and the opening are independent: 1 counted round"),
+    Cost("max_step", "max step (value only), per window", "221*n", 3, "744*n", 9,
+         "max = other + relu(best - other) with ReLU as above"),
+    Cost("maxpool_step", "MaxPool step (value and index), per window", "261*n", 4, "744*n", 9,
+         "as max step, plus one 40-byte product of the bit for the index"),
+    Cost("dmaxpool", "DMaxPool over a window of size window, per window", "8*(window + 2)*n", 2,
+         "16*(window + 1)*n", 2, "server0's share of the one-hot vector PRF-compressed"),
+    Cost("division_step", "Division, per element and quotient bit (the first step: +16)", "237*n", 4,
+         "704*n", 10, "DReLU as above, and the divisor's Beaver mask is opened once"),
+]
+COSTS: dict[str, Cost] = {row.name: row for row in _ROWS}
+
+
+def table() -> list[tuple[str, str, str]]:
+    """Rows (operation, ours as "bytes, rounds", the paper's) for printing."""
+    def cell(formula, rounds):
+        if formula is None:
+            return "-"
+        return f"{formula} B, {rounds} round{'s' if rounds != 1 else ''}"
+    return [(row.what, cell(row.formula, row.rounds), cell(row.paper_formula, row.paper_rounds))
+            for row in _ROWS]
+
+
+def markdown() -> str:
+    """The table as markdown, as the README shows it."""
+    lines = ["| operation | mpcnp | SecureNN (PETS) |", "|---|---|---|"]
+    lines += [f"| {what} | {ours} | {paper} |" for what, ours, paper in table()]
+    return "\n".join(lines)
