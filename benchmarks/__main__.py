@@ -81,7 +81,7 @@ def settings_from(args: argparse.Namespace) -> matrix.Settings:
         backends=args.backends or (["threads"] if args.quick else ["threads", "processes", "netns"]),
         networks=args.networks or (["none", "lan"] if args.quick else ["none", "lan", "wan"]),
         reps=args.reps or (3 if args.quick else 5), quick=args.quick, budget_s=args.budget,
-        profile=args.profile, explicit_sizes=bool(args.sizes))
+        profile=args.profile, explicit_sizes=bool(args.sizes), explicit_truncations=bool(args.truncations))
 
 
 class Progress:

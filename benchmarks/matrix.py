@@ -4,7 +4,8 @@ cell by cell, each cell compared with the cost table, its floor and, under a net
 Order: every cell without a network first (they are the cost model's base), then the network
 cells. A network cell runs on the backends whose channels are real (processes, and netns: parties
 in network namespaces, benchmarks/netns.py); on threads only when threads is the only backend
-chosen. On netns only the sizes with a published row run, unless sizes were chosen explicitly.
+chosen. On netns only the paper's configuration runs (the sizes with a published row, local
+truncation, as SecureNN truncates), unless sizes or truncations were chosen explicitly.
 A network cell whose predicted time per repetition exceeds ``budget_s`` / (reps + 1) is skipped
 and reported as such (its model prediction stays in the results).
 """
@@ -40,6 +41,7 @@ class Settings:
     budget_s: float = 300.0
     profile: bool = False
     explicit_sizes: bool = False
+    explicit_truncations: bool = False
 
 
 @dataclass
@@ -81,6 +83,8 @@ def plan(settings: Settings) -> list[Cell]:
                         continue
                     for protocol in settings.protocols:
                         for truncation in settings.truncations:
+                            if backend == "netns" and truncation != "local" and not settings.explicit_truncations:
+                                continue
                             cells.append(Cell(op, size, protocol, truncation, backend, network))
     return cells
 
