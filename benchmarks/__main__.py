@@ -4,6 +4,7 @@
   ring              the ring kernels: C GEMM against NumPy, the PRF stream
   net               the channels against bare pyzmq
   all               ring, net, then the matrix, in one report
+  report            rewrite results.md and the charts from DIR/results.json (no measuring)
 
 Matrix options: --ops, --sizes OP=SIZE,SIZE (formats in benchmarks/ops.py), --protocols,
 --truncations, --backends (threads, processes, netns), --network (none, lan, wan or
@@ -21,6 +22,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from datetime import datetime, timezone  # noqa: E402
@@ -36,7 +38,7 @@ QUICK_SIZES = {"network": ["A/1"]}
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("suite", nargs="?", default="matrix", choices=["matrix", "ring", "net", "all"])
+    parser.add_argument("suite", nargs="?", default="matrix", choices=["matrix", "ring", "net", "all", "report"])
     parser.add_argument("--ops", nargs="+", choices=list(OPERATIONS), help="operations (default: all)")
     parser.add_argument("--sizes", nargs="+", default=[], metavar="OP=SIZE,...", help="sizes of an operation")
     parser.add_argument("--protocols", nargs="+", choices=["pond", "securenn"])
@@ -137,9 +139,39 @@ def run_matrix(settings: matrix.Settings, log) -> dict:
             "calibrations": [{"backend": b, "network": n, **c} for (b, n), c in runner.calibrations.items()]}
 
 
+def summarise(doc: dict) -> None:
+    """The summaries drawn from the cells: model agreement, the published tables, the targets."""
+    if "cells" in doc:
+        doc["agreement"] = report.agreement(doc["cells"])
+        doc["published"] = report.side_by_side(doc["cells"])
+        doc["published_training"] = published.PAPER_TRAINING
+    doc["targets"] = report.target_rows(doc.get("cells", []), doc.get("suites", {}))
+
+
+def write_outputs(doc: dict, out: Path, draw: bool) -> None:
+    """results.json, results.md (when the matrix ran) and the charts into ``out``."""
+    drawn = []
+    if "cells" in doc and draw:
+        if charts.available():
+            drawn = charts.draw(doc["cells"], out / "charts")
+        else:
+            print("charts skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
+    doc["charts"] = [f"charts/{name}" for name in drawn]
+    report.write_json(out / "results.json", doc)
+    if "cells" in doc:
+        (out / "results.md").write_text(report.markdown(doc, doc["charts"]))
+    print(f"results: {out / 'results.json'}" + (f", {out / 'results.md'}" if "cells" in doc else ""),
+          file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     out = args.out or (ROOT / "benchmarks" / "results" / ("quick" if args.quick else ""))
+    if args.suite == "report":
+        doc = json.loads((out / "results.json").read_text())
+        summarise(doc)
+        write_outputs(doc, out, not args.no_charts)
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     started, began = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
     settings = settings_from(args)
@@ -156,23 +188,9 @@ def main(argv: list[str] | None = None) -> int:
            "suites": suites}
     if args.suite in ("matrix", "all"):
         doc.update(run_matrix(settings, lambda text: print(text, file=sys.stderr)))
-        doc["agreement"] = report.agreement(doc["cells"])
-        doc["published"] = report.side_by_side(doc["cells"])
-        doc["published_training"] = published.PAPER_TRAINING
-    doc["targets"] = report.target_rows(doc.get("cells", []), suites)
+    summarise(doc)
     doc["seconds"] = time.monotonic() - began
-    drawn = []
-    if args.suite in ("matrix", "all") and not args.no_charts:
-        if charts.available():
-            drawn = charts.draw(doc["cells"], out / "charts")
-        else:
-            print("charts skipped: matplotlib is not installed (pip install -e '.[bench]')", file=sys.stderr)
-    doc["charts"] = [f"charts/{name}" for name in drawn]
-    report.write_json(out / "results.json", doc)
-    if args.suite in ("matrix", "all"):
-        (out / "results.md").write_text(report.markdown(doc, doc["charts"]))
-    print(f"results: {out / 'results.json'}" + (f", {out / 'results.md'}" if args.suite in ("matrix", "all") else ""),
-          file=sys.stderr)
+    write_outputs(doc, out, not args.no_charts)
     return 0
 
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from benchmarks import published
+
 
 def available() -> bool:
     try:
@@ -88,7 +90,9 @@ def network_chart(cells, plt, path: Path) -> bool:
             keyed.append((b, runs))
     if not keyed:
         return False
-    keyed = keyed[:12]
+    # SecureNN's published rows first (they have every emulation), then the rest, at most 14
+    keyed.sort(key=lambda pair: published.paper_row(pair[0]["op"], pair[0]["size"]) is None)
+    keyed = keyed[:14]
     networks = sorted({c["network"] for _, runs in keyed for c in runs})
     fig, axes = plt.subplots(1, len(networks), figsize=(6 * len(networks), 0.45 * len(keyed) + 2), squeeze=False)
     for ax, network in zip(axes[0], networks):
