@@ -190,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         doc.update(run_matrix(settings, lambda text: print(text, file=sys.stderr)))
     summarise(doc)
     doc["seconds"] = time.monotonic() - began
+    doc["machine"]["load_average_end"] = list(os.getloadavg())
     write_outputs(doc, out, not args.no_charts)
     return 0
 

@@ -11,6 +11,7 @@ and reported as such (its model prediction stays in the results).
 """
 from __future__ import annotations
 
+import os
 import statistics
 import time
 import zlib
@@ -178,6 +179,7 @@ class Runner:
         record["floor_ratio"] = record["median_s"] / fl["floor_s"] if fl["floor_s"] > 0 else None
         if "model" in record:
             record["model"]["ratio"] = record["median_s"] / record["model"]["predicted_s"]
+        record["load_average"] = os.getloadavg()[0]   # other work on the machine meanwhile
         if profile is None:
             self.base[cell.key[:5]] = record
         return record

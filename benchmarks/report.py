@@ -144,7 +144,9 @@ def markdown(doc: dict[str, Any], charts: list[str]) -> str:
              f"`{doc['command']}` at commit `{doc['git']['commit']}`{' (with local changes)' if doc['git']['dirty'] else ''},"
              f" {doc['started']}, {doc['seconds']:.0f} s.", "",
              f"Machine: {m['cpu']}, {m['usable_cpus']} usable CPUs (shared with other work: load average "
-             f"{m['load_average'][0]:.2f} at the start), ring kernels `{m['ring_kernels']}`; "
+             f"{m['load_average'][0]:.2f} at the start"
+             + (f", {m['load_average_end'][0]:.2f} at the end" if "load_average_end" in m else "")
+             + f"), ring kernels `{m['ring_kernels']}`; "
              + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v) + ".", "",
              f"Settings: reps {s['reps']} (medians; the spread is min-max over repetitions), protocols "
              f"{', '.join(s['protocols'])}, truncations {', '.join(s['truncations'])}, backends "
