@@ -23,10 +23,12 @@ setup(
     setup_requires=["cffi>=1.15"],
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],
-    # setuptools, wheel and cffi: tests/test_build.py builds a wheel without build isolation;
-    # matplotlib: tests/test_benchmarks.py draws the benchmark charts
-    extras_require={"test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15",
-                             "matplotlib>=3.5"],
+    # ml: nn.from_sklearn and nn.from_onnx, and the examples (never needed by mpcnp itself); test: setuptools,
+    # wheel and cffi because tests/test_build.py builds a wheel without build isolation, the ml extra
+    # because the importer tests run in CI, matplotlib because tests/test_benchmarks.py draws the charts
+    extras_require={"ml": ["scikit-learn>=1.3", "onnx>=1.14"],
+                    "test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15",
+                             "scikit-learn>=1.3", "onnx>=1.14", "matplotlib>=3.5"],
                     "bench": ["matplotlib>=3.5"],   # python -m benchmarks: PNG charts
                     "progress": ["tqdm>=4.60"]},    # python -m benchmarks: a progress bar
     zip_safe=False,

@@ -108,3 +108,33 @@ def matmul_shapes(max_side: int = 5):
     batches = st.sampled_from([((), ()), ((2,), ()), ((), (3,)), ((2, 1), (3,)), ((1,), (2,))])
     return st.tuples(side, side, side, batches, st.sampled_from(["mat", "vec-mat", "mat-vec", "vec-vec"])) \
         .map(lambda t: build((t[0], t[1], t[2], t[3][0], t[3][1], t[4])))
+
+
+# ---- layers of mpcnp.nn -----------------------------------------------------------------------------
+# Batches of 0, 1 and a few samples; small spatial sizes around the window sizes; paddings of every kind.
+batch_sizes = st.integers(0, 3)
+PADDINGS = [0, 1, (1, 0), (0, 2), "same", "valid", ((0, 1), (1, 0)), ((2, 0), (0, 1))]
+
+
+@st.composite
+def conv_cases(draw):
+    """(input shape NCHW, out_channels, kernel (kh, kw), stride (sh, sw), padding) that Conv2d accepts."""
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = draw(st.sampled_from(PADDINGS))
+    pads = {0: (0, 0, 0, 0), 1: (1, 1, 1, 1), (1, 0): (1, 1, 0, 0), (0, 2): (0, 0, 2, 2), "valid": (0, 0, 0, 0),
+            ((0, 1), (1, 0)): (0, 1, 1, 0), ((2, 0), (0, 1)): (2, 0, 0, 1)}.get(padding, (0, 0, 0, 0))
+    height = draw(st.integers(max(1, kernel[0] - pads[0] - pads[1]), 6))
+    width = draw(st.integers(max(1, kernel[1] - pads[2] - pads[3]), 6))
+    shape = (draw(batch_sizes), draw(st.integers(1, 3)), height, width)
+    return shape, draw(st.integers(1, 3)), kernel, stride, padding
+
+
+@st.composite
+def pool_cases(draw):
+    """(input shape NCHW, kernel (kh, kw), stride (sh, sw) or None) with the window inside the input."""
+    kernel = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    stride = draw(st.one_of(st.none(), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    shape = (draw(batch_sizes), draw(st.integers(1, 2)), draw(st.integers(kernel[0], 6)),
+             draw(st.integers(kernel[1], 6)))
+    return shape, kernel, stride
