@@ -96,6 +96,7 @@ def party_program(jobs: list[Job]) -> list[dict[str, Any]]:
         dims = op.parse(job.size)
         arrays = op.inputs(np.random.default_rng(job.seed), dims)
         tensors = [mp.private(a, owner=SERVER0) for a in arrays]
+        state = None if op.prepare is None else op.prepare(dims, ctx.config.protocol)  # untimed
         reps, profile_text = [], ""
         with mp.truncation(job.truncation):
             for rep in range(job.reps + 1):
@@ -106,7 +107,7 @@ def party_program(jobs: list[Job]) -> list[dict[str, Any]]:
                 before = _counts()
                 if profiler:
                     profiler.enable()
-                result = op.private(dims, *fresh)
+                result = op.private(dims, *fresh) if state is None else op.private(dims, state, *fresh)
                 end = time.monotonic()
                 if profiler:
                     profiler.disable()

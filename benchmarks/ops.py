@@ -9,7 +9,13 @@ polynomials. Ranges: [-1, 1] for products, [-8, 8] (Pond's default ReLU interval
 Size labels (``parse``): matmul "N" (N x N by N x N) or "MxNxV"; multiply "N" (1e6 allowed);
 conv2d "H,F,I,O" (an H x H image with I channels, O filters of F x F, valid, as SecureNN's Table 8);
 drelu / relu "N" or "AxB" (A * B elements); maxpool2d "HxWxC" with 2 x 2 windows or "HxWxC/K" with
-K x K windows; network "A/1" (network and batch, benchmarks/networks_functional.py).
+K x K windows; network and network_nn "A/1" (network and batch).
+
+Two forms of SecureNN's networks A-D: ``network`` on the functional API (benchmarks/networks_functional.py)
+with every input fresh in every repetition, weights included, as SecureNN's published traffic counts
+them; ``network_nn`` built with ``mpcnp.nn`` (benchmarks/networks.py, with Sequential's rewrites and,
+under Pond, ReLU bounds calibrated on the owner's data), its weights shared once before the
+repetitions, so that after the warm-up their Beaver masks are reused, as a deployed model's are.
 """
 from __future__ import annotations
 
@@ -21,13 +27,24 @@ from typing import Any, Callable
 import numpy as np
 
 import mpcnp as mp
-from benchmarks import networks_functional
+from benchmarks import networks, networks_functional
+from mpcnp import nn
+from mpcnp.runtime.context import SERVER0
 
-# The slot for SecureNN's networks A-D: a module with inputs(rng, name, batch) -> [images, parameters...],
-# forward(name, x, params, mp), forward_plain(name, x, params) and macs(name, batch). Today the
-# functional-API stand-in; benchmarks/networks.py (the models issue, on mpcnp.nn) takes its place
-# once it lands, behind an adapter to these four functions.
 nets = networks_functional
+
+
+def _nn_model(dims: dict, protocol: str) -> nn.Sequential:
+    """benchmarks/networks.py's network with its random weights; under Pond its ReLU bounds sized on
+    64 images of the owner's, as that module does (every party builds the same architecture)."""
+    model = networks.random_model(dims["name"], seed=0)
+    if protocol == "pond":
+        nn.calibrate(model, np.random.default_rng(2).uniform(0, 1, networks.input_shape(dims["name"], 64)))
+    return model
+
+
+def _nn_images(rng: np.random.Generator, dims: dict) -> list[np.ndarray]:
+    return [np.round(rng.uniform(0, 1, networks.input_shape(dims["name"], dims["batch"])) / ULP) * ULP]
 
 FRAC_BITS = 16
 ULP = 2.0 ** -FRAC_BITS
@@ -41,7 +58,8 @@ def grid(rng: np.random.Generator, shape, bound: float) -> np.ndarray:
 
 SIZE_FORMATS = {
     "matmul": "N or MxNxV", "multiply": "N", "conv2d": "H,F,I,O", "drelu": "N or AxB", "relu": "N or AxB",
-    "maxpool2d": "HxWxC or HxWxC/K", "network": "A/1 .. D/128 (network/batch)"}
+    "maxpool2d": "HxWxC or HxWxC/K", "network": "A/1 .. D/128 (network/batch)",
+    "network_nn": "A/1 .. D/128 (network/batch)"}
 
 
 def _count(text: str) -> int:
@@ -127,6 +145,9 @@ class Operation:
     tolerance: Callable[[str, str, dict], tuple[float | None, bool]]
     sizes: tuple[str, ...]          # the full run's sizes
     quick: tuple[str, ...]          # --quick's sizes
+    # untimed setup on every party inside the run, prepare(dims, protocol) -> state (a model shared
+    # once); the operation is then private(dims, state, *tensors)
+    prepare: Callable[[dict, str], Any] | None = None
 
     def parse(self, label: str) -> dict[str, Any]:
         """The dimensions a size label stands for; ValueError naming the operation and its formats."""
@@ -197,6 +218,12 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         lambda d, x, *params: nets.forward_plain(d["name"], x, params),
         lambda d: nets.macs(d["name"], d["batch"]), lambda p, t, d: (None, False),
         ("A/1", "A/128", "B/1", "B/128", "C/1", "C/128", "D/1", "D/128"), ()),
+    Operation(
+        "network_nn", "SecureNN's networks A-D, inference (mpcnp.nn, weights shared once)", _network_dims,
+        _nn_images, lambda d, model, x: model(x), lambda d, x: _nn_model(d, "securenn").forward_plain(x),
+        lambda d: nets.macs(d["name"], d["batch"]), lambda p, t, d: (None, False),
+        ("A/1", "A/128", "B/1", "B/128", "C/1", "C/128", "D/1", "D/128"), (),
+        prepare=lambda d, protocol: _nn_model(d, protocol).private(SERVER0)),
 )}
 
 
