@@ -33,7 +33,7 @@ from benchmarks.ops import OPERATIONS, operation  # noqa: E402
 from mpcnp.net.shaping import network_profile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-QUICK_SIZES = {"network": ["A/1"]}
+QUICK_SIZES = {"network": ["A/1"], "network_nn": ["A/1"]}
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

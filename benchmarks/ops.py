@@ -19,6 +19,7 @@ repetitions, so that after the warm-up their Beaver masks are reused, as a deplo
 """
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -34,12 +35,14 @@ from mpcnp.runtime.context import SERVER0
 nets = networks_functional
 
 
-def _nn_model(dims: dict, protocol: str) -> nn.Sequential:
+@functools.lru_cache(maxsize=None)
+def _nn_model(name: str, protocol: str) -> nn.Sequential:
     """benchmarks/networks.py's network with its random weights; under Pond its ReLU bounds sized on
-    64 images of the owner's, as that module does (every party builds the same architecture)."""
-    model = networks.random_model(dims["name"], seed=0)
+    64 images of the owner's, as that module does (every party builds the same architecture). Built
+    once per process: the NumPy reference then times the forward pass alone."""
+    model = networks.random_model(name, seed=0)
     if protocol == "pond":
-        nn.calibrate(model, np.random.default_rng(2).uniform(0, 1, networks.input_shape(dims["name"], 64)))
+        nn.calibrate(model, np.random.default_rng(2).uniform(0, 1, networks.input_shape(name, 64)))
     return model
 
 
@@ -220,10 +223,10 @@ OPERATIONS: dict[str, Operation] = {op.name: op for op in (
         ("A/1", "A/128", "B/1", "B/128", "C/1", "C/128", "D/1", "D/128"), ()),
     Operation(
         "network_nn", "SecureNN's networks A-D, inference (mpcnp.nn, weights shared once)", _network_dims,
-        _nn_images, lambda d, model, x: model(x), lambda d, x: _nn_model(d, "securenn").forward_plain(x),
+        _nn_images, lambda d, model, x: model(x), lambda d, x: _nn_model(d["name"], "securenn").forward_plain(x),
         lambda d: nets.macs(d["name"], d["batch"]), lambda p, t, d: (None, False),
         ("A/1", "A/128", "B/1", "B/128", "C/1", "C/128", "D/1", "D/128"), (),
-        prepare=lambda d, protocol: _nn_model(d, protocol).private(SERVER0)),
+        prepare=lambda d, protocol: _nn_model(d["name"], protocol).private(SERVER0)),
 )}
 
 

@@ -93,6 +93,9 @@ def side_by_side(cells: list[dict[str, Any]]) -> list[dict[str, Any]]:
         entry = {"label": row.label, "table": row.table, "paper_mb": row.comm_mb, "paper_lan_ms": row.lan_ms,
                  "paper_wan_ms": row.wan_ms, "note": row.note,
                  "ours_mb": None if base is None else base["payload_bytes_total"] / 1e6}
+        if row.op == "network":   # the nn model, weights masked once: a deployed model's steady state
+            steady = _find(cells, network="none", **{**want, "op": "network_nn"})
+            entry["ours_nn_mb"] = None if steady is None else steady["payload_bytes_total"] / 1e6
         for network in ("lan", "wan"):
             for backend in ("processes", "netns"):
                 cell = _find(cells, network=network, backend=backend, **want)
@@ -174,10 +177,14 @@ def markdown(doc: dict[str, Any], charts: list[str]) -> str:
                      for a in doc["agreement"]])
     lines += ["", f"## SecureNN's published figures beside ours ({published.PAPER_SOURCE})", "",
               "Ours: securenn with local truncation (as the paper); bytes from the run without a network; "
-              "times on this 2-CPU machine (theirs: three 36-vCPU hosts).", ""]
+              "times on this 2-CPU machine (theirs: three 36-vCPU hosts). Networks: the functional form, "
+              "weights masked afresh each time as the paper counts them; after the slash, the mpcnp.nn "
+              "model with its weights' masks reused (network_nn).", ""]
     lines += _table(["row", "paper MB", "ours MB", "paper LAN ms", "ours LAN ms (shaping / netns / model)",
                      "paper WAN ms", "ours WAN ms (shaping / netns / model)"],
-                    [[f"{r['label']} (T{r['table']})", _f(r["paper_mb"]), _f(r["ours_mb"]), _f(r["paper_lan_ms"]),
+                    [[f"{r['label']} (T{r['table']})", _f(r["paper_mb"]),
+                      _f(r["ours_mb"]) + (f" / {_f(r['ours_nn_mb'])}" if "ours_nn_mb" in r else ""),
+                      _f(r["paper_lan_ms"]),
                       f"{_f(r['processes_lan_ms'])} / {_f(r['netns_lan_ms'])} / {_f(r['model_lan_ms'])}",
                       _f(r["paper_wan_ms"]),
                       f"{_f(r['processes_wan_ms'])} / {_f(r['netns_wan_ms'])} / {_f(r['model_wan_ms'])}"]

@@ -187,7 +187,7 @@ def test_every_operation_agrees_with_numpy_on_plaintext_inputs():
         for label in op.quick or op.sizes[:1]:
             dims = op.parse(label)
             arrays = op.inputs(np.random.default_rng(1), dims)
-            state = [] if op.prepare is None else [ops._nn_model(dims, "securenn")]   # a plaintext model
+            state = [] if op.prepare is None else [ops._nn_model(dims["name"], "securenn")]   # a plaintext model
             public = op.private(dims, *state, *[mp.public(a) for a in arrays])
             np.testing.assert_allclose(public.value, op.plain(dims, *arrays), atol=1e-9, err_msg=f"{op.name} {label}")
 
