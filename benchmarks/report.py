@@ -185,15 +185,17 @@ def _matrix_sections(doc: dict[str, Any], cells: list[dict[str, Any]], charts: l
                     [[a["emulation"], a["network"], str(a["cells"]), _f(a["median_ratio"], ".2f"),
                       f"{a['min_ratio']:.2f}-{a['max_ratio']:.2f}", f"{a['median_abs_error'] * 100:.0f}%"]
                      for a in doc["agreement"]])
+    steady = any(r.get("ours_nn_mb") is not None for r in doc["published"])
     lines += ["", f"## SecureNN's published figures beside ours ({published.PAPER_SOURCE})", "",
               "Ours: securenn with local truncation (as the paper); bytes from the run without a network; "
               "times on this 2-CPU machine (theirs: three 36-vCPU hosts). Networks: the functional form, "
-              "weights masked afresh each time as the paper counts them; after the slash, the mpcnp.nn "
-              "model with its weights' masks reused (network_nn).", ""]
+              "weights masked afresh each time as the paper counts them"
+              + ("; after the slash, the mpcnp.nn model with its weights' masks reused (network_nn)."
+                 if steady else "."), ""]
     lines += _table(["row", "paper MB", "ours MB", "paper LAN ms", "ours LAN ms (shaping / netns / model)",
                      "paper WAN ms", "ours WAN ms (shaping / netns / model)"],
                     [[f"{r['label']} (T{r['table']})", _f(r["paper_mb"]),
-                      _f(r["ours_mb"]) + (f" / {_f(r['ours_nn_mb'])}" if "ours_nn_mb" in r else ""),
+                      _f(r["ours_mb"]) + (f" / {_f(r.get('ours_nn_mb'))}" if steady else ""),
                       _f(r["paper_lan_ms"]),
                       f"{_f(r['processes_lan_ms'])} / {_f(r['netns_lan_ms'])} / {_f(r['model_lan_ms'])}",
                       _f(r["paper_wan_ms"]),
