@@ -16,9 +16,11 @@ import time
 import numpy as np
 import pytest
 from helpers import chi_square, chi_square_limit
-from helpers import SERVICE_WAIT, check_prediction, client, cnn, error_bound, mlp, processes, threads
+from helpers import (SERVICE_WAIT, check_prediction, client, cnn, error_bound, load_random, mlp, processes,
+                     threads)
 
 import mpcnp as mp
+from mpcnp import nn
 from mpcnp.net import write_key_file
 from mpcnp.runtime.context import SERVERS
 from mpcnp.serving import gateway, wire
@@ -275,6 +277,13 @@ def test_bad_requests_get_errors_that_name_the_problem(tmp_path):
             header = {"op": "predict", "model": "mlp", "output": "logits", "rows": 2, "timeout": 5}
             with pytest.raises(mp.ServiceError, match=r"takes an input of shape \(2, 64\)"):
                 alice._request({"server0": (header, [np.zeros((2, 63), np.uint64)])}, 5)
+            # a class needs one row of logits per sample; this model gives a (1, 4, 4) image each
+            image = load_random(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.AvgPool2d(2)),
+                                np.random.default_rng(9))
+            alice.upload("image", image, input_shape=(1, 8, 8))
+            with pytest.raises(mp.ServiceError, match=r"logits of shape \(1, 4, 4\) per sample") as error:
+                alice.predict("image", np.zeros((1, 8, 8)), output="class")
+            assert error.value.code == "bad_request"
             x = np.random.default_rng(8).normal(size=(2, 64))
             check_prediction(model, x, logits=alice.predict("mlp", x, timeout=float("inf")))
 
