@@ -11,7 +11,9 @@ the model's owner holds). Values live in one per-instance dict, name -> value, w
 ``Sequential``); ``private(owner)`` secret-shares them, the owner alone reading them; ``reveal(to)``
 opens a private model's values to chosen parties. Layers implement ``forward`` (on private and
 public tensors alike, through the public API ``import mpcnp as mp`` only) and ``forward_plain`` (the
-same function in NumPy float64: the reference a private result is compared with).
+same function in NumPy float64: the reference a private result is compared with). ``spec()``
+describes the architecture as JSON data (``nn.from_spec`` builds it back) and ``folded()`` gives the
+plaintext model a service runs.
 """
 from __future__ import annotations
 
