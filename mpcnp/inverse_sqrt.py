@@ -96,7 +96,7 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     levels, shift, width = schedule(f)
     for t, k in levels:
         threshold = fixedpoint.encode(np.float64(2.0 ** t), f)
-        below = family.relu(ctx, add_public(ctx, -x, threshold), 1)     # b (2^t - x)
+        below = family.relu(ctx, add_public(ctx, -x, threshold))        # b (2^t - x)
         chosen_x = below.drelu * threshold - below                         # b x
         chosen_n = pond.product(ctx, below.drelu, numerator, pond.MUL)   # b numerator
         x = x + chosen_x * np.uint64((1 << k) - 1)
