@@ -27,7 +27,6 @@ import json
 import multiprocessing
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ import numpy as np
 import mpcnp as mp
 from mpcnp import nn
 from mpcnp.runtime.context import CORE_PARTIES
-from mpcnp.runtime.clusterfile import write_cluster
+from mpcnp.serving.config import write_local_cluster
 
 NETWORKS = {"A": (784,), "cnn": (1, 8, 8)}
 
@@ -61,28 +60,13 @@ def build(name: str) -> nn.Sequential:
         if key.endswith("weight") else np.zeros(shape) for key, shape in model.parameter_shapes().items()})
 
 
-def _free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 @contextlib.contextmanager
 def services(args: list[str] = (), clients: int = 17) -> Iterator[Path]:
     """Start the three services (``serve`` options ``args``) with ``clients`` client keys named c0, c1,
     ...; yields the cluster file (its ``pids`` attribute lists the services' process ids); stops them
     with SIGTERM (each by its process id)."""
     with tempfile.TemporaryDirectory(prefix="mpcnp-bench-") as directory:
-        ports = _free_ports(5)
-        addresses = {name: f"127.0.0.1:{port}" for name, port in zip(CORE_PARTIES, ports)}
-        path = write_cluster(Path(directory) / "cluster", addresses, tuple(f"c{i}" for i in range(clients)))
-        obj = json.loads(path.read_text())
-        obj["client_ports"] = {"server0": ports[3], "server1": ports[4]}
-        path.write_text(json.dumps(obj))
+        path = write_local_cluster(Path(directory) / "cluster", [f"c{i}" for i in range(clients)])
         procs = [subprocess.Popen([sys.executable, "-m", "mpcnp", "serve", "--config", str(path), "--name", name,
                                    "--store", f"{directory}/store-{name}", "--threads", "1", "--log-level", "warning",
                                    *args]) for name in CORE_PARTIES]

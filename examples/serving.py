@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import numpy as np
 
 import mpcnp as mp
 from mpcnp import nn
+from mpcnp.serving.config import write_local_cluster
 
 try:
     from sklearn.datasets import load_digits
@@ -40,16 +40,6 @@ except ImportError:
     sys.exit("this example needs scikit-learn: pip install \"mpcnp[ml]\" (or pip install scikit-learn)")
 
 PARTIES = ("server0", "server1", "producer")
-
-
-def free_ports(count: int) -> list[int]:
-    socks = [socket.socket() for _ in range(count)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def start(directory: Path, path: Path, name: str) -> subprocess.Popen:
@@ -65,11 +55,8 @@ def main() -> int:
                                                         random_state=0)
     with tempfile.TemporaryDirectory(prefix="mpcnp-serving-") as tmp:
         directory = Path(tmp)
-        ports = free_ports(3)
-        subprocess.run([sys.executable, "-m", "mpcnp", "cluster", "--out", str(directory / "cluster"),
-                        *(f"{n}=127.0.0.1:{p}" for n, p in zip(PARTIES, ports)),
-                        "--clients", "owner", "alice", "bob", "carol"], check=True, stdout=subprocess.DEVNULL)
-        path = directory / "cluster" / "cluster.json"
+        # on several hosts: python -m mpcnp cluster --out DIR server0=HOST:PORT ... --clients ...
+        path = write_local_cluster(directory / "cluster", ["owner", "alice", "bob", "carol"])
         services = {name: start(directory, path, name) for name in PARTIES}
         print(f"services started; logs in {directory}")
         try:

@@ -434,7 +434,9 @@ def _rsqrt(g, out, x) -> Pairs:
 @rule("pow")
 def _pow(g, out, x, k) -> Pairs:
     k = int(k)
-    yield x, lambda: g * 0.0 if k == 0 else (g * float(k) if k == 1 else g * (x ** (k - 1)) * float(k))
+    # k y^(k - 1) first (an integral factor multiplies shares exactly), then one truncated product with g:
+    # g's product carries y^(k - 1)'s error times k |g| plus a single unit, not k units
+    yield x, lambda: g * 0.0 if k == 0 else (g * float(k) if k == 1 else g * (x ** (k - 1) * float(k)))
 
 
 @rule("abs")

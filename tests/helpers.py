@@ -4,10 +4,8 @@ the model-serving services."""
 from __future__ import annotations
 
 import contextlib
-import json
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import sys
@@ -22,7 +20,6 @@ import mpcnp as mp
 from mpcnp import nn
 from mpcnp.net import CurveConfig, MemoryNetwork, ZmqTransport, keygen
 from mpcnp.net.framing import ARRAY, MAGIC, VERSION
-from mpcnp.runtime.clusterfile import write_cluster
 from mpcnp.runtime.context import CORE_PARTIES
 from mpcnp.serving import config
 from mpcnp.serving.service import Service, Settings
@@ -381,25 +378,6 @@ def winning_gaps(logits: np.ndarray) -> np.ndarray:
     return ranked[:, -1] - ranked[:, -2]
 
 
-def free_ports(count: int) -> list[int]:
-    """Free ports below the ephemeral range, as a cluster's fixed ports should be: a party's port in
-    that range can be handed to another party's reconnecting socket as its source port before the
-    party binds it, and a TCP socket connecting to its own port connects to itself (self-connect)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0]) \
-        if Path("/proc/sys/net/ipv4/ip_local_port_range").exists() else 32768
-    ports: list[int] = []
-    for port in np.random.default_rng().permutation(np.arange(20000, min(low, 32768))):
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", int(port)))
-            except OSError:
-                continue
-        ports.append(int(port))
-        if len(ports) == count:
-            return ports
-    raise RuntimeError("no free ports below the ephemeral range")
-
-
 SERVICE_WAIT = 30.0     # bounds a failing serving test; never a duration asserted
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -437,15 +415,7 @@ def check_prediction(model, x, logits=None, classes=None) -> None:
 
 # ---- clusters and services ----------------------------------------------------------------------------------
 def make_cluster(directory: Path, clients=("alice", "bob", "carol", "dave", "erin")) -> Path:
-    ports = free_ports(5)
-    addresses = {name: f"127.0.0.1:{port}" for name, port in zip(CORE_PARTIES, ports)}
-    path = write_cluster(directory, addresses, tuple(clients))
-    obj = json.loads(path.read_text())
-    obj["client_ports"] = {"server0": ports[3], "server1": ports[4]}
-    obj["client_dir"] = "clients"
-    (directory / "clients").mkdir()
-    path.write_text(json.dumps(obj))
-    return path
+    return config.write_local_cluster(directory, clients, client_dir=True)
 
 
 TEST_ARGS = ["--timeout", "2", "--threads", "1", "--log-level", "warning"]

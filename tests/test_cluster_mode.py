@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import free_ports
+from mpcnp.runtime.clusterfile import free_ports
 
 from mpcnp.runtime.clusterfile import write_cluster
 

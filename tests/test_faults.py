@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import free_ports
+from mpcnp.runtime.clusterfile import free_ports
 
 import mpcnp as mp
 from mpcnp import tensor

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 import mpcnp as mp
-from helpers import free_ports
+from mpcnp.runtime.clusterfile import free_ports
 from mpcnp.digest import MESSAGE_BYTES
 from mpcnp.net import header_bytes
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -118,22 +119,7 @@ class Cluster:
         me = self.entry(name)
         if me.public_key is None:
             return None
-        if key_file is not None:
-            public, secret = read_key_file(key_file)
-            where = str(key_file)
-        elif os.environ.get(SECRET_KEY_ENV):
-            secret = os.environ[SECRET_KEY_ENV].strip()
-            key_bytes(secret, f"${SECRET_KEY_ENV}")
-            public, where = zmq.curve_public(secret.encode()).decode(), f"${SECRET_KEY_ENV}"
-        elif me.secret_key_file is not None:
-            public, secret = read_key_file(me.secret_key_file)
-            where = me.secret_key_file
-        else:
-            raise ValueError(f"no secret key for {name}: pass a key file, set ${SECRET_KEY_ENV}, "
-                             f"or give {name} a secret_key_file in {self.source}")
-        if public != me.public_key:
-            raise ValueError(f"the key in {where} does not match the public_key of {name} "
-                             f"in {self.source}")
+        public, secret = find_key_pair(name, me.public_key, key_file, me.secret_key_file, self.source)
         peers = {n: p.public_key for n, p in self.parties.items() if n != name}
         return CurveConfig(public, secret, peers)
 
@@ -166,6 +152,31 @@ class Cluster:
         if name not in self.parties:
             raise ValueError(f"{name!r} is not a party of {self.source}: it lists {', '.join(self.parties)}")
         return self.parties[name]
+
+
+def find_key_pair(name: str, listed: str | None, key_file: str | os.PathLike | None,
+                  entry_key_file: str | None, source: str) -> tuple[str, str]:
+    """(public, secret) Z85 keys of ``name`` (a party or a client), looked up in this order:
+    ``key_file`` (a ``--key`` option), the environment variable ``MPCNP_SECRET_KEY`` (the Z85 secret
+    key itself), ``entry_key_file`` (the entry's ``secret_key_file``). ValueError if none is found,
+    a key file is malformed or readable by other users, or the key is not ``listed`` (the public key
+    the cluster file gives; None: any)."""
+    if key_file is not None:
+        public, secret = read_key_file(key_file)
+        where = str(key_file)
+    elif os.environ.get(SECRET_KEY_ENV):
+        secret = os.environ[SECRET_KEY_ENV].strip()
+        key_bytes(secret, f"${SECRET_KEY_ENV}")
+        public, where = zmq.curve_public(secret.encode()).decode(), f"${SECRET_KEY_ENV}"
+    elif entry_key_file is not None:
+        public, secret = read_key_file(entry_key_file)
+        where = entry_key_file
+    else:
+        raise ValueError(f"no secret key for {name}: pass a key file, set ${SECRET_KEY_ENV}, "
+                         f"or give {name} a secret_key_file in {source}")
+    if listed is not None and public != listed:
+        raise ValueError(f"the key in {where} does not match the public_key of {name} in {source}")
+    return public, secret
 
 
 def load_cluster(path: str | os.PathLike) -> Cluster:
@@ -320,6 +331,20 @@ def _parse_limits(obj: Any, source: str) -> dict[str, int]:
     return limits
 
 
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` different tcp ports the kernel just gave out as free on ``host`` (each bound to port 0,
+    then released): for clusters on one machine. Another program may take one before it is bound
+    again; a bind failure then says so."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def write_cluster(directory: str | os.PathLike, parties: Mapping[str, str],
                   clients: tuple[str, ...] = ()) -> Path:
     """Write ``directory``/cluster.json for ``parties`` ({name: "HOST:PORT"}) and ``clients``, with a
@@ -359,4 +384,4 @@ def write_cluster(directory: str | os.PathLike, parties: Mapping[str, str],
 
 
 __all__ = ["SECRET_KEY_ENV", "RESERVED", "PartyAddress", "ClientKey", "Cluster", "load_cluster", "parse_cluster",
-           "write_cluster"]
+           "write_cluster", "find_key_pair", "free_ports"]

@@ -34,16 +34,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
-import zmq
 from zmq.utils import z85
 
-from mpcnp.net import check_party_name, key_bytes, read_key_file
-from mpcnp.runtime.cluster import SECRET_KEY_ENV, ClientKey, Cluster, PartyAddress, parse_cluster
+from mpcnp.net import check_party_name, key_bytes
+from mpcnp.runtime.cluster import ClientKey, Cluster, PartyAddress, parse_cluster
+from mpcnp.runtime.clusterfile import find_key_pair, free_ports, write_cluster
 from mpcnp.runtime.context import CORE_PARTIES, SERVERS
 
-__all__ = ["ServingCluster", "ClientKeys", "load", "parse"]
+__all__ = ["ServingCluster", "ClientKeys", "load", "parse", "write_local_cluster"]
 
 log = logging.getLogger("mpcnp.serving")
 
@@ -95,22 +95,8 @@ class ServingCluster:
         """(public, secret) Z85 keys of client ``name``, from ``key_file``, else $MPCNP_SECRET_KEY,
         else the entry's ``secret_key_file``; ValueError if none is found or it is not the listed key."""
         entry = self.clients.get(name)
-        if key_file is not None:
-            public, secret = read_key_file(key_file)
-            where = str(key_file)
-        elif os.environ.get(SECRET_KEY_ENV):
-            secret = os.environ[SECRET_KEY_ENV].strip()
-            key_bytes(secret, f"${SECRET_KEY_ENV}")
-            public, where = zmq.curve_public(secret.encode()).decode(), f"${SECRET_KEY_ENV}"
-        elif entry is not None and entry.secret_key_file is not None:
-            public, secret = read_key_file(entry.secret_key_file)
-            where = entry.secret_key_file
-        else:
-            raise ValueError(f"no secret key for client {name!r}: pass key=KEYFILE, set ${SECRET_KEY_ENV}, or "
-                             f"give {name} a secret_key_file in the clients of {self.source}")
-        if entry is not None and entry.public_key != public:
-            raise ValueError(f"the key in {where} is not the public_key of client {name!r} in {self.source}")
-        return public, secret
+        return find_key_pair(f"client {name!r}", None if entry is None else entry.public_key, key_file,
+                             None if entry is None else entry.secret_key_file, self.source)
 
 
 def _check_client_name(name: Any, cluster: Cluster, source: str) -> str:
@@ -249,3 +235,22 @@ class ClientKeys(Mapping):
     def __len__(self) -> int:
         with self._lock:
             return len(self._fixed) + len(self._from_dir)
+
+
+def write_local_cluster(directory: str | os.PathLike, clients: Sequence[str] = (),
+                        client_dir: bool = False) -> Path:
+    """A service's cluster on this machine: ``directory``/cluster.json and a key file per party and
+    client (runtime.clusterfile.write_cluster) with the three core parties and both servers' client
+    sockets on free loopback ports, and ``directory``/clients as the client directory if
+    ``client_dir``. Returns the cluster file's path."""
+    directory = Path(directory)
+    ports = free_ports(5)
+    path = write_cluster(directory, {name: f"127.0.0.1:{port}" for name, port in zip(CORE_PARTIES, ports)},
+                         tuple(clients))
+    obj = json.loads(path.read_text())
+    obj["client_ports"] = {"server0": ports[3], "server1": ports[4]}
+    if client_dir:
+        obj["client_dir"] = "clients"
+        (directory / "clients").mkdir()
+    path.write_text(json.dumps(obj, indent=2) + "\n")
+    return path
