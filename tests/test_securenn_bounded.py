@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mpcnp import zp
-from mpcnp.protocols import costs, securenn, sharing
+from mpcnp.protocols import costs, families, securenn, sharing
 from mpcnp.protocols.shared import Shared
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, current
 from helpers import L, chi_square, chi_square_limit, mine, protocol_cost, reconstruct, run_core as run, signed
@@ -224,3 +224,43 @@ def test_the_view_test_detects_a_fixed_zero_position(monkeypatch):
     zeros = d == 0
     positions = zeros.argmax(axis=0)[zeros.any(axis=0)]
     assert chi_square(np.bincount(positions, minlength=23)) > chi_square_limit(22)
+
+
+# ---- the family's bound and blur ----------------------------------------------------------------------------
+def family_relu(values, bound, blur=None, frac_bits: int = 16):
+    """(signed ReLU values, DReLU bits) of the ring integers ``values`` by the SecureNN family's
+    relu with ``bound`` and ``blur`` (reals, in fixed point at ``frac_bits``)."""
+    s0, s1 = shares_of(values)
+
+    def program():
+        ctx = current()
+        out = families.FAMILIES["securenn"].relu(ctx, mine(ctx, s0, s1), bound, blur=blur)
+        return None if out.share is None else (out.share, out.drelu.share)
+
+    results = run(program, frac_bits=frac_bits)
+    parts = [reconstruct({s: results[s][i] for s in (SERVER0, SERVER1)}) for i in range(2)]
+    return [signed(v) for v in parts[0]], parts[1]
+
+
+@pytest.mark.parametrize("bound, blur", [(3.0, None), (1000.0, None), (1000.0, 0.25), (2.0 ** 30, 2.0 ** 10)])
+def test_the_familys_bound_is_exact_inside_and_its_blur_only_blurs(bound, blur):
+    # f = 16: in units, exact for |x| < bound 2^16 except x in (-blur 2^16, 0), which may give x
+    units, band = int(bound * 2 ** 16), int((blur or 0) * 2 ** 16)
+    exact = [0, 1, -1 - band, units - 1, -units + 1, units // 3, -units // 3, -band - 5]
+    blurred = [-1, -band + 1, -(band // 2)] if band > 1 else []
+    values = exact + blurred * 8
+    relus, bits = family_relu(values, bound, blur)
+    assert relus[:len(exact)] == [max(v, 0) for v in exact]
+    assert bits[:len(exact)] == [int(v >= 0) for v in exact]
+    assert relus == [b * v for b, v in zip(bits, values)]
+    if blurred:     # the blur is real: x = -1 comes out as x unless r's skipped bits carry (probability 2^-s each)
+        assert sum(bits[len(exact):]) > 0
+
+
+def test_a_blur_needs_a_bound():
+    def program():
+        ctx = current()
+        a = Shared(np.zeros(3, np.uint64) if ctx.is_server else None, (3,))
+        with pytest.raises(ValueError, match="needs a bound"):
+            families.FAMILIES["securenn"].relu(ctx, a, None, blur=1.0)
+    run(program)

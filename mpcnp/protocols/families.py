@@ -10,7 +10,7 @@ against this interface, in the tensor layer:
 - ``ge_zero(ctx, d, bound=None)``: fixed-point shares of [d >= 0] (0.0 or 1.0);
 - ``equal_zero(ctx, d)``: fixed-point shares of [d == 0];
 - ``select(ctx, cond, a, b)``: a where the fixed-point 0.0/1.0 ``cond`` is 1, else b (``where``);
-- ``relu(ctx, x, bound=None)``: fixed-point max(x, 0);
+- ``relu(ctx, x, bound=None, blur=None)``: fixed-point max(x, 0);
 - ``max_step(ctx, best, other, index, other_index, bound=None)``: one step of the max tournament
   (``maxpool.tournament_max``), indices in fixed point;
 - ``divide(ctx, x, y, integer_bits)``: x / y for a private positive divisor y.
@@ -20,6 +20,9 @@ on |value| of the candidates. Pond's ReLU takes it as the interval [-bound, boun
 (None: RELU_BOUND, 8). SecureNN takes it as a promise: with one, its comparisons look only at the
 bits that the bounded range needs (``securenn.drelu`` with ``bits``), exact for inputs of the
 promised range and silently wrong for some beyond; without, they are exact on the whole ring.
+``blur`` (a positive real, with a bound; ``relu`` only): a threshold that may be blurred, for
+composites that tolerate it (the inverse square root's normalization): SecureNN may then count
+inputs in (-blur, 0) as >= 0 (returning x instead of 0 there) and compares fewer bits; Pond ignores it.
 
 A third family (say, replicated three-party sharing) is one more object here, registered in
 ``FAMILIES``. Every value is a fixed-point ``Shared`` with the run's frac_bits.
@@ -85,7 +88,7 @@ class Family(ABC):
         broadcasting."""
 
     @abstractmethod
-    def relu(self, ctx: Context, x: Shared, bound: float | None = None) -> Shared:
+    def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
         """Fixed-point shares of max(x, 0) (``bound``: see the module docstring)."""
 
     @abstractmethod
@@ -142,12 +145,23 @@ class SecureNN(Family):
             bit = securenn.drelu(ctx, add_public(ctx, cond, half))
         return securenn.select_share(ctx, bit, b, a)
 
-    def relu(self, ctx: Context, x: Shared, bound: float | None = None) -> Shared:
+    def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
         """Exact for every encodable x without ``bound``: 3 rounds, 221 bytes per element. With
         ``bound``, a promise that |x| < bound: the ReLU of k = ``bound_bits`` bits, 3k + 29 bytes
         (101 at k = 24, bound 64 at frac_bits 16), exact for |x| < bound and wrong for some x beyond
-        (0 or x instead of the other). The result keeps DReLU(x) as its ``drelu`` (for the gradient)."""
-        value, bit = securenn.relu(ctx, x, bound_bits(bound, ctx.config.frac_bits))
+        (0 or x instead of the other). With ``blur`` as well, k = ``bound_bits(bound + blur)`` and the
+        s = floor(log2(blur 2^f)) low bits are not compared (``securenn.falcon_msb``'s ``coarse``):
+        3 (k - s) + 29 bytes, x in (-blur, 0) may come out as x. The result keeps DReLU(x) as its
+        ``drelu`` (for the gradient)."""
+        f = ctx.config.frac_bits
+        if blur is None:
+            value, bit = securenn.relu(ctx, x, bound_bits(bound, f))
+        else:
+            if check_bound(bound) is None:
+                raise ValueError("a blurred ReLU needs a bound")
+            bits = bound_bits(bound + check_bound(blur, "blur"), f)
+            coarse = min(max(0, math.floor(math.log2(blur * 2.0 ** f))), bits - 2)
+            value, bit = securenn.relu(ctx, x, bits, coarse)
         value.drelu = bit
         return value
 
@@ -200,9 +214,9 @@ class Pond(Family):
         moved = pond.multiply(ctx, cond, a - b)
         return moved + b.broadcast_to(moved.shape)
 
-    def relu(self, ctx: Context, x: Shared, bound: float | None = None) -> Shared:
+    def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
         """polynomial.relu: accurate on [-bound, bound] within 0.0044 bound (an integer in [1, 2^20];
-        None: polynomial.RELU_BOUND, 8)."""
+        None: polynomial.RELU_BOUND, 8; ``blur`` is not used)."""
         return polynomial.relu(ctx, x, polynomial.RELU_BOUND if bound is None else bound)
 
     def max_step(self, ctx, best, other, index, other_index, bound=None):

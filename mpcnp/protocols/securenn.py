@@ -184,7 +184,7 @@ def drelu(ctx: Context, a: Shared, bits: int = 64) -> Shared:
     return falcon_msb(ctx, a, bits=bits).bit
 
 
-def relu(ctx: Context, a: Shared, bits: int = 64) -> tuple[Shared, Shared]:
+def relu(ctx: Context, a: Shared, bits: int = 64, coarse: int = 0) -> tuple[Shared, Shared]:
     """ReLU (PETS Alg. 7 on Falcon's DReLU): (shares of max(a, 0), shares of DReLU(a)); the bit is kept
     for backpropagation.
 
@@ -192,9 +192,11 @@ def relu(ctx: Context, a: Shared, bits: int = 64) -> tuple[Shared, Shared]:
     bit z it deals, also deals shares of z r, so that z a = z x - z r is local for the public x = a + r
     (docs/protocols.md). ``bits`` = k: exact for -2^(k-1) <= a < 2^(k-1) (every a at the default 64);
     beyond, the bit may be wrong and the value is then 0 or a instead of the other, silently.
-    Cost: 3 rounds, 3k + 29 bytes per element: 221 at k = 64, 101 at k = 24. PETS: 10 rounds, 704 bytes.
+    ``coarse`` = s: ``falcon_msb``'s threshold blurred by 2^s units (value and bit still agree).
+    Cost: 3 rounds, 3(k - s) + 29 bytes per element: 221 at k = 64, 101 at k = 24. PETS: 10 rounds,
+    704 bytes.
     """
-    step = falcon_msb(ctx, a, with_product=True, bits=bits)
+    step = falcon_msb(ctx, a, with_product=True, bits=bits, coarse=coarse)
     return step.product, step.bit
 
 
