@@ -16,7 +16,7 @@ C 18.94 MB. Falcon (Wagh et al., PoPETs 2021), LeNet (about network C): 4.9 s pe
 
 Usage: python benchmarks/networks.py [--networks A B C D] [--batches 1 128] [--protocols securenn pond]
                                      [--styles nn functional] [--reps 5] [--backend processes|threads]
-                                     [--json FILE]
+                                     [--bounded] [--json FILE]
 """
 from __future__ import annotations
 
@@ -82,7 +82,7 @@ def functional(model: nn.Sequential, x):
         elif isinstance(layer, nn.ReLU):
             x = mp.relu(x, layer.bound)
         elif isinstance(layer, nn.MaxPool2d):
-            x = mp.maxpool2d(x, layer.kernel, layer.stride)
+            x = mp.maxpool2d(x, layer.kernel, layer.stride, bound=layer.bound)
         elif isinstance(layer, nn.Flatten):
             x = x.reshape(x.shape[0], -1)
         else:
@@ -101,6 +101,7 @@ class Result:
     bytes_sent: dict[str, int]  # per core party, one repetition after the warm-up
     first_bytes_sent: dict[str, int]  # per core party, the warm-up (the weights' masks opened)
     rounds: int
+    bounded: bool = False       # securenn with calibrated bounds (pond is always calibrated)
 
     @property
     def median(self) -> float:
@@ -116,11 +117,12 @@ class Result:
 
 
 def measure(name: str, batch: int, protocol: str = "securenn", style: str = "nn", reps: int = 5,
-            backend: str = "processes", seed: int = 0) -> Result:
-    """Time network ``name`` on a batch of ``batch`` random images (see the module docstring)."""
+            backend: str = "processes", seed: int = 0, bounded: bool = False) -> Result:
+    """Time network ``name`` on a batch of ``batch`` random images (see the module docstring);
+    ``bounded``: calibrate under securenn too, so that its comparisons are the bounded ones."""
     model = random_model(name, seed)
     images = np.random.default_rng(seed + 1).uniform(0, 1, input_shape(name, batch))
-    if protocol == "pond":
+    if protocol == "pond" or bounded:
         nn.calibrate(model, np.random.default_rng(seed + 2).uniform(0, 1, input_shape(name, 64)))
     architecture = model.architecture()
 
@@ -154,13 +156,14 @@ def measure(name: str, batch: int, protocol: str = "securenn", style: str = "nn"
     seconds = [max(r[0][i] for r in core.values()) for i in range(1, reps + 1)]
     return Result(name, batch, protocol, style, backend, seconds,
                   {p: r[1][-1] for p, r in core.items()}, {p: r[1][0] for p, r in core.items()},
-                  max(r[2] for r in core.values()))
+                  max(r[2] for r in core.values()), bounded and protocol == "securenn")
 
 
 def describe(result: Result) -> str:
     """One line: time, traffic per party and in all, rounds, and the published figures beside."""
     per_party = " ".join(f"{p}={b / 1e6:.2f}" for p, b in result.bytes_sent.items())
-    line = (f"{result.network} batch {result.batch:3d} {result.protocol:8s} {result.style:10s} "
+    protocol = result.protocol + ("+bounds" if result.bounded else "")
+    line = (f"{result.network} batch {result.batch:3d} {protocol:15s} {result.style:10s} "
             f"{result.median * 1e3:9.1f} ms  {result.megabytes:8.2f} MB ({per_party}; first inference "
             f"{result.first_megabytes:.2f} MB)  {result.rounds:4d} rounds")
     name, seconds = result.network, result.median
@@ -181,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", nargs="+", default=["nn", "functional"], choices=["nn", "functional"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--backend", default="processes", choices=["processes", "threads"])
+    parser.add_argument("--bounded", action="store_true",
+                        help="securenn: calibrate the bounds on 64 random images (bounded comparisons)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     print(f"backend {args.backend}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.networks:
             for batch in args.batches:
                 for style in args.styles:
-                    result = measure(name, batch, protocol, style, args.reps, args.backend)
+                    result = measure(name, batch, protocol, style, args.reps, args.backend, bounded=args.bounded)
                     results.append(result)
                     print(describe(result), flush=True)
     if args.json:
