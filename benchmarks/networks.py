@@ -10,6 +10,13 @@ warm-up (which also opens the weights' masks, reused afterwards as Pond allows).
 party's payload bytes sent in one repetition after the warm-up (and, for the first inference, in the
 warm-up, weights' masks included); rounds the largest increase of a party's Lamport clock.
 
+``--bounded`` calibrates the model under securenn too (``nn.calibrate`` on 64 random images, margin
+1.5), so that its ReLUs and max pools use the bounded comparisons (``mp.relu``'s ``bound``). Network
+C at batch 128 (nn version, processes, 2 shared cores, load average 6.2 to 9.6, exact and bounded
+runs alternated, each the median of 5 (the first three) or 7 repetitions): exact 464.6 MB, 1084 / 1254 / 1221 / 1305 / 1404 /
+1078 ms; bounded 211.7 MB, 543 / 607 / 704 / 788 / 795 / 687 ms (the target, 0.5 s, was not reached
+on this loaded machine).
+
 Published figures (their machines, not ours): SecureNN (Wagh et al., PoPETs 2019) LAN inference at
 batch 128 on 36 vCPUs: A 0.38 s, B 7.18 s, C 10.82 s, D 2.6 s; batch-1 traffic A 2.1 MB, B 8.86 MB,
 C 18.94 MB. Falcon (Wagh et al., PoPETs 2021), LeNet (about network C): 4.9 s per batch of 128.
