@@ -126,3 +126,14 @@ def test_calibrate_sets_securenn_bounds_that_keep_the_model_exact():
         error_bound(model, client_data)
     assert_within(exact, expected, tolerance)
     assert_within(bounded, expected, tolerance)
+
+
+def test_a_scaled_max_pool_keeps_its_promise():
+    # pond_scale 8 divides the inputs (one truncation, up to a unit off) before the bounded
+    # comparisons, whose promise is the bound over 8 plus that unit: values next to the bound, of both
+    # signs, still pick the right maximum
+    pool = nn.MaxPool2d(2, bound=4.0)
+    pool.pond_scale = 8
+    x = quantize(np.array([[[[4.0 - ULP, -4.0 + ULP], [0.5, -(4.0 - ULP)]]]]))
+    got = run_private(lambda t: pool(t), x)
+    assert_within(got, np.array([[[[4.0 - ULP]]]]), 8 * ULP)    # the scaling back multiplies a unit by 8

@@ -63,7 +63,9 @@ class MaxPool2d(_Pool2d):
     def forward(self, x):
         if self.pond_scale == 1:
             return mp.maxpool2d(x, self.kernel, self.stride, bound=self.bound)
-        bound = None if self.bound is None else self.bound / self.pond_scale
+        # the scaling's truncation may move a value by a unit: the promise widens by as much
+        unit = 2.0 ** -x.frac_bits if isinstance(x, mp.PrivateTensor) else 0.0
+        bound = None if self.bound is None else self.bound / self.pond_scale + unit
         return mp.maxpool2d(x * (1.0 / self.pond_scale), self.kernel, self.stride, bound=bound) * self.pond_scale
 
     def extra_repr(self) -> str:
