@@ -24,12 +24,14 @@ setup(
     cffi_modules=["mpcnp/_ring_build.py:ffibuilder"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "pyzmq>=25", "cryptography>=41"],
     # ml: nn.from_sklearn and nn.from_onnx, and the examples (never needed by mpcnp itself); progress: the
-    # progress bar of model.fit (a plain line without it); test: setuptools, wheel and cffi because
-    # tests/test_build.py builds a wheel without build isolation, ml because the importer and example
-    # tests run in CI, tqdm because the progress bar is tested
+    # progress bars of model.fit and python -m benchmarks (a plain line without it); bench: the charts of
+    # python -m benchmarks; test: setuptools, wheel and cffi because tests/test_build.py builds a wheel
+    # without build isolation, ml because the importer and example tests run in CI, tqdm because the
+    # progress bar is tested, matplotlib because tests/test_benchmarks.py draws the charts
     extras_require={"ml": ["scikit-learn>=1.3", "onnx>=1.14"],
                     "progress": ["tqdm>=4.60"],
                     "test": ["pytest>=7", "hypothesis>=6.80", "setuptools>=64", "wheel", "cffi>=1.15",
-                             "scikit-learn>=1.3", "onnx>=1.14", "tqdm>=4.60"]},
+                             "scikit-learn>=1.3", "onnx>=1.14", "tqdm>=4.60", "matplotlib>=3.5"],
+                    "bench": ["matplotlib>=3.5"]},
     zip_safe=False,
 )

@@ -10,23 +10,20 @@ from send until a small acknowledgement returns, reported as GB/s).
 
 The cases run in turn, ``--rounds`` times (the machine is shared and noisy): each cell is the
 median over the rounds of the per-round medians. Ratios are time ratios, ours / bare (lower is
-better; the target is <= 1.3).
-Usage: python benchmarks/net.py [--quick] [--rounds N]
+better; the target, in benchmarks/published.py, holds for the like-for-like ratios).
+Usage: python -m benchmarks net [--quick] [--rounds N]
 """
 from __future__ import annotations
 
-import argparse
 import multiprocessing
-import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from benchmarks.published import TARGETS, meets
 
 MiB = 1 << 20
 SIZES = (1 * MiB, 8 * MiB, 64 * MiB)
@@ -189,12 +186,19 @@ def cell(row, seconds):
     return f"{seconds * 1e6:.0f}" if isinstance(row, str) else f"{(row / seconds) / 1e9:.2f}"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--rounds", type=int, default=5, help="runs of every case (default 5)")
-    args = parser.parse_args()
-    n_small, reps = (200, 5) if args.quick else (1000, 15)
+RATIOS = {
+    "curve/bare curve": ("zmq tcp+curve", "bare tcp+curve"),
+    "curve/bare tcp": ("zmq tcp+curve", "bare tcp"),
+    "ipc/bare ipc": ("zmq ipc", "bare ipc"),
+    "ipc/bare tcp": ("zmq ipc", "bare tcp"),
+    "tcp/bare tcp": ("zmq tcp", "bare tcp"),
+}
+LIKE_FOR_LIKE = ("curve/bare curve", "ipc/bare ipc", "tcp/bare tcp")
+
+
+def run(quick: bool = False, rounds: int = 5) -> dict:
+    """Print the table and return {"seconds": {case: {row: s}}, "ratios": {...}, "targets": {...}}."""
+    n_small, reps = (200, 5) if quick else (1000, 15)
     cases = {
         "memory": lambda: run_memory(n_small, reps),
         "zmq tcp+curve": lambda: run_processes(_mpcnp_party, "tcp+curve", n_small, reps),
@@ -205,30 +209,26 @@ def main():
         "bare tcp": lambda: run_processes(_bare_party, "tcp", n_small, reps),
     }
     runs = {name: [] for name in cases}
-    for _ in range(args.rounds):
-        for name, run in cases.items():
-            runs[name].append(run())
+    for _ in range(rounds):
+        for name, case in cases.items():
+            runs[name].append(case())
     results = {name: {row: statistics.median(r[row] for r in rs) for row in ROWS}
                for name, rs in runs.items()}
-    ratios = {
-        "curve/bare curve": ("zmq tcp+curve", "bare tcp+curve"),
-        "curve/bare tcp": ("zmq tcp+curve", "bare tcp"),
-        "ipc/bare ipc": ("zmq ipc", "bare ipc"),
-        "ipc/bare tcp": ("zmq ipc", "bare tcp"),
-        "tcp/bare tcp": ("zmq tcp", "bare tcp"),
-    }
     names = list(cases)
-    widths = [max(len(n), 6) for n in names] + [max(len(r), 6) for r in ratios]
-    print(f"{'':16}" + "  ".join(f"{h:>{w}}" for h, w in zip(names + list(ratios), widths)))
+    widths = [max(len(n), 6) for n in names] + [max(len(r), 6) for r in RATIOS]
+    print(f"{'':16}" + "  ".join(f"{h:>{w}}" for h, w in zip(names + list(RATIOS), widths)))
     for row in ROWS:
         cells = [cell(row, results[n][row]) for n in names]
-        cells += [f"{results[a][row] / results[b][row]:.2f}" for a, b in ratios.values()]
+        cells += [f"{results[a][row] / results[b][row]:.2f}" for a, b in RATIOS.values()]
         print(f"{row_label(row):16}" + "  ".join(f"{c:>{w}}" for c, w in zip(cells, widths)))
-    print("ratios: time ours / time bare (<= 1.3 meets the target); "
-          "CURVE cost = bare tcp+curve / bare tcp: "
+    print("ratios: time ours / time bare; CURVE cost = bare tcp+curve / bare tcp: "
           + ", ".join(f"{row_label(r).split(' (')[0]} {results['bare tcp+curve'][r] / results['bare tcp'][r]:.1f}x"
                       for r in ROWS))
-
-
-if __name__ == "__main__":
-    main()
+    ratios = {name: {row_label(r): results[a][r] / results[b][r] for r in ROWS} for name, (a, b) in RATIOS.items()}
+    worst = max(ratios[name][row] for name in LIKE_FOR_LIKE for row in ratios[name])
+    values = {t.name: worst for t in TARGETS if t.op == "net"}
+    for target in (t for t in TARGETS if t.op == "net"):
+        print(f"target {target.name}: worst like-for-like ratio {worst:.2f} ({target.reference}) "
+              f"{'ok' if meets(target, worst) else 'MISSED'}")
+    return {"seconds": {n: {row_label(r): results[n][r] for r in ROWS} for n in names}, "ratios": ratios,
+            "targets": values}

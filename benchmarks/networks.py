@@ -21,7 +21,7 @@ Published figures (their machines, not ours): SecureNN (Wagh et al., PoPETs 2019
 batch 128 on 36 vCPUs: A 0.38 s, B 7.18 s, C 10.82 s, D 2.6 s; batch-1 traffic A 2.1 MB, B 8.86 MB,
 C 18.94 MB. Falcon (Wagh et al., PoPETs 2021), LeNet (about network C): 4.9 s per batch of 128.
 
-Usage: python benchmarks/networks.py [--networks A B C D] [--batches 1 128] [--protocols securenn pond]
+Usage: python -m benchmarks.networks [--networks A B C D] [--batches 1 128] [--protocols securenn pond]
                                      [--styles nn functional] [--reps 5] [--backend processes|threads]
                                      [--bounded] [--json FILE]
 """

@@ -15,7 +15,7 @@ Networks: "A" is SecureNN's network A (784-128-128-10, ReLU), "cnn" the digits C
 (8x8 images: conv 3x3 1->8 "same", ReLU, 2x2 max pooling, dense 128->10); random weights, since the
 time does not depend on them.
 
-Usage: python benchmarks/serving.py [--networks A cnn] [--queries 300] [--seconds 5] [--clients 16]
+Usage: python -m benchmarks.serving [--networks A cnn] [--queries 300] [--seconds 5] [--clients 16]
                                      [--repeat 3] [--json FILE]
 (the tables give the median over the repeated runs of each figure)
 """

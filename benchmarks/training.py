@@ -21,7 +21,12 @@ Falcon (Wagh et al., PoPETs 2021) 780 s for 15 epochs, online phase only (52 s p
 0.098 s per batch on 4 cores (46 s per epoch); "Adam in Private" (Attrapadung et al., PoPETs 2022)
 95.6% test accuracy after one epoch of Adam in 117 s on 16 cores.
 
-Usage: python benchmarks/training.py [--optimizers sgd momentum adam] [--batches 10] [--backend processes]
+``run`` is the suite of ``python -m benchmarks training``: each optimizer without a network and under
+the emulated LAN and WAN (``mp.run(network=...)``), beside the cost model's prediction from the
+measured rounds and bytes per party.
+
+Usage: python -m benchmarks training [--optimizers sgd momentum adam] [--batches 3] [--network none lan wan]
+       python -m benchmarks.training [--optimizers sgd momentum adam] [--batches 10] [--backend processes]
                                      [--frac-bits 16] [--full-epoch] [--json FILE]
 """
 from __future__ import annotations
@@ -35,7 +40,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 import mpcnp as mp
+from benchmarks import costmodel
 from mpcnp import nn
+from mpcnp.net.shaping import network_profile
 from mpcnp.runtime.context import CORE_PARTIES, barrier, current
 
 BATCH = 128
@@ -123,10 +130,15 @@ class Result:
     cpu_seconds_per_batch: float      # CPU time of the core parties' processes (ZeroMQ's threads
                                       # included), summed, median over batches: / 2 cores is the
                                       # floor of a batch's time on this machine with nothing else running
+    network: str = "none"             # the emulated network (mp.run(network=...))
+    party_bytes_per_batch: dict = None   # payload bytes each core party sent per batch
+    party_rounds_per_batch: dict = None  # rounds each core party counted per batch
 
 
-def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", frac_bits: int = 16) -> Result:
-    """Time ``batches`` training steps of network A (after one warm-up step) with optimizer ``name``."""
+def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", frac_bits: int = 16,
+            network: str = "none") -> Result:
+    """Time ``batches`` training steps of network A (after one warm-up step) with optimizer ``name``,
+    on ``network`` ("none" or a profile of mp.run's ``network``)."""
     x, y = images(BATCH * (batches + 1))
     weights = initial_weights()
 
@@ -154,12 +166,36 @@ def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", fr
         return times, after["payload_bytes_sent"] - before["payload_bytes_sent"] - barrier_bytes, \
             after["rounds"] - before["rounds"] - 2, cpu
 
-    results = mp.run(program, backend=backend, truncation="exact", frac_bits=frac_bits, timeout=600)
+    results = mp.run(program, backend=backend, truncation="exact", frac_bits=frac_bits, timeout=600,
+                     network=None if network == "none" else network)
     seconds = [max(results[p][0][i] for p in CORE_PARTIES) for i in range(batches)]
     per_batch = statistics.median(seconds)
     cpu = statistics.median(sum(results[p][3][i] for p in CORE_PARTIES) for i in range(batches))
     return Result(name, backend, frac_bits, per_batch, per_batch * BATCHES_PER_EPOCH, seconds,
-                  sum(results[p][1] for p in CORE_PARTIES) / 1e6, max(results[p][2] for p in CORE_PARTIES), cpu)
+                  sum(results[p][1] for p in CORE_PARTIES) / 1e6, max(results[p][2] for p in CORE_PARTIES), cpu,
+                  network, {p: results[p][1] for p in CORE_PARTIES}, {p: results[p][2] for p in CORE_PARTIES})
+
+
+def run(optimizers=("sgd", "adam"), batches: int = 3, networks=("none", "lan", "wan"),
+        backend: str = "processes", frac_bits: int = 16) -> dict:
+    """The training suite of ``python -m benchmarks``: every optimizer on every network, and for each
+    emulated network the cost model's prediction (benchmarks/costmodel.py) from the run without one."""
+    rows = []
+    for name in optimizers:
+        base = None
+        for network in ("none", *[n for n in networks if n != "none"]):
+            result = measure(name, batches, backend, frac_bits, network)
+            row = {**asdict(result), "predicted_seconds_per_batch": None}
+            if network == "none":
+                base = result
+            else:
+                row["predicted_seconds_per_batch"] = costmodel.predict(
+                    base.seconds_per_batch, base.party_bytes_per_batch, base.party_rounds_per_batch,
+                    network_profile(network))
+            rows.append(row)
+    return {"batch": BATCH, "batches_per_epoch": BATCHES_PER_EPOCH, "measured_batches": batches,
+            "backend": backend, "frac_bits": frac_bits, "rows": rows,
+            "published": [{"system": system, "seconds_per_epoch": sec, "how": how} for system, sec, how in PUBLISHED]}
 
 
 def full_epoch(name: str = "sgd", backend: str = "processes", frac_bits: int = 16) -> dict:

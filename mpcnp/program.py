@@ -3,6 +3,7 @@ observers (the program digest and the gradient recorder on every run, validation
 then start the parties."""
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from typing import Callable
@@ -20,7 +21,7 @@ __all__ = ["run"]
 
 def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: str = "threads",
         frac_bits: int | None = None, truncation: str | None = None, validate: bool = False,
-        timeout: float = 60.0, **kwargs) -> dict:
+        timeout: float = 60.0, network=None, **kwargs) -> dict:
     """Run ``fn(*args, **kwargs)`` on every party and return {party name: its return value}.
 
     ``parties``: the extra input/output parties beside server0, server1 and the producer.
@@ -33,6 +34,9 @@ def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: st
     ``validate``: check every private operation against float64 plaintext (mpcnp.validation). IT
     REVEALS EVERY VALUE TO EVERY PARTY: development on test data only (a ValidationWarning says so).
     ``timeout``: seconds a party waits for a peer before the run fails.
+    ``network``: emulate a network on every channel: "lan", "wan", "NAME:BANDWIDTH:LATENCY" or an
+    mpcnp.net.shaping.NetworkProfile; each message is held for latency + size / bandwidth (counted
+    bytes unchanged). None: the channels as they are.
     Every run checks at start-up that the parties agree on these settings, and before every reveal
     that they ran the same operations (mpcnp.digest). Raises PartyError naming the failing party if
     ``fn`` raises on any party, a party dies, or one stays silent past ``timeout``; a
@@ -43,6 +47,8 @@ def run(fn: Callable, *args, parties=(), protocol: str = "securenn", backend: st
         raise TypeError(f"fn must be callable, got {type(fn).__name__}")
     config = families.config(protocol, frac_bits=frac_bits, truncation=truncation, timeout=timeout,
                              validate=validate)
+    if network is not None:
+        config = dataclasses.replace(config, network=network)
     if validate:
         warnings.warn(BANNER, ValidationWarning, stacklevel=2)
     return run_parties(functools.partial(_observed, fn), args, kwargs, parties=parties, backend=backend,

@@ -205,6 +205,14 @@ CALLER = textwrap.dedent("""
 """)
 
 
+def _default_signals() -> None:
+    """The caller as from an interactive shell: an ignored SIGHUP or SIGINT is inherited across exec
+    (pytest started by nohup, or as a background job of a script), and a caller that ignores the
+    signal rightly goes on running."""
+    for sig in (signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGHUP", "SIGKILL", "SIGINT"])
 def test_no_party_outlives_a_killed_caller(tmp_path, how):
     """The caller dies (or, with SIGINT, stops) mid-run: 2 s later no party process is alive and
@@ -216,7 +224,7 @@ def test_no_party_outlives_a_killed_caller(tmp_path, how):
     runs = 5 if FULL else 1
     for _ in range(runs):
         caller = subprocess.Popen([sys.executable, str(script)], env=dict(os.environ, TMPDIR=str(sockets)),
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=_default_signals)
         deadline = time.monotonic() + 30
         while len(party_processes(caller.pid, janitor=True)) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)

@@ -18,6 +18,7 @@ import numpy as np
 from mpcnp import fixedpoint, ring
 from mpcnp.net import (NetError, PeerAborted, PeerLost, PeerTimeout, Transport, WaitObserver,
                        check_party_name)
+from mpcnp.net.shaping import NetworkProfile, network_profile
 
 SERVER0, SERVER1, PRODUCER = "server0", "server1", "producer"
 CORE_PARTIES = (SERVER0, SERVER1, PRODUCER)
@@ -42,6 +43,7 @@ class Config:
     truncation: str = "local"
     timeout: float = 60.0
     validate: bool = False
+    network: NetworkProfile | None = None  # emulate this network on every channel (net/shaping.py)
 
     def __post_init__(self):
         if not isinstance(self.protocol, str) or not self.protocol:
@@ -49,6 +51,8 @@ class Config:
         object.__setattr__(self, "frac_bits", fixedpoint.check_frac_bits(self.frac_bits))
         fixedpoint.check_truncation(self.truncation)
         object.__setattr__(self, "timeout", check_timeout(self.timeout))
+        if self.network is not None:
+            object.__setattr__(self, "network", network_profile(self.network))
 
     @property
     def wait(self) -> float | None:

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mpcnp.net import Transport
+from mpcnp.net.shaping import shaped
 from mpcnp.runtime.board import PartyStatus
 from mpcnp.runtime.context import (Config, Context, PartyError, activate, barrier, deactivate, describe,
                                    public_reason)
@@ -44,9 +45,11 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
 
     ``status``: this party's row on a supervisor's board; ``wait``: how long a receive waits
     (Context). A failure relayed by an abort notice is not broadcast again: its sender told everyone.
+    ``config.network``: every channel is shaped as that network (the caller still owns ``transport``).
     """
     if status is not None:
         status.running()
+    inner, transport = transport, shaped(transport, config.network)
     ctx = Context(name, parties, transport, config, observer=status, wait=wait)
     token = activate(ctx)
     try:
@@ -74,6 +77,8 @@ def party_main(name: str, parties: tuple[str, ...], transport: Transport, config
         deactivate(token)
         if status is not None:
             status.done()
+        if transport is not inner:
+            transport.drain()  # a sender-side hold delivers what it still holds before the caller closes
 
 
 def root_cause(outcomes: list[Outcome]) -> PartyError | None:

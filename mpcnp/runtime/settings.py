@@ -17,8 +17,8 @@ from mpcnp.runtime.context import Context, PartyError
 
 __all__ = ["settings_of", "agree_settings", "package_version"]
 
-# Settings a party may choose for itself: how long it waits for a peer.
-LOCAL = ("timeout",)
+# Settings a party may choose for itself: how long it waits for a peer, the network it emulates.
+LOCAL = ("timeout", "network")
 
 
 def package_version() -> str:
