@@ -8,14 +8,18 @@ the forward pass on a fresh private copy of the batch (x + 0: no cached Beaver m
 barriers. A repetition's time is the slowest party's; reported: the median over repetitions after a
 warm-up (which also opens the weights' masks, reused afterwards as Pond allows). Bytes are each core
 party's payload bytes sent in one repetition after the warm-up (and, for the first inference, in the
-warm-up, weights' masks included); rounds the largest increase of a party's Lamport clock.
+warm-up, weights' masks included); rounds the largest increase of a party's Lamport clock; CPU the
+median over repetitions of the core parties' process CPU time, summed (half of it bounds a
+repetition's time on two otherwise idle cores, whatever else runs on the machine; on the threads
+backend every party counts the whole process).
 
 ``--bounded`` calibrates the model under securenn too (``nn.calibrate`` on 64 random images, margin
 1.5), so that its ReLUs and max pools use the bounded comparisons (``mp.relu``'s ``bound``). Network
 C at batch 128 (nn version, processes, 2 shared cores, load average 6.2 to 9.6, exact and bounded
 runs alternated, each the median of 5 (the first three) or 7 repetitions): exact 464.6 MB, 1084 / 1254 / 1221 / 1305 / 1404 /
 1078 ms; bounded 211.7 MB, 543 / 607 / 704 / 788 / 795 / 687 ms (the target, 0.5 s, was not reached
-on this loaded machine).
+on this loaded machine). CPU, two more alternated pairs at load average 4.9 to 5.3: exact 1.278 and
+1.190 s (1028 and 1177 ms), bounded 0.765 and 0.688 s (546 and 1097 ms).
 
 Published figures (their machines, not ours): SecureNN (Wagh et al., PoPETs 2019) LAN inference at
 batch 128 on 36 vCPUs: A 0.38 s, B 7.18 s, C 10.82 s, D 2.6 s; batch-1 traffic A 2.1 MB, B 8.86 MB,
@@ -32,7 +36,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -109,6 +113,7 @@ class Result:
     first_bytes_sent: dict[str, int]  # per core party, the warm-up (the weights' masks opened)
     rounds: int
     bounded: bool = False       # securenn with calibrated bounds (pond is always calibrated)
+    cpu_seconds: list[float] = field(default_factory=list)   # per repetition, the core parties' summed
 
     @property
     def median(self) -> float:
@@ -139,31 +144,33 @@ def measure(name: str, batch: int, protocol: str = "securenn", style: str = "nn"
         x = mp.private(lambda: images, owner=CLIENT)
         ctx = current()
         core = ctx.name in CORE_PARTIES   # the owner and the client have nothing to do in the loop
-        times, sent, rounds = [], [], 0
+        times, sent, rounds, cpu = [], [], 0, []
         for _ in range(reps + 1):
             fresh = x + 0.0
             if core:
                 barrier(ctx)
             before = mp.stats()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             if style == "nn":
                 private_model(fresh)
             else:
                 functional(private_model, fresh)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
             after = mp.stats()
             sent.append(after["payload_bytes_sent"] - before["payload_bytes_sent"])
             rounds = after["rounds"] - before["rounds"]
             if core:
                 barrier(ctx)
-        return times, sent, rounds
+        return times, sent, rounds, cpu
 
     results = mp.run(program, parties=[OWNER, CLIENT], protocol=protocol, backend=backend, timeout=900)
     core = {party: results[party] for party in CORE_PARTIES}
     seconds = [max(r[0][i] for r in core.values()) for i in range(1, reps + 1)]
     return Result(name, batch, protocol, style, backend, seconds,
                   {p: r[1][-1] for p, r in core.items()}, {p: r[1][0] for p, r in core.items()},
-                  max(r[2] for r in core.values()), bounded and protocol == "securenn")
+                  max(r[2] for r in core.values()), bounded and protocol == "securenn",
+                  [sum(r[3][i] for r in core.values()) for i in range(1, reps + 1)])
 
 
 def describe(result: Result) -> str:
@@ -172,7 +179,8 @@ def describe(result: Result) -> str:
     protocol = result.protocol + ("+bounds" if result.bounded else "")
     line = (f"{result.network} batch {result.batch:3d} {protocol:15s} {result.style:10s} "
             f"{result.median * 1e3:9.1f} ms  {result.megabytes:8.2f} MB ({per_party}; first inference "
-            f"{result.first_megabytes:.2f} MB)  {result.rounds:4d} rounds")
+            f"{result.first_megabytes:.2f} MB)  {result.rounds:4d} rounds  "
+            f"CPU {statistics.median(result.cpu_seconds or [0.0]):.3f} s")
     name, seconds = result.network, result.median
     if result.batch == 128 and name in SECURENN_SECONDS_128:
         line += f"  SecureNN {SECURENN_SECONDS_128[name]} s: {SECURENN_SECONDS_128[name] / seconds:.0f}x"
