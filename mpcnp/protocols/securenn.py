@@ -275,15 +275,18 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     if not ctx.is_server:
         return FalconStep(Shared(None, a.shape), Shared(None, a.shape) if with_product else None)
     z_j = dealt[:n]
-    # 5. DReLU = z XOR c, c public to the servers
-    c = _ONE ^ beta.astype(np.uint64) ^ ((x >> top) & _ONE)
-    bit = xor_public(ctx, Shared(z_j, (n,)), c)
-    bit = Shared.of(rerandomize(ctx, bit.share), a.shape)
+    # 5. DReLU = z XOR c, c public to the servers: z where c = 0, 1 - z where c = 1 (bytes and a
+    # boolean view: these passes run over every compared element)
+    c = ((x >> top).astype(np.uint8) & np.uint8(1)) ^ beta ^ np.uint8(1)
+    flip = c.view(np.bool_)
+    bit = np.where(flip, (_ONE if ctx.name == SERVER0 else np.uint64(0)) - z_j, z_j)
+    bit = Shared.of(rerandomize(ctx, bit), a.shape)
     if not with_product:
         return FalconStep(bit, None)
     # 6. z a = z x - z r; DReLU * a = z a where c = 0, a - z a where c = 1
-    za_j = z_j * x - dealt[n:]
-    product = np.where(c == 1, a.flat() - za_j, za_j)
+    za_j = z_j * x
+    za_j -= dealt[n:]
+    product = np.where(flip, a.flat() - za_j, za_j)
     return FalconStep(bit, Shared.of(rerandomize(ctx, product), a.shape))
 
 
