@@ -124,7 +124,8 @@ class SecureNN(Family):
     def ge_zero(self, ctx: Context, d: Shared, bound: float | None = None) -> Shared:
         """[d >= 0] for every d in the ring (so for every difference of encodable values): DReLU,
         3 rounds, 213 bytes per element. With ``bound``: the DReLU of k = ``bound_bits`` bits, exact
-        for |d| < bound (3k + 13 bytes for k <= 32: 85 at k = 24)."""
+        for |d| < bound (3k + 5 + 2w bytes, w the bytes of the smallest unsigned integer holding k bits:
+        85 at k = 24)."""
         return _fixed_bit(ctx, securenn.drelu(ctx, d, bound_bits(bound, ctx.config.frac_bits)))
 
     def equal_zero(self, ctx: Context, d: Shared) -> Shared:
