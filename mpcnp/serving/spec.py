@@ -6,7 +6,7 @@ the servers store the spec beside their shares of the parameters and run the for
 
     {"format": 1, "input_shape": [784], "output_shape": [10],
      "layers": [{"type": "Dense", "in_features": 784, "out_features": 128},
-                {"type": "ReLU", "bound": 8}, ...],
+                {"type": "ReLU", "bound": null}, ...],
      "parameters": {"0.weight": [784, 128], "0.bias": [128], ...}}
 
 Layer types and their fields: Dense (in_features, out_features; weight (in, out), bias (out,)),
