@@ -6,12 +6,12 @@ the servers store the spec beside their shares of the parameters and run the for
 
     {"format": 1, "input_shape": [784], "output_shape": [10],
      "layers": [{"type": "Dense", "in_features": 784, "out_features": 128},
-                {"type": "ReLU", "bound": 8}, ...],
+                {"type": "ReLU", "bound": null}, ...],
      "parameters": {"0.weight": [784, 128], "0.bias": [128], ...}}
 
 Layer types and their fields: Dense (in_features, out_features; weight (in, out), bias (out,)),
 Conv2d (in_channels, out_channels, kernel [kh, kw], stride [sh, sw], padding: an int or "same" /
-"valid"; weight (out, in, kh, kw), bias (out,)), ReLU (bound: Pond's interval), MaxPool2d and
+"valid"; weight (out, in, kh, kw), bias (out,)), ReLU (bound: null or an integer, ``mp.relu``'s), MaxPool2d and
 AvgPool2d (kernel, stride), Flatten, Reshape (shape, without the batch axis), Sigmoid, Tanh, Softmax
 (axis), Dropout (the identity at inference). Parameters are named "INDEX.weight" / "INDEX.bias" after
 the layer's position, as ``state_dict`` names them. ``input_shape`` and ``output_shape`` are those of
@@ -134,7 +134,8 @@ def _describe_layer(layer, values: dict) -> dict:
                 "kernel": [int(shape[2]), int(shape[3])], "stride": _pair(layer.stride, "stride"),
                 "padding": padding}
     if kind == "ReLU":
-        return {"type": kind, "bound": int(getattr(layer, "bound", 8))}
+        bound = getattr(layer, "bound", None)
+        return {"type": kind, "bound": None if bound is None else int(bound)}
     if kind in ("MaxPool2d", "AvgPool2d"):
         kernel = _pair(layer.kernel, "kernel")
         stride = kernel if layer.stride is None else _pair(layer.stride, "stride")
@@ -206,7 +207,7 @@ def _check_layer(index: int, layer) -> dict:
         raise ValueError(f"{where} ({kind}): fields must be exactly {', '.join(fields) or 'none'} "
                          f"(missing {missing or 'none'}, unexpected {extra or 'none'})")
     for name in ("in_features", "out_features", "in_channels", "out_channels", "bound"):
-        if name in layer:
+        if name in layer and not (name == "bound" and layer[name] is None):
             _positive_ints([layer[name]], 1, f"{where} ({kind}) {name}")
     for name in ("kernel", "stride"):
         if name in layer:
