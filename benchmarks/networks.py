@@ -8,7 +8,18 @@ the forward pass on a fresh private copy of the batch (x + 0: no cached Beaver m
 barriers. A repetition's time is the slowest party's; reported: the median over repetitions after a
 warm-up (which also opens the weights' masks, reused afterwards as Pond allows). Bytes are each core
 party's payload bytes sent in one repetition after the warm-up (and, for the first inference, in the
-warm-up, weights' masks included); rounds the largest increase of a party's Lamport clock.
+warm-up, weights' masks included); rounds the largest increase of a party's Lamport clock; CPU the
+median over repetitions of the core parties' process CPU time, summed (half of it bounds a
+repetition's time on two otherwise idle cores, whatever else runs on the machine; on the threads
+backend every party counts the whole process).
+
+``--bounded`` calibrates the model under securenn too (``nn.calibrate`` on 64 random images, margin
+1.5), so that its ReLUs and max pools use the bounded comparisons (``mp.relu``'s ``bound``). Network
+C at batch 128 (nn version, processes, 2 shared cores, load average 6.2 to 9.6, exact and bounded
+runs alternated, each the median of 5 (the first three) or 7 repetitions): exact 464.6 MB, 1084 / 1254 / 1221 / 1305 / 1404 /
+1078 ms; bounded 211.7 MB, 543 / 607 / 704 / 788 / 795 / 687 ms (the target, 0.5 s, was not reached
+on this loaded machine). CPU, two more alternated pairs at load average 4.9 to 5.3: exact 1.278 and
+1.190 s (1028 and 1177 ms), bounded 0.765 and 0.688 s (546 and 1097 ms).
 
 Published figures (their machines, not ours): SecureNN (Wagh et al., PoPETs 2019) LAN inference at
 batch 128 on 36 vCPUs: A 0.38 s, B 7.18 s, C 10.82 s, D 2.6 s; batch-1 traffic A 2.1 MB, B 8.86 MB,
@@ -16,7 +27,7 @@ C 18.94 MB. Falcon (Wagh et al., PoPETs 2021), LeNet (about network C): 4.9 s pe
 
 Usage: python -m benchmarks.networks [--networks A B C D] [--batches 1 128] [--protocols securenn pond]
                                      [--styles nn functional] [--reps 5] [--backend processes|threads]
-                                     [--json FILE]
+                                     [--bounded] [--json FILE]
 """
 from __future__ import annotations
 
@@ -25,7 +36,7 @@ import json
 import os
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -82,7 +93,7 @@ def functional(model: nn.Sequential, x):
         elif isinstance(layer, nn.ReLU):
             x = mp.relu(x, layer.bound)
         elif isinstance(layer, nn.MaxPool2d):
-            x = mp.maxpool2d(x, layer.kernel, layer.stride)
+            x = mp.maxpool2d(x, layer.kernel, layer.stride, bound=layer.bound)
         elif isinstance(layer, nn.Flatten):
             x = x.reshape(x.shape[0], -1)
         else:
@@ -101,6 +112,8 @@ class Result:
     bytes_sent: dict[str, int]  # per core party, one repetition after the warm-up
     first_bytes_sent: dict[str, int]  # per core party, the warm-up (the weights' masks opened)
     rounds: int
+    bounded: bool = False       # securenn with calibrated bounds (pond is always calibrated)
+    cpu_seconds: list[float] = field(default_factory=list)   # per repetition, the core parties' summed
 
     @property
     def median(self) -> float:
@@ -116,11 +129,12 @@ class Result:
 
 
 def measure(name: str, batch: int, protocol: str = "securenn", style: str = "nn", reps: int = 5,
-            backend: str = "processes", seed: int = 0) -> Result:
-    """Time network ``name`` on a batch of ``batch`` random images (see the module docstring)."""
+            backend: str = "processes", seed: int = 0, bounded: bool = False) -> Result:
+    """Time network ``name`` on a batch of ``batch`` random images (see the module docstring);
+    ``bounded``: calibrate under securenn too, so that its comparisons are the bounded ones."""
     model = random_model(name, seed)
     images = np.random.default_rng(seed + 1).uniform(0, 1, input_shape(name, batch))
-    if protocol == "pond":
+    if protocol == "pond" or bounded:
         nn.calibrate(model, np.random.default_rng(seed + 2).uniform(0, 1, input_shape(name, 64)))
     architecture = model.architecture()
 
@@ -130,39 +144,43 @@ def measure(name: str, batch: int, protocol: str = "securenn", style: str = "nn"
         x = mp.private(lambda: images, owner=CLIENT)
         ctx = current()
         core = ctx.name in CORE_PARTIES   # the owner and the client have nothing to do in the loop
-        times, sent, rounds = [], [], 0
+        times, sent, rounds, cpu = [], [], 0, []
         for _ in range(reps + 1):
             fresh = x + 0.0
             if core:
                 barrier(ctx)
             before = mp.stats()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             if style == "nn":
                 private_model(fresh)
             else:
                 functional(private_model, fresh)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
             after = mp.stats()
             sent.append(after["payload_bytes_sent"] - before["payload_bytes_sent"])
             rounds = after["rounds"] - before["rounds"]
             if core:
                 barrier(ctx)
-        return times, sent, rounds
+        return times, sent, rounds, cpu
 
     results = mp.run(program, parties=[OWNER, CLIENT], protocol=protocol, backend=backend, timeout=900)
     core = {party: results[party] for party in CORE_PARTIES}
     seconds = [max(r[0][i] for r in core.values()) for i in range(1, reps + 1)]
     return Result(name, batch, protocol, style, backend, seconds,
                   {p: r[1][-1] for p, r in core.items()}, {p: r[1][0] for p, r in core.items()},
-                  max(r[2] for r in core.values()))
+                  max(r[2] for r in core.values()), bounded and protocol == "securenn",
+                  [sum(r[3][i] for r in core.values()) for i in range(1, reps + 1)])
 
 
 def describe(result: Result) -> str:
     """One line: time, traffic per party and in all, rounds, and the published figures beside."""
     per_party = " ".join(f"{p}={b / 1e6:.2f}" for p, b in result.bytes_sent.items())
-    line = (f"{result.network} batch {result.batch:3d} {result.protocol:8s} {result.style:10s} "
+    protocol = result.protocol + ("+bounds" if result.bounded else "")
+    line = (f"{result.network} batch {result.batch:3d} {protocol:15s} {result.style:10s} "
             f"{result.median * 1e3:9.1f} ms  {result.megabytes:8.2f} MB ({per_party}; first inference "
-            f"{result.first_megabytes:.2f} MB)  {result.rounds:4d} rounds")
+            f"{result.first_megabytes:.2f} MB)  {result.rounds:4d} rounds  "
+            f"CPU {statistics.median(result.cpu_seconds or [0.0]):.3f} s")
     name, seconds = result.network, result.median
     if result.batch == 128 and name in SECURENN_SECONDS_128:
         line += f"  SecureNN {SECURENN_SECONDS_128[name]} s: {SECURENN_SECONDS_128[name] / seconds:.0f}x"
@@ -181,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--styles", nargs="+", default=["nn", "functional"], choices=["nn", "functional"])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--backend", default="processes", choices=["processes", "threads"])
+    parser.add_argument("--bounded", action="store_true",
+                        help="securenn: calibrate the bounds on 64 random images (bounded comparisons)")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
     print(f"backend {args.backend}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f}; "
@@ -190,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.networks:
             for batch in args.batches:
                 for style in args.styles:
-                    result = measure(name, batch, protocol, style, args.reps, args.backend)
+                    result = measure(name, batch, protocol, style, args.reps, args.backend, bounded=args.bounded)
                     results.append(result)
                     print(describe(result), flush=True)
     if args.json:

@@ -5,13 +5,13 @@ selection, ReLU and maxima (the latter through the run's protocol family). The a
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Iterator, Sequence
 
 import numpy as np
 
 from mpcnp import fixedpoint, ring
 from mpcnp.protocols import families, maxpool, pond, shared
-from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.runtime.context import current
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, absolute, as_private, plain
 from mpcnp.tracing import grad_enabled, operation
@@ -169,10 +169,19 @@ def where(cond, a, b) -> Tensor:
 
 
 @operation("relu")
-def relu(x, bound: int = 8) -> Tensor:
-    """max(x, 0) elementwise. securenn: exact for every encodable value, 3 rounds and 221 bytes per
-    element (``bound`` is not needed). pond: a polynomial accurate on [-bound, bound], error
-    0.0044 bound (mpcnp.approx.relu_polynomial; size ``bound`` above the largest input)."""
+def relu(x, bound: float | None = None) -> Tensor:
+    """max(x, 0) elementwise. ``bound``: None or a positive number, a bound on |x|.
+
+    securenn: without a bound, exact for every encodable value, 3 rounds and 221 bytes per element.
+    With one, a promise that |x| < bound for every element: the comparison looks only at the
+    k = floor(log2(bound 2^f)) + 2 low bits that this range needs (``families.bound_bits``), 3 rounds
+    and 3k + 29 bytes per element (101 for bound 64 at frac_bits 16), exact for |x| < bound, and for
+    x beyond (|x| >= 2^(k-1-f), the power of two above the bound) the result may be 0 instead of
+    x or x instead of 0, silently; ``mp.run(..., validate=True)`` names an input beyond the bound.
+    pond: a polynomial accurate on [-bound, bound], error 0.0044 bound (mpcnp.approx.relu_polynomial;
+    None: 8; an integer up to 2^20; size it above the largest input).
+    """
+    families.check_bound(bound, "relu's bound")
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.maximum(plain(x), 0.0))
     ctx = x._ctx
@@ -214,22 +223,30 @@ def argmin(x, axis=None) -> Tensor:
 
 
 @operation("maxpool2d")
-def maxpool2d(x, kernel, stride=None) -> Tensor:
+def maxpool2d(x, kernel, stride=None, bound: float | None = None) -> Tensor:
     """Max pooling of NCHW ``x`` over kernel windows (an int or pair); stride defaults to the kernel.
 
     Every window of the tensor is batched into each level of a tournament over the kh * kw window
     elements (a 2x2 pool takes 2 sequential levels), kh * kw - 1 comparisons per window. securenn:
-    exact, 221 bytes and 3 rounds per comparison, the first maximal element winning ties. pond: the
-    same tournament with the polynomial step.
+    exact, 221 bytes and 3 rounds per comparison, the first maximal element winning ties. With
+    ``bound`` (None or a positive number), a promise that every window value has |x| < bound: the
+    differences compared are below 2 bound, and each comparison is the bounded ReLU of
+    k = floor(log2(2 bound 2^f)) + 2 bits (3k + 29 bytes: 104 for bound 64 at frac_bits 16), exact
+    for values inside the bound and possibly wrong (either candidate) beyond, silently;
+    ``mp.run(..., validate=True)`` names a value beyond the bound. pond: the same tournament with
+    the polynomial step (``bound`` is not used).
     """
     _, view = pool_windows(kernel, stride, "maxpool2d")  # checks shapes when applied
+    families.check_bound(bound, "maxpool2d's bound")
 
     if not isinstance(x, PrivateTensor):
         return PublicTensor(maxpool.candidates(view(plain(x)), (4, 5)).max(axis=0))
     ctx = x._ctx
     windows = x._value.map(view)   # (N, C, OH, OW, kh, kw); the tournament runs over kh * kw
     levels = [] if x.requires_grad and grad_enabled() else None    # kept for the gradient (mpcnp.vjp)
-    best, _ = maxpool.reduce_max(ctx, windows, (4, 5), families.of(ctx).max_step, levels=levels)
+    family = families.of(ctx)
+    step = family.max_step if bound is None else functools.partial(family.max_step, bound=bound)
+    best, _ = maxpool.reduce_max(ctx, windows, (4, 5), step, levels=levels)
     best = PrivateTensor(ctx, best)
     if levels is not None:
         best._levels = levels
@@ -245,7 +262,7 @@ def _private_context(*operands):
     return None
 
 
-def _relus(ctx, parts: list, bound: int) -> list[PrivateTensor]:
+def _relus(ctx, parts: list, bound: float | None) -> list[PrivateTensor]:
     """relu of each tensor of ``parts`` (one shape), all in one batch of the family's ReLU."""
     batch = stack([as_private(p, ctx) for p in parts])
     out = families.of(ctx).relu(ctx, batch._value, bound)
@@ -253,11 +270,11 @@ def _relus(ctx, parts: list, bound: int) -> list[PrivateTensor]:
 
 
 @operation("abs")
-def abs(x, bound: int = RELU_BOUND) -> Tensor:  # noqa: A001 - NumPy's name
+def abs(x, bound: float | None = None) -> Tensor:  # noqa: A001 - NumPy's name
     """|x| elementwise, as ``abs(x)``: 2 relu(x) - x. securenn: exact for every encodable x, 221 bytes
-    per element, 3 rounds. pond: the polynomial ReLU on [-bound, bound] (``mp.relu``), within
-    0.0088 bound + 20 bound units there (relu(0) is 0.0044 bound, so |0| is 0.0088 bound) and
-    meaningless outside."""
+    per element, 3 rounds (a ``bound`` is a promise on |x|, as for ``mp.relu``). pond: the polynomial
+    ReLU on [-bound, bound] (``mp.relu``; None: 8), within 0.0088 bound + 20 bound units there
+    (relu(0) is 0.0044 bound, so |0| is 0.0088 bound) and meaningless outside."""
     return absolute(x if isinstance(x, Tensor) else PublicTensor(x), bound)
 
 
@@ -275,10 +292,11 @@ def sign(x) -> Tensor:
 
 
 @operation("maximum")
-def maximum(a, b, bound: int = RELU_BOUND) -> Tensor:
+def maximum(a, b, bound: float | None = None) -> Tensor:
     """The elementwise larger of a and b (NumPy broadcasting), as numpy.maximum: b + relu(a - b).
-    securenn: exact for every pair of encodable values, 221 bytes per element, 3 rounds. pond: the
-    polynomial ReLU, within 0.0044 bound + 10 bound units for |a - b| <= bound."""
+    securenn: exact for every pair of encodable values, 221 bytes per element, 3 rounds (a ``bound``
+    is a promise on |a - b|, as for ``mp.relu``). pond: the polynomial ReLU, within 0.0044 bound +
+    10 bound units for |a - b| <= bound (None: 8)."""
     ctx = _private_context(a, b)
     if ctx is None:
         return PublicTensor(np.maximum(plain(a), plain(b)))
@@ -287,7 +305,7 @@ def maximum(a, b, bound: int = RELU_BOUND) -> Tensor:
 
 
 @operation("minimum")
-def minimum(a, b, bound: int = RELU_BOUND) -> Tensor:
+def minimum(a, b, bound: float | None = None) -> Tensor:
     """The elementwise smaller of a and b, as numpy.minimum: a - relu(a - b); exact under securenn,
     as ``maximum``."""
     ctx = _private_context(a, b)
@@ -298,11 +316,12 @@ def minimum(a, b, bound: int = RELU_BOUND) -> Tensor:
 
 
 @operation("clip")
-def clip(x, lo, hi, bound: int = RELU_BOUND) -> Tensor:
+def clip(x, lo, hi, bound: float | None = None) -> Tensor:
     """x limited to [lo, hi] elementwise, as numpy.clip (lo or hi None: no limit on that side), for
     lo <= hi (public bounds are checked: ValueError otherwise). x + relu(lo - x) - relu(x - hi), both
     ReLUs in one batch. securenn: exact for every encodable x, 221 bytes per element and bound,
-    3 rounds. pond: the polynomial ReLU, accurate when |x - lo| and |x - hi| are at most ``bound``."""
+    3 rounds (a ``bound`` is a promise on |x - lo| and |x - hi|, as for ``mp.relu``). pond: the
+    polynomial ReLU, accurate when |x - lo| and |x - hi| are at most ``bound`` (None: 8)."""
     if lo is None and hi is None:
         raise ValueError("clip needs lo or hi (or both)")
     for side in (lo, hi):

@@ -22,15 +22,17 @@ from mpcnp.tracing import operation
 __all__ = ["inverse_sqrt_times", "pond_alphas", "domain", "schedule", "guess"]
 
 WIDTH = 6                    # securenn: x is normalized into [1, 2^WIDTH) or narrower
+BLUR_BITS = 6                # securenn: each level's threshold 2^t may be blurred by 2^(t - BLUR_BITS)
+REACH = 1 + 2.0 ** -BLUR_BITS  # so x lands in [1, 2^width REACH), which the guess covers
 NEWTON_TARGET = 1e-6         # Newton's steps continue until the relative error is below this
 
 
 @functools.lru_cache(maxsize=None)
 def guess(width: int) -> tuple[np.ndarray, int, int]:
-    """x^(-1/2) on [1, 2^width]: (Chebyshev coefficients in t = (x - c) / r, degree, Newton steps
-    after it): the lowest degree within 15% (degree 7, 12%, on [1, 64]; 5, 3.7%, on [1, 16]), then
-    as many steps as bring 1.5 e^2 below NEWTON_TARGET."""
-    hi = 2.0 ** width
+    """x^(-1/2) on [1, 2^width REACH]: (Chebyshev coefficients in t = (x - c) / r, degree, Newton
+    steps after it): the lowest degree within 15% (degree 7, 12.3%, on [1, 65]), then as many steps
+    as bring 1.5 e^2 below NEWTON_TARGET."""
+    hi = 2.0 ** width * REACH
     center, radius = (1 + hi) / 2, (hi - 1) / 2
     grid = np.linspace(-1, 1, 20001)
     for degree in range(2, 16):
@@ -81,11 +83,18 @@ def pond_alphas(ratio: float, frac_bits: int) -> list[float]:
 
 
 def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
-    """x into [1, 2^width) by exact power-of-two factors, numerator times their square roots
+    """x into [1, 2^width REACH) by exact power-of-two factors, numerator times their square roots
     (securenn). Returns (x, numerator, width).
 
     Each level compares x with 2^t by SecureNN's ReLU of 2^t - x, which keeps its DReLU bit b (a ring
-    0/1): b x = b 2^t - relu(2^t - x) locally, and x + b x (2^k - 1) multiplies the small values by
+    0/1). The comparison is bounded and blurred (``families.SecureNN.relu``): x stays below
+    2^high REACH (high = 62 - 2f, the domain's end), so |2^t - x| does too and 48 bits hold it at
+    frac_bits 16; and the level may also pick an x in (2^t, 2^t REACH), which it then sends below
+    2^high REACH, not 2^high, a slack the guess covers. So only bits t + f - BLUR_BITS to high + f of
+    2^t - x are compared (31, 19 and 13 of them at frac_bits 16, instead of 63 each: 285 bytes per
+    element for the three ReLUs instead of 663). The binary search needs all its levels: the domain
+    spans 62 - f octaves (46 at 16) and each level halves what is left until the guess's width.
+    Then b x = b 2^t - relu(2^t - x) locally, and x + b x (2^k - 1) multiplies the small values by
     2^k exactly (an integral factor: no truncation, no precision lost). b * numerator is one
     untruncated product with the bit, exact however large the values (a fixed-point 0/1 times x near
     2^46 would overflow the ring). Last, x and the numerator are shifted down by s and s / 2 bits by
@@ -94,9 +103,10 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     """
     family, f = families.of(ctx), ctx.config.frac_bits
     levels, shift, width = schedule(f)
+    reach = 2.0 ** (62 - 2 * f) * REACH
     for t, k in levels:
         threshold = fixedpoint.encode(np.float64(2.0 ** t), f)
-        below = family.relu(ctx, add_public(ctx, -x, threshold), 1)     # b (2^t - x)
+        below = family.relu(ctx, add_public(ctx, -x, threshold), reach, blur=2.0 ** (t - BLUR_BITS))  # b (2^t - x)
         chosen_x = below.drelu * threshold - below                         # b x
         chosen_n = pond.product(ctx, below.drelu, numerator, pond.MUL)   # b numerator
         x = x + chosen_x * np.uint64((1 << k) - 1)
@@ -131,9 +141,10 @@ def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, interval: tuple[floa
     the final shifts a unit each). Right for every x in [2^-f, 2^(62 - 2f)) (``interval`` is not
     needed). The numerator must stay below 2^(62 - f) / 2^(k/2) summed over the levels (2^25 at
     frac_bits 16), and the result times 256 within a product's headroom: |numerator x^(-1/2)| <
-    2^(54 - 2f). Cost per element at frac_bits 16: 3 levels of a ReLU (221 bytes, 3 rounds) and a
-    bit product (40 bytes, 1 round), two exact truncations, then 6 products for the guess and 9 for
-    Newton; about 1.2 KB and 35 rounds in all (with exact truncation at 4.25 bytes per element).
+    2^(54 - 2f). Cost per element at frac_bits 16: 3 levels of a bounded, blurred ReLU (125, 89 and
+    71 bytes, 3 rounds each) and a bit product (40 bytes, 1 round), two exact truncations, then
+    6 products for the guess and 9 for Newton; 958 bytes and 42 rounds in all (with exact truncation
+    at 4.25 bytes per element; 1336 bytes with exact 63-bit comparisons).
     pond (no exact comparison): Newton's steps from 1 / sqrt(hi), scaled (``pond_alphas``), on
     y sqrt(hi) (whose precision does not shrink with y): right for x in ``interval`` = (lo, hi)
     (0 < lo < hi < 2^(62 - 2f): its products reach hi; ValueError otherwise), relative error

@@ -16,7 +16,6 @@ import numpy as np
 from mpcnp import fixedpoint
 from mpcnp.tracing import before_reveal, grad_enabled, gradient_recorder, operation
 from mpcnp.protocols import families, maxpool, pond, sharing
-from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.protocols.shared import Shared, complement, shape_proxy, trivial
 from mpcnp.runtime.context import SERVER0, Context, PartyError, current
 
@@ -473,8 +472,9 @@ def equal(a, b, negate: bool) -> Tensor:
     return PrivateTensor(ctx, same)
 
 
-def absolute(x: Tensor, bound: int = RELU_BOUND) -> Tensor:
-    """|x| = 2 relu(x) - x with the family's ReLU (``bound``: Pond's interval [-bound, bound]).
+def absolute(x: Tensor, bound: float | None = None) -> Tensor:
+    """|x| = 2 relu(x) - x with the family's ReLU (``bound``: Pond's interval [-bound, bound], None
+    for 8; under securenn a promise on |x|, as for ``mp.relu``).
     securenn: exact for every encodable x, 221 bytes per element, 3 rounds. pond: within
     0.0088 bound + 20 bound units on [-bound, bound], meaningless outside."""
     if not isinstance(x, PrivateTensor):

@@ -8,14 +8,15 @@ the result, replays the same call on the shadows of its operands (public tensors
 float64 answer), and checks
 
 - the operation's documented preconditions on the shadows of its inputs: an approximation's input
-  interval (Pond's polynomials, the reciprocal, the roots, the logarithm), the product headroom
+  interval (Pond's polynomials, the reciprocal, the roots, the logarithm), the bound promised to
+  SecureNN's bounded comparisons (``mp.relu``, ``mp.maxpool2d`` and the others' ``bound``), the product headroom
   |x y| < 2^(62 - 2f) of a product, the range of a private division, a 0/1 condition;
 - the result against the replay, with a tolerance that follows from frac_bits and the operation's
   documented error (a unit per truncation, the approximation's stated bound, ...).
 
 The first operation that fails raises ``ValidationError`` on every party, naming the operation, the
 line of user code that called it, the worst element (its index, the private and the float64 value)
-and the reason: an input outside an approximation's interval, a product beyond the ring's
+and the reason: an input outside an approximation's interval or beyond a promised bound, a product beyond the ring's
 headroom, a local truncation failure, or a result off by more than the documentation allows (a bug
 to report). CrypTen's and SPU's debug modes compare the same way; this one also says why.
 
@@ -34,6 +35,7 @@ import numpy as np
 
 from mpcnp import fixedpoint
 from mpcnp.approx import EXP_HI, EXP_LO, LOG_INTERVAL, RECIPROCAL_INTERVAL, ROOT_INTERVAL, STEP_BAND, STEP_BOUND
+from mpcnp.functions import pool_windows
 from mpcnp.protocols import families, sharing
 from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.runtime.context import Context
@@ -284,15 +286,32 @@ def _plain(value) -> np.ndarray | None:
     return np.asarray(value.value if isinstance(value, PublicTensor) else value, dtype=np.float64)
 
 
+_BOUND_POSITION = {"relu": 1, "abs": 1, "maximum": 2, "minimum": 2, "clip": 3, "maxpool2d": 3}
+
+
+def _bound_of(event: Event, args, kwargs) -> float | None:
+    """The ``bound`` the operation was called with (a keyword or its position), None without one."""
+    if "bound" in kwargs:
+        return kwargs["bound"]
+    position = _BOUND_POSITION.get(event.op)
+    return args[position] if position is not None and len(args) > position else None
+
+
+def _beyond_promise(bound: float) -> str:
+    return (f"the input breaks the promised bound |x| < {bound:g}, beyond which securenn's bounded comparison "
+            "may silently pick the wrong side: pass a larger bound (or None, exact for every input)")
+
+
 def _relu_like(doubled: int = 1) -> Callable:
     """relu, abs, maximum, minimum, clip: exact under securenn; pond's polynomial ReLU on
     [-bound, bound] within 0.0044 bound + 10 bound units (per ReLU), applied to x (relu, abs),
     a - b (maximum, minimum), lo - x and x - hi (clip)."""
     def model(v, event, args, kwargs, f):
         expected = _replay(event, args, kwargs)
-        if v.family.exact and event.op != "relu_polynomial":
+        promised = _bound_of(event, args, kwargs)
+        if v.family.exact and (event.op == "relu_polynomial" or promised is None):
             return expected, 0.0, []
-        bound = kwargs.get("bound", RELU_BOUND)
+        bound = RELU_BOUND if promised is None else promised
         x = _plain(args[0])
         if event.op in ("maximum", "minimum"):
             inputs = np.abs(x - _plain(args[1]))
@@ -303,6 +322,8 @@ def _relu_like(doubled: int = 1) -> Callable:
         else:
             inputs = np.abs(x)
         inputs = np.broadcast_to(inputs, np.shape(expected))
+        if v.family.exact:
+            return expected, 0.0, [Problem(~(inputs < bound), inputs, _beyond_promise(bound))]
         tolerance = doubled * (0.0044 * bound + 10 * bound * 2.0 ** -f)
         reason = (f"the ReLU's input is outside [-{bound}, {bound}], where pond's polynomial ReLU is accurate "
                   "(meaningless beyond): pass a larger bound")
@@ -401,7 +422,14 @@ def _approx_max(v, event, args, kwargs, f):
     out as a blend of the two (tolerance 0.25), and its position is then unknown."""
     expected = _replay(event, args, kwargs)
     if v.family.exact:
-        return expected, 0.0, []
+        bound = _bound_of(event, args, kwargs)
+        if bound is None:
+            return expected, 0.0, []
+        # a window beyond the bound is flagged at its pooled output
+        windows = _plain(args[0])
+        _, view = pool_windows(args[1], kwargs.get("stride", args[2] if len(args) > 2 else None), "maxpool2d")
+        largest = np.abs(view(windows)).max(axis=(4, 5), initial=0.0)
+        return expected, 0.0, [Problem(~(largest < bound), largest, _beyond_promise(bound))]
     values = _values(args)[0]
     shape = np.shape(expected)
     spread = float(np.ptp(values)) if values.size else 0.0

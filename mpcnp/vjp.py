@@ -31,6 +31,7 @@ from mpcnp import fixedpoint, ring
 from mpcnp.approx import rsqrt
 from mpcnp.functions import pool_windows
 from mpcnp.protocols import families, pond
+from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.protocols.shared import Shared
 from mpcnp.tensor import PrivateTensor, PublicTensor, Tensor, as_private
 
@@ -346,7 +347,7 @@ def _route(g: Tensor, out: PrivateTensor, count: int) -> PrivateTensor:
 
 
 @rule("maxpool2d")
-def _maxpool2d(g, out, x, kernel, stride=None) -> Pairs:
+def _maxpool2d(g, out, x, kernel, stride=None, bound=None) -> Pairs:
     (kh, kw), (sh, sw) = _pool_geometry(kernel, stride)
     n, c, oh, ow = g.shape
 
@@ -373,16 +374,17 @@ def _max(g, out, x, axis=None, keepdims: bool = False) -> Pairs:
     yield x, grad
 
 
-def _step_of(x: PrivateTensor, bound: int) -> PrivateTensor:
+def _step_of(x: PrivateTensor, bound: float | None) -> PrivateTensor:
     """Pond's [x >= 0] by its step polynomial, x scaled into the step's [-16, 16] when the ReLU's
-    interval [-bound, bound] is wider."""
+    interval [-bound, bound] is wider (None: Pond's default, 8)."""
     ctx = x._ctx
+    bound = RELU_BOUND if bound is None else bound
     d = x._value if bound <= 16 else pond.scale(ctx, x._value, np.float64(16 / bound))
     return PrivateTensor(ctx, families.of(ctx).ge_zero(ctx, d))
 
 
 @rule("relu")
-def _relu(g, out, x, bound: int = 8) -> Pairs:
+def _relu(g, out, x, bound: float | None = None) -> Pairs:
     def grad():
         bit = out._value.drelu
         if bit is not None:                  # securenn: the forward's DReLU bit
@@ -438,7 +440,7 @@ def _pow(g, out, x, k) -> Pairs:
 
 
 @rule("abs")
-def _abs(g, out, x, bound: int = 8) -> Pairs:
+def _abs(g, out, x, bound: float | None = None) -> Pairs:
     """g sign(x): securenn's |x| = 2 relu(x) - x keeps the ReLU's DReLU bit b, and g (2 b - 1) =
     2 g b - g is one exact product with it; pond: its step polynomial, as relu's gradient."""
     def grad():

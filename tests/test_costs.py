@@ -66,6 +66,8 @@ MEASURED = {
     "share_convert": (lambda c: (lambda a=fresh(c): securenn.share_convert(c, a)), N, dict(n=1)),
     "compute_msb": (lambda c: (lambda a=odd_fresh(c): securenn.compute_msb(c, a)), N, dict(n=1)),
     "drelu": (lambda c: (lambda a=fresh(c): securenn.drelu(c, a)), N, dict(n=1)),
+    "drelu_bounded": (lambda c: (lambda a=fresh(c): securenn.drelu(c, a, bits=24)), N, dict(n=1, k=24, s=0, w=4)),
+    "relu_bounded": (lambda c: (lambda a=fresh(c): securenn.relu(c, a, bits=24)), N, dict(n=1, k=24, s=0)),
     "drelu_pets": (lambda c: (lambda a=fresh(c): securenn.drelu_pets(c, a)), N, dict(n=1)),
     "relu": (lambda c: (lambda a=fresh(c): securenn.relu(c, a)), N, dict(n=1)),
     "relu_pets": (lambda c: (lambda a=fresh(c): securenn.relu_pets(c, a)), N, dict(n=1)),

@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 
 import mpcnp as mp
 from mpcnp import nn
-from mpcnp.inverse_sqrt import domain, pond_alphas
+from mpcnp.inverse_sqrt import REACH, domain, pond_alphas, schedule
 from helpers import ULP, assert_within, numeric_gradient, private_gradients, quantize, run_private
 from strategies import grid_arrays
 
@@ -155,9 +155,14 @@ def test_loss_objects_call_the_functions():
 def test_inverse_square_root_over_its_whole_domain_under_securenn(frac_bits):
     unit = 2.0 ** -frac_bits
     lo, hi = domain(frac_bits)
-    # log-spaced x from one unit to just below the product headroom, and the edges of each level
+    # log-spaced x from one unit to just below the product headroom, and the edges of each level:
+    # each level's threshold 2^t, a unit either side, and x in the band (2^t, 2^t REACH) its blurred
+    # comparison may move (eight copies each, so that both outcomes occur)
+    thresholds = [2.0 ** t for t, _ in schedule(frac_bits)[0]]
+    edges = [v for t in thresholds for v in (t - unit, t, t + unit)]
+    band = [v for t in thresholds for v in (t * (1 + (REACH - 1) / 2), t * REACH - unit) for _ in range(8)]
     x = quantize(np.concatenate([[unit, 2 * unit, 1 - unit, 1.0, 1 + unit, 15.99, 16.0, 2.0 ** 16, hi * 0.99],
-                                 np.exp(np.linspace(np.log(lo), np.log(hi) - 0.01, 150))]), frac_bits)
+                                 edges, band, np.exp(np.linspace(np.log(lo), np.log(hi) - 0.01, 150))]), frac_bits)
     num = quantize(np.minimum(np.sqrt(x), 2.0 ** 10) * np.linspace(-2, 3, x.size), frac_bits)
     got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b), x, num, frac_bits=frac_bits)
     expected = num / np.sqrt(x)

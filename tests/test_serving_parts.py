@@ -165,7 +165,7 @@ def _nested(depth):
     (_spec(layers=[{"type": "Dense", "in_features": 3}]), r"missing \['out_features'\]"),
     (_spec(layers=[{"type": "Dense", "in_features": 3, "out_features": -2}]), r"parameters are .*\(3, -2\)"),
     (_spec(layers=[{"type": "ReLU", "bound": 0}, {"type": "Dense", "in_features": 3, "out_features": 2}]),
-     "layer 0 .ReLU.: ReLU bound must be an integer"),
+     "layer 0 .ReLU.: ReLU bound must be None or an integer"),
     (_spec(parameters={"0.weight": [2, 3], "0.bias": [2]}), "the model's parameters are"),
     (_spec(input_shape=[4]), "does not run on inputs of shape"),
     (_spec(input_shape=[]), "must not be empty"),
@@ -190,10 +190,13 @@ def test_the_service_refuses_malformed_specs(obj, message):
 def test_a_format_1_spec_is_read_as_the_same_model():
     spec = build.check(_spec(layers=[{"type": "Dense", "in_features": 3, "out_features": 4},
                                      {"type": "ReLU", "bound": 4}, {"type": "Dropout"},
-                                     {"type": "Dense", "in_features": 4, "out_features": 2}],
+                                     {"type": "Dense", "in_features": 4, "out_features": 2},
+                                     {"type": "ReLU", "bound": 8}],
                              parameters={"0.weight": [3, 4], "0.bias": [4], "3.weight": [4, 2], "3.bias": [2]}))
     net = build.architecture(spec)
-    assert [type(layer).__name__ for layer in net] == ["Dense", "ReLU", "Dropout", "Dense"] and net[1].bound == 4
+    assert [type(layer).__name__ for layer in net] == ["Dense", "ReLU", "Dropout", "Dense", "ReLU"]
+    # a calibrated bound stays; the old default 8, which SecureNN ignored, is no promise now
+    assert net[1].bound == 4 and net[4].bound is None
     assert spec.output_shape == (2,) and specs.parse(spec.to_json()) == spec
 
 

@@ -100,8 +100,11 @@ def test_an_input_outside_an_approximations_interval_under_pond():
     assert isinstance(validated(program), dict)
 
 
+RELU_4 = lambda t: mp.relu(t, bound=4)  # noqa: E731
+
+
 @pytest.mark.parametrize("fn, where", [(lambda t: mp.maximum(t, 0.5), (1,)), (lambda t: mp.clip(t, -1.0, 1.0), (1,)),
-                                       (lambda t: mp.relu(t, bound=4), (1,)), (lambda t: abs(t), (1,))])
+                                       (RELU_4, (1,)), (lambda t: abs(t), (1,))])
 def test_an_input_beyond_ponds_relu_bound(fn, where):
     def program():
         return fn(mp.private(lambda: np.array([0.5, 9.5, -3.0]), owner="alice")).reveal()
@@ -109,7 +112,29 @@ def test_an_input_beyond_ponds_relu_bound(fn, where):
     message = str(validated(program, protocol="pond"))
     assert f"element {where}" in message and "the ReLU's input is outside" in message
     assert "pass a larger bound" in message
-    assert isinstance(validated(program), dict)   # exact under securenn
+    if fn is RELU_4:        # securenn takes an explicit bound as a promise, and names the input beyond it
+        message = str(validated(program))
+        assert f"element {where}" in message and "the offending value is 9.5" in message
+        assert "breaks the promised bound |x| < 4" in message
+    else:
+        assert isinstance(validated(program), dict)   # exact under securenn without a bound
+
+
+@pytest.mark.parametrize("call, where", [
+    (lambda t, b: mp.relu(t, b), (0, 0, 1, 2)),                      # the bound by position
+    (lambda t, b: mp.maximum(t, 0.0, bound=b), (0, 0, 1, 2)),
+    (lambda t, b: mp.maxpool2d(t, 2, bound=b), (0, 0, 0, 1)),        # the window holding -6
+])
+def test_securenn_names_an_input_beyond_a_promised_bound(call, where):
+    x = np.zeros((1, 1, 2, 4))
+    x[0, 0, 1, 2] = -6.0
+
+    def program(bound):
+        return lambda: call(mp.private(lambda: x, owner="alice"), bound).reveal()
+
+    assert isinstance(validated(program(6.5)), dict)            # |x| < 6.5: kept, exact
+    message = str(validated(program(6.0)))                      # |x| = 6 breaks |x| < 6
+    assert f"element {where}" in message and "breaks the promised bound |x| < 6" in message
 
 
 def test_a_comparison_inside_ponds_band():

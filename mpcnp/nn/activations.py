@@ -1,11 +1,12 @@
 """Elementwise and row-wise activations: ReLU, Sigmoid, Tanh, Softmax.
 
-Under ``protocol="securenn"`` ReLU is exact (``mp.relu``: 3 rounds, 221 bytes per element) and
-Sigmoid, Tanh and Softmax clamp their inputs exactly and are then accurate everywhere. Under
-``protocol="pond"`` each is a polynomial accurate on an interval (stated by ``mp.relu``,
-``mp.sigmoid``, ``mp.tanh``, ``mp.softmax``): ReLU's interval [-bound, bound] is a hyperparameter of
-the layer, sized on the owner's data by ``nn.calibrate``; the others' intervals are fixed and
-``nn.calibrate`` checks the owner's data against them.
+Under ``protocol="securenn"`` ReLU is exact (``mp.relu``: 3 rounds, 221 bytes per element, or with a
+``bound`` a promise on |x| and about 3k + 29 bytes for k = log2(bound 2^f) + 2) and Sigmoid, Tanh and
+Softmax clamp their inputs exactly and are then accurate everywhere. Under ``protocol="pond"`` each is
+a polynomial accurate on an interval (stated by ``mp.relu``, ``mp.sigmoid``, ``mp.tanh``,
+``mp.softmax``): ReLU's interval [-bound, bound] is a hyperparameter of the layer, sized on the
+owner's data by ``nn.calibrate``; the others' intervals are fixed and ``nn.calibrate`` checks the
+owner's data against them.
 """
 from __future__ import annotations
 
@@ -22,23 +23,28 @@ MAX_RELU_BOUND = 2 ** 20
 
 
 class ReLU(Module):
-    """max(x, 0). ``bound``: Pond's interval [-bound, bound] (an integer, error 0.0044 bound inside,
-    garbage outside); ignored by SecureNN, which is exact for every input."""
+    """max(x, 0). ``bound``: None (the default) or an integer in [1, 2^20], a bound on |x| that
+    ``nn.calibrate`` sizes on the owner's data. Pond: its polynomial's interval [-bound, bound] (None:
+    8; error 0.0044 bound inside, garbage outside). SecureNN: without a bound exact for every input;
+    with one, a promise that |x| < bound, which makes each comparison cheaper (``mp.relu``: 101
+    instead of 221 bytes for bound 64 at frac_bits 16) and wrong for some inputs beyond, silently
+    (``mp.run(..., validate=True)`` names them)."""
 
-    def __init__(self, bound: int = 8) -> None:
+    def __init__(self, bound: int | None = None) -> None:
         super().__init__()
-        if isinstance(bound, bool) or not isinstance(bound, (int, np.integer)) or not 1 <= bound <= MAX_RELU_BOUND:
-            raise ValueError(f"ReLU bound must be an integer in [1, 2^20], got {bound!r}")
-        self.bound = int(bound)
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, np.integer))
+                                  or not 1 <= bound <= MAX_RELU_BOUND):
+            raise ValueError(f"ReLU bound must be None or an integer in [1, 2^20], got {bound!r}")
+        self.bound = None if bound is None else int(bound)
 
     def forward(self, x):
-        return mp.relu(x, self.bound)
+        return mp.relu(x, bound=self.bound)
 
     def forward_plain(self, x: np.ndarray) -> np.ndarray:
         return np.maximum(plain_input(x), 0.0)
 
     def extra_repr(self) -> str:
-        return f"bound={self.bound}"
+        return "" if self.bound is None else f"bound={self.bound}"
 
 
 class Sigmoid(Module):

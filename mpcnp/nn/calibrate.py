@@ -1,13 +1,17 @@
-"""Pond calibration: size what Pond's polynomial approximations need from the model owner's own data.
+"""Calibration: size the bounds of the nonlinear layers from the model owner's own data.
 
 Under ``protocol="pond"`` every nonlinear layer is a polynomial accurate on an interval, and garbage
-outside it (``mp.relu``, ``mp.maxpool2d``, ``mp.argmax`` and the others state theirs). The owner,
-before any run, passes plaintext data it holds (its training data, say) through the plaintext model,
-in the order the private pass runs its layers (``Sequential.plan``), and ``calibrate`` sets:
+outside it (``mp.relu``, ``mp.maxpool2d``, ``mp.argmax`` and the others state theirs); under
+``protocol="securenn"`` a bound on a ReLU's or a max pool's inputs makes its comparisons cheaper
+(about 100 instead of 221 bytes each), exact inside the bound and silently wrong for some inputs
+beyond. The owner, before any run, passes plaintext data it holds (its training data, say) through
+the plaintext model, in the order the private pass runs its layers (``Sequential.plan``), and
+``calibrate`` sets:
 
 - every ReLU's ``bound`` to margin x the largest input magnitude it saw, rounded up to an integer
-  (Pond's ReLU is accurate on [-bound, bound] within 0.0044 bound);
-- every MaxPool2d's ``pond_scale`` to the smallest power of two that brings margin x the largest
+  (Pond's ReLU is accurate on [-bound, bound] within 0.0044 bound; SecureNN's exact for |x| < bound);
+- every MaxPool2d's ``bound`` likewise from its window values (SecureNN's comparisons; Pond does
+  not use it) and its ``pond_scale`` to the smallest power of two that brings margin x the largest
   spread within a window to 16 (Pond's comparisons, ``approx.step``, need gaps in [-16, 16]);
 - the model's ``class_scale`` to 16 / (margin x the largest spread of a sample's logits), so that
   ``classify``'s comparisons see gaps in [-16, 16] (one logit per sample: its largest magnitude),
@@ -16,9 +20,11 @@ in the order the private pass runs its layers (``Sequential.plan``), and ``calib
 and checks Sigmoid, Tanh and a Softmax that runs against their fixed intervals, raising ValueError
 naming the layer when the owner's own data already leaves them. These values are hyperparameters of
 the architecture: every party uses them, so they are public (they reveal the activations' ranges on
-the owner's data, at this margin's resolution). SecureNN ignores the ReLU bounds; a ``pond_scale`` or
-``class_scale`` other than 1 costs it a unit or so of precision (a public product and truncation).
-Inputs unlike the owner's data may still leave the intervals: the margin is the safety factor.
+the owner's data, at this margin's resolution). A ``pond_scale`` or ``class_scale`` other than 1
+costs SecureNN a unit or so of precision (a public product and truncation). Inputs unlike the
+owner's data may still leave the intervals: the margin is the safety factor, and
+``mp.run(..., validate=True)`` on test data names the first input beyond a bound. A model that must
+stay exact under SecureNN whatever its inputs is simply not calibrated (every bound None).
 """
 from __future__ import annotations
 
@@ -49,6 +55,7 @@ class Calibration:
     observed: dict[str, float] = field(default_factory=dict)
     relu_bounds: dict[str, int] = field(default_factory=dict)
     pool_scales: dict[str, int] = field(default_factory=dict)
+    pool_bounds: dict[str, float] = field(default_factory=dict)
     logit_spread: float = 0.0
     class_scale: float = 1.0
 
@@ -56,15 +63,16 @@ class Calibration:
         lines = [f"calibrated on {self.samples} samples with margin {self.margin}:"]
         for name, seen in self.observed.items():
             chosen = (f"ReLU bound {self.relu_bounds[name]}" if name in self.relu_bounds
-                      else f"MaxPool pond_scale {self.pool_scales[name]}" if name in self.pool_scales else "in range")
+                      else f"MaxPool pond_scale {self.pool_scales[name]}, bound {self.pool_bounds[name]:g}"
+                      if name in self.pool_scales else "in range")
             lines.append(f"  layer {name}: largest {seen:.3g} -> {chosen}")
         lines.append(f"  logits: largest spread {self.logit_spread:.3g} -> class_scale {self.class_scale:.4g}")
         return "\n".join(lines)
 
 
 def calibrate(model: Sequential, x, margin: float = 1.5, output: str = "class") -> Calibration:
-    """Size ``model``'s Pond hyperparameters on the owner's plaintext data ``x`` (see the module
-    docstring), setting them in place; returns what was seen and set.
+    """Size ``model``'s bounds and Pond hyperparameters on the owner's plaintext data ``x`` (see the
+    module docstring), setting them in place; returns what was seen and set.
 
     ``model``: a Sequential with the owner's values loaded; ``x``: a batch the forward pass takes,
     representative of the inputs to come (at least one sample); ``margin`` >= 1: the factor by which
@@ -104,8 +112,8 @@ def _observe(layer: Module, name: str, x: np.ndarray, result: Calibration) -> No
         bound = max(1, math.ceil(margin * largest))
         if bound > MAX_RELU_BOUND:
             raise ValueError(f"layer {name} (ReLU): inputs reach {largest:.3g} on the calibration data; "
-                             f"Pond's ReLU takes bounds up to 2^20 (use protocol='securenn', or scale the "
-                             f"layer before down)")
+                             f"Pond's ReLU takes bounds up to 2^20 (use protocol='securenn' without "
+                             f"calibration, or scale the layer before down)")
         layer.bound = bound
         result.observed[name], result.relu_bounds[name] = largest, bound
     elif isinstance(layer, MaxPool2d):
@@ -113,7 +121,9 @@ def _observe(layer: Module, name: str, x: np.ndarray, result: Calibration) -> No
         spread = float((windows.max(axis=(4, 5)) - windows.min(axis=(4, 5))).max(initial=0.0))
         needed = margin * spread / STEP_RANGE
         layer.pond_scale = 1 if needed <= 1 else 2 ** math.ceil(math.log2(needed))
+        layer.bound = float(max(1, math.ceil(margin * float(np.abs(windows).max(initial=0.0)))))
         result.observed[name], result.pool_scales[name] = spread, layer.pond_scale
+        result.pool_bounds[name] = layer.bound
     elif isinstance(layer, (Sigmoid, Tanh)):
         lo, hi = POND_INTERVALS[type(layer).__name__]
         largest = float(np.abs(x).max(initial=0.0))

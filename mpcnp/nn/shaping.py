@@ -3,8 +3,8 @@ Reshape, Dropout (the identity at inference).
 
 Pooling takes NCHW inputs. Average pooling is local on shares (a window sum and a division by the
 window size). Max pooling compares: SecureNN's tournament, exact, kh * kw - 1 comparisons per window
-(221 bytes each) in ceil(log2(kh * kw)) sequential levels; Pond's step polynomial, accurate for
-gaps in [-16, 16] (``mp.maxpool2d``).
+(221 bytes each, fewer with a ``bound``) in ceil(log2(kh * kw)) sequential levels; Pond's step
+polynomial, accurate for gaps in [-16, 16] (``mp.maxpool2d``).
 """
 from __future__ import annotations
 
@@ -47,16 +47,29 @@ class MaxPool2d(_Pool2d):
     """The maximum of each window. ``pond_scale`` (a power of two, default 1): the inputs are divided
     by it before Pond's comparisons and the result multiplied back, so that the window gaps fall in
     the [-16, 16] where Pond's step is accurate; ``nn.calibrate`` sets it from the owner's data. A
-    value other than 1 also costs log2(pond_scale) bits of precision under SecureNN."""
+    value other than 1 also costs log2(pond_scale) bits of precision under SecureNN.
+    ``bound`` (None or a positive number; ``nn.calibrate`` sets it): a promise that every window
+    value has |x| < bound, which SecureNN's comparisons honour (``mp.maxpool2d``: cheaper, and
+    wrong for some windows beyond the bound, silently); Pond does not use it."""
 
-    def __init__(self, kernel, stride=None) -> None:
+    def __init__(self, kernel, stride=None, bound: float | None = None) -> None:
         super().__init__(kernel, stride)
         self.pond_scale = 1
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer, np.floating))
+                                  or not (math.isfinite(bound) and bound > 0)):
+            raise ValueError(f"MaxPool2d bound must be None or a positive finite number, got {bound!r}")
+        self.bound = None if bound is None else float(bound)
 
     def forward(self, x):
         if self.pond_scale == 1:
-            return mp.maxpool2d(x, self.kernel, self.stride)
-        return mp.maxpool2d(x * (1.0 / self.pond_scale), self.kernel, self.stride) * self.pond_scale
+            return mp.maxpool2d(x, self.kernel, self.stride, bound=self.bound)
+        # the scaling's truncation may move a value by a unit: the promise widens by as much
+        unit = 2.0 ** -x.frac_bits if isinstance(x, mp.PrivateTensor) else 0.0
+        bound = None if self.bound is None else self.bound / self.pond_scale + unit
+        return mp.maxpool2d(x * (1.0 / self.pond_scale), self.kernel, self.stride, bound=bound) * self.pond_scale
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + ("" if self.bound is None else f", bound={self.bound:g}")
 
     def forward_plain(self, x: np.ndarray) -> np.ndarray:
         return self.windows(x).max(axis=(4, 5))

@@ -9,7 +9,9 @@ table is this table's markdown (a test keeps them equal).
 
 A formula is text in the row's dimensions (``n`` elements; matmul ``m, n, v``; conv2d ``x, w, z``
 for the input, kernel and output sizes and, for the paper's im2col form, ``m, f, i, o``; dmaxpool
-``window``), evaluated by ``Cost.bytes(**dims)``.
+``window``; the bounded comparisons ``k``, the bits of the range, ``s``, the low bits a coarse
+comparison skips, and ``w``, the bytes of the smallest unsigned integer holding k bits),
+evaluated by ``Cost.bytes(**dims)``.
 """
 from __future__ import annotations
 
@@ -81,10 +83,15 @@ _ROWS = [
          "PRF compression; the producer deals beta' XOR LSB(x), replacing the multiplication"),
     Cost("drelu", "DReLU, per element", "213*n", 3, "664*n", 8,
          "one 63-bit PrivateCompare on the opened a + r (Falcon); r's Z_L shares cost no message"),
+    Cost("drelu_bounded", "DReLU bounded to k bits, a in [-2^(k-1), 2^(k-1)) (s low bits skipped, x opened in w bytes), per element",
+         "(3*(k - s) + 5 + 2*w)*n", 3, "664*n", 8,
+         "PrivateCompare on the k-1-s bits that decide the sign of a + 2^(k-1); only x mod 2^k opened"),
     Cost("drelu_pets", "DReLU by PETS' chain, per element", "448*n", 7, "664*n", 8,
          "ShareConvert and ComputeMSB as above"),
     Cost("relu", "ReLU, per element", "221*n", 3, "704*n", 10,
          "DReLU as above; the producer also deals z r, so the product with a = x - r is local"),
+    Cost("relu_bounded", "ReLU bounded to k bits (s low bits skipped), per element", "(3*(k - s) + 29)*n", 3,
+         "704*n", 10, "bounded DReLU as above, x opened whole for the folded product"),
     Cost("relu_pets", "ReLU by PETS' chain, per element", "488*n", 8, "704*n", 10,
          "DReLU by PETS' chain as above, then the product"),
     Cost("select_share", "SelectShare, per element", "40*n", 1, "40*n", 2,

@@ -30,8 +30,10 @@ from mpcnp.runtime.context import PRODUCER, Context
 __all__ = ["Triple", "BitMask", "Dealer", "current", "using", "low_bits"]
 
 
-def low_bits(value: np.ndarray, rows: int) -> np.ndarray:
-    """``value`` mod 2^rows (uint64), the part of a mask whose bits PrivateCompare compares."""
+def low_bits(value: np.ndarray, rows: int, skip: int = 0) -> np.ndarray:
+    """``value`` >> skip mod 2^rows (uint64), the part of a mask whose bits PrivateCompare compares."""
+    if skip:
+        value = value >> np.uint64(skip)
     return value if rows >= 64 else value & np.uint64((1 << rows) - 1)
 
 
@@ -51,15 +53,16 @@ class Triple:
 
 class BitMask:
     """A comparison mask as one party holds it: ``value`` is r_j on server j, r on the producer (None
-    elsewhere); ``bits()`` gives server j's (rows, n) Z_p shares of the ``rows`` low bits of r, row 0
-    the most significant (None elsewhere; the base dealer sends server1's share then)."""
+    elsewhere); ``bits()`` gives server j's (rows, n) Z_p shares of the ``rows`` bits of r above its
+    ``skip`` lowest, row 0 the most significant (None elsewhere; the base dealer sends server1's share
+    then)."""
 
-    def __init__(self, ctx: Context, value: np.ndarray | None, n: int, rows: int):
-        self.ctx, self.value, self.n, self.rows = ctx, value, n, rows
+    def __init__(self, ctx: Context, value: np.ndarray | None, n: int, rows: int, skip: int = 0):
+        self.ctx, self.value, self.n, self.rows, self.skip = ctx, value, n, rows, skip
 
     def bits(self) -> np.ndarray | None:
         ctx = self.ctx
-        value = low_bits(self.value, self.rows) if ctx.name == PRODUCER else None
+        value = low_bits(self.value, self.rows, self.skip) if ctx.name == PRODUCER else None
         return sharing.deal_bits(ctx, value, self.n, rows=self.rows)
 
 
@@ -75,10 +78,11 @@ class Dealer:
                 value.mask = sharing.random_shares(ctx, value.shape)
         return Triple(ctx, x, y, op, shape)
 
-    def bit_mask(self, ctx: Context, n: int, rows: int) -> BitMask:
-        """A uniform mask r of n ring elements (0 bytes: pair streams), its bits dealt when ``bits()``
-        is called: rows * n bytes from the producer to server1."""
-        return BitMask(ctx, sharing.random_shares(ctx, (n,)), n, rows)
+    def bit_mask(self, ctx: Context, n: int, rows: int, skip: int = 0) -> BitMask:
+        """A uniform mask r of n ring elements (0 bytes: pair streams), the ``rows`` bits above its
+        ``skip`` lowest dealt when ``bits()`` is called: rows * n bytes from the producer to server1.
+        (``skip`` is used only by coarse comparisons, ``securenn.falcon_msb``.)"""
+        return BitMask(ctx, sharing.random_shares(ctx, (n,)), n, rows, skip)
 
 
 _INLINE = Dealer()

@@ -7,13 +7,22 @@ against this interface, in the tensor layer:
 - ``exact``: whether comparisons are exact (then composites may clamp inputs into an approximation's
   interval with them);
 - ``default_truncation``: the truncation mode of a run that does not choose one;
-- ``ge_zero(ctx, d)``: fixed-point shares of [d >= 0] (0.0 or 1.0);
+- ``ge_zero(ctx, d, bound=None)``: fixed-point shares of [d >= 0] (0.0 or 1.0);
 - ``equal_zero(ctx, d)``: fixed-point shares of [d == 0];
 - ``select(ctx, cond, a, b)``: a where the fixed-point 0.0/1.0 ``cond`` is 1, else b (``where``);
-- ``relu(ctx, x, bound)``: fixed-point max(x, 0) (``bound``: the interval of an approximation);
-- ``max_step(ctx, best, other, index, other_index)``: one step of the max tournament
+- ``relu(ctx, x, bound=None, blur=None)``: fixed-point max(x, 0);
+- ``max_step(ctx, best, other, index, other_index, bound=None)``: one step of the max tournament
   (``maxpool.tournament_max``), indices in fixed point;
 - ``divide(ctx, x, y, integer_bits)``: x / y for a private positive divisor y.
+
+``bound`` (a positive real, or None): for ``ge_zero`` and ``relu`` a bound on |input|, for ``max_step``
+on |value| of the candidates. Pond's ReLU takes it as the interval [-bound, bound] of its polynomial
+(None: RELU_BOUND, 8). SecureNN takes it as a promise: with one, its comparisons look only at the
+bits that the bounded range needs (``securenn.drelu`` with ``bits``), exact for inputs of the
+promised range and silently wrong for some beyond; without, they are exact on the whole ring.
+``blur`` (a positive real, with a bound; ``relu`` only): a threshold that may be blurred, for
+composites that tolerate it (the inverse square root's normalization): SecureNN may then count
+inputs in (-blur, 0) as >= 0 (returning x instead of 0 there) and compares fewer bits; Pond ignores it.
 
 A third family (say, replicated three-party sharing) is one more object here, registered in
 ``FAMILIES``. Every value is a fixed-point ``Shared`` with the run's frac_bits.
@@ -22,6 +31,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
+import math
+
 import numpy as np
 
 from mpcnp.protocols import maxpool, pond, polynomial, securenn
@@ -29,7 +40,32 @@ from mpcnp.protocols import shared
 from mpcnp.protocols.shared import Shared, add_public, broadcast_shape
 from mpcnp.runtime.context import Config, Context
 
-__all__ = ["Family", "SecureNN", "Pond", "FAMILIES", "family", "of", "config"]
+__all__ = ["Family", "SecureNN", "Pond", "FAMILIES", "family", "of", "config", "check_bound", "bound_bits"]
+
+
+def check_bound(bound, what: str = "bound") -> float | None:
+    """``bound`` as a float if it is None or a positive finite real; ValueError naming ``what``
+    otherwise (a bool, a string, zero, a negative number, NaN or infinity)."""
+    if bound is None:
+        return None
+    if isinstance(bound, bool) or not isinstance(bound, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(bound) or not bound > 0:
+        raise ValueError(f"{what} must be a positive finite number (or None for no bound), got {bound!r}")
+    return float(bound)
+
+
+def bound_bits(bound: float | None, frac_bits: int) -> int:
+    """The k of SecureNN's bounded comparisons for private values |x| < ``bound``: the smallest k with
+    2^(k-1) > bound 2^frac_bits (the bound in ring units), at least 2 and at most 64 (None: 64, the
+    whole ring). The comparison is then exact for |x| < 2^(k-1-frac_bits), the power of two above
+    the bound."""
+    bound = check_bound(bound)
+    if bound is None:
+        return 64
+    units = bound * 2.0 ** frac_bits
+    if units >= 2.0 ** 63:
+        return 64
+    return max(2, math.floor(math.log2(units)) + 2)
 
 class Family(ABC):
     """The interface every protocol family implements (see the module docstring)."""
@@ -39,8 +75,8 @@ class Family(ABC):
     default_truncation: str
 
     @abstractmethod
-    def ge_zero(self, ctx: Context, d: Shared) -> Shared:
-        """Fixed-point shares of [d >= 0]."""
+    def ge_zero(self, ctx: Context, d: Shared, bound: float | None = None) -> Shared:
+        """Fixed-point shares of [d >= 0] (``bound``: see the module docstring)."""
 
     @abstractmethod
     def equal_zero(self, ctx: Context, d: Shared) -> Shared:
@@ -52,13 +88,14 @@ class Family(ABC):
         broadcasting."""
 
     @abstractmethod
-    def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
-        """Fixed-point shares of max(x, 0)."""
+    def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
+        """Fixed-point shares of max(x, 0) (``bound``: see the module docstring)."""
 
     @abstractmethod
     def max_step(self, ctx: Context, best: Shared, other: Shared, index: Shared | None,
-                 other_index: Shared | None) -> tuple[Shared, Shared | None]:
-        """One tournament step: (the larger of best and other, its index), ties to best."""
+                 other_index: Shared | None, bound: float | None = None) -> tuple[Shared, Shared | None]:
+        """One tournament step: (the larger of best and other, its index), ties to best (``bound`` on
+        the candidates' magnitudes: see the module docstring)."""
 
     @abstractmethod
     def divide(self, ctx: Context, x: Shared, y: Shared, integer_bits: int) -> Shared:
@@ -84,10 +121,12 @@ class SecureNN(Family):
     exact = True
     default_truncation = "exact"  # the protocol sold as exact: no truncation failures by default
 
-    def ge_zero(self, ctx: Context, d: Shared) -> Shared:
+    def ge_zero(self, ctx: Context, d: Shared, bound: float | None = None) -> Shared:
         """[d >= 0] for every d in the ring (so for every difference of encodable values): DReLU,
-        3 rounds, 213 bytes per element."""
-        return _fixed_bit(ctx, securenn.drelu(ctx, d))
+        3 rounds, 213 bytes per element. With ``bound``: the DReLU of k = ``bound_bits`` bits, exact
+        for |d| < bound (3k + 5 + 2w bytes, w the bytes of the smallest unsigned integer holding k bits:
+        85 at k = 24)."""
+        return _fixed_bit(ctx, securenn.drelu(ctx, d, bound_bits(bound, ctx.config.frac_bits)))
 
     def equal_zero(self, ctx: Context, d: Shared) -> Shared:
         """[d == 0] = [d >= 0] + [-d >= 0] - 1, exact for every d in the ring: both DReLUs in one
@@ -107,16 +146,32 @@ class SecureNN(Family):
             bit = securenn.drelu(ctx, add_public(ctx, cond, half))
         return securenn.select_share(ctx, bit, b, a)
 
-    def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
-        """Exact for every encodable x (``bound`` is not needed): 3 rounds, 221 bytes per element.
-        The result keeps DReLU(x) as its ``drelu`` (for the gradient)."""
-        value, bit = securenn.relu(ctx, x)
+    def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
+        """Exact for every encodable x without ``bound``: 3 rounds, 221 bytes per element. With
+        ``bound``, a promise that |x| < bound: the ReLU of k = ``bound_bits`` bits, 3k + 29 bytes
+        (101 at k = 24, bound 64 at frac_bits 16), exact for |x| < bound and wrong for some x beyond
+        (0 or x instead of the other). With ``blur`` as well, k = ``bound_bits(bound + blur)`` and the
+        s = floor(log2(blur 2^f)) low bits are not compared (``securenn.falcon_msb``'s ``coarse``):
+        3 (k - s) + 29 bytes, x in (-blur, 0) may come out as x. The result keeps DReLU(x) as its
+        ``drelu`` (for the gradient)."""
+        f = ctx.config.frac_bits
+        if blur is None:
+            value, bit = securenn.relu(ctx, x, bound_bits(bound, f))
+        else:
+            if check_bound(bound) is None:
+                raise ValueError("a blurred ReLU needs a bound")
+            bits = bound_bits(bound + check_bound(blur, "blur"), f)
+            coarse = min(max(0, math.floor(math.log2(blur * 2.0 ** f))), bits - 2)
+            value, bit = securenn.relu(ctx, x, bits, coarse)
         value.drelu = bit
         return value
 
-    def max_step(self, ctx, best, other, index, other_index):
-        """Exact, ties to the first (maxpool.exact_step): 221 bytes and 3 rounds, 261 and 4 with the index."""
-        return maxpool.exact_step(ctx, best, other, index, other_index)
+    def max_step(self, ctx, best, other, index, other_index, bound=None):
+        """Exact, ties to the first (maxpool.exact_step): 221 bytes and 3 rounds, 261 and 4 with the
+        index. With ``bound`` on the candidates, their difference is below 2 bound: the ReLU of
+        ``bound_bits(2 bound)`` bits (3k + 29 bytes, 40 more with the index)."""
+        bits = 64 if bound is None else bound_bits(2 * check_bound(bound), ctx.config.frac_bits)
+        return maxpool.exact_step(ctx, best, other, index, other_index, bits=bits)
 
     def divide(self, ctx: Context, x: Shared, y: Shared, integer_bits: int) -> Shared:
         """floor(x 2^f / y) / 2^f exactly, by SecureNN's long division restoring the remainder
@@ -136,10 +191,10 @@ class Pond(Family):
     exact = False
     default_truncation = "local"
 
-    def ge_zero(self, ctx: Context, d: Shared) -> Shared:
-        """1 - step(-d) (polynomial.step): accurate for d in [-16, 16] outside |d| < 0.25. Written as
-        1 - step(-d) so that a <= b and a > b add up to exactly 1 (at d = 0 no approximation can
-        tell < from <=)."""
+    def ge_zero(self, ctx: Context, d: Shared, bound: float | None = None) -> Shared:
+        """1 - step(-d) (polynomial.step): accurate for d in [-16, 16] outside |d| < 0.25 (``bound``
+        is not used). Written as 1 - step(-d) so that a <= b and a > b add up to exactly 1 (at d = 0
+        no approximation can tell < from <=)."""
         return add_public(ctx, -polynomial.step(ctx, -d), np.uint64(1 << ctx.config.frac_bits))
 
     def equal_zero(self, ctx: Context, d: Shared) -> Shared:
@@ -160,13 +215,14 @@ class Pond(Family):
         moved = pond.multiply(ctx, cond, a - b)
         return moved + b.broadcast_to(moved.shape)
 
-    def relu(self, ctx: Context, x: Shared, bound: int) -> Shared:
-        """polynomial.relu: accurate on [-bound, bound] within 0.0044 bound."""
-        return polynomial.relu(ctx, x, bound)
+    def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
+        """polynomial.relu: accurate on [-bound, bound] within 0.0044 bound (an integer in [1, 2^20];
+        None: polynomial.RELU_BOUND, 8; ``blur`` is not used)."""
+        return polynomial.relu(ctx, x, polynomial.RELU_BOUND if bound is None else bound)
 
-    def max_step(self, ctx, best, other, index, other_index):
+    def max_step(self, ctx, best, other, index, other_index, bound=None):
         """The larger by polynomial.step and a product (approximate near ties and outside the step's
-        interval), the index likewise."""
+        interval), the index likewise (``bound`` is not used)."""
         gap = other - best
         take = polynomial.step(ctx, gap)
         new_best = best + pond.multiply(ctx, take, gap)

@@ -29,16 +29,17 @@ Step = Callable[[Context, Shared, Shared, "Shared | None", "Shared | None"], "tu
 
 # ---- MaxPool (PETS Alg. 9) and a tournament variant --------------------------------------------------
 def exact_step(ctx: Context, best: Shared, other: Shared, index: Shared | None = None,
-               other_index: Shared | None = None) -> tuple[Shared, Shared | None]:
+               other_index: Shared | None = None, bits: int = 64) -> tuple[Shared, Shared | None]:
     """One exact comparison step of every window at once: best (and its index) become other (and
     other_index) where other > best; ties keep best.
 
     max(best, other) = other + ReLU(best - other): ``securenn.relu`` gives the value and the bit
-    keep = [best >= other] (221 bytes, 3 rounds); the index is other_index + keep (index - other_index),
+    keep = [best >= other] (221 bytes, 3 rounds; with ``bits`` = k < 64, exact when every difference
+    best - other lies in [-2^(k-1), 2^(k-1)), 3k + 29 bytes); the index is other_index + keep (index - other_index),
     one more Beaver product of the bit, untruncated (40 bytes, 1 round): exact whatever the indices.
     The new best keeps ``keep`` as its ``drelu`` (the gradient routes by it).
     """
-    gain, keep = securenn.relu(ctx, best - other)
+    gain, keep = securenn.relu(ctx, best - other, bits)
     new_best = other + gain
     new_best = Shared(rerandomize(ctx, new_best.share), new_best.shape, drelu=keep)
     if index is None:

@@ -29,8 +29,6 @@ __all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pe
            "select_share", "division", "fixed_division"]
 
 _ONE = np.uint64(1)
-_LOW63 = np.uint64((1 << 63) - 1)
-_TOP = np.uint64(63)
 
 
 # ---- PrivateCompare (PETS Alg. 3) --------------------------------------------------------------------
@@ -63,7 +61,7 @@ def private_compare(ctx: Context, x_bits: np.ndarray | None, r: np.ndarray | Non
             m = cols.stop - cols.start
             s = zp.uniform_nonzero(common, (bits, m))
             u = zp.uniform(common, zp.P, (bits, m))
-            g = zp.uniform(common, bits, m)
+            g = zp.uniform(common, bits, m) if bits > 1 else np.zeros(m, np.uint8)   # one bit: nothing to rotate
             zp.compare_masks(ctx.server_index, x_bits[:, cols], r[cols], beta[cols], s, u, g, d[:, cols])
         ctx.send(PRODUCER, d)
         return None
@@ -170,28 +168,35 @@ def compute_msb(ctx: Context, a: Shared) -> Shared:
 
 
 # ---- DReLU and ReLU: one comparison (Falcon) or PETS Alg. 6, 7 ---------------------------------------
-def drelu(ctx: Context, a: Shared) -> Shared:
-    """DReLU: shares of 1 if a >= 0 else 0 (as ring integers), for every a in Z_L read as signed.
+def drelu(ctx: Context, a: Shared, bits: int = 64) -> Shared:
+    """DReLU: shares of 1 if a >= 0 else 0 (as ring integers), for a read as signed.
 
     The ReLU' (DReLU) of Wagh, Tople, Benhamouda, Kushilevitz, Mittal, Rabin, "Falcon: Honest-Majority
     Maliciously Secure Framework for Private Deep Learning", PoPETs 2021(1), adapted to SecureNN's
-    two servers and helper with PETS Alg. 3 as the comparison: the MSB read off the carry of one
-    masked opening (``falcon_msb``). Output: fresh Z_L shares; DReLU(0) = 1. Exact on all of Z_L.
-    Cost: 3 rounds, 213 bytes per element. PETS Alg. 6: 8 rounds, 664 bytes (``drelu_pets``: 7, 448).
+    two servers and helper with PETS Alg. 3 as the comparison: the sign read off the carry of one
+    masked opening (``falcon_msb``). Output: fresh Z_L shares; DReLU(0) = 1.
+    ``bits`` = k (2 to 64): exact for -2^(k-1) <= a < 2^(k-1) (with the default 64, on all of Z_L);
+    beyond, the answer is wrong for some inputs, silently (it is bit k-1 of a + 2^(k-1)).
+    Cost: 3 rounds; 3k + 5 + 2w bytes per element, w the bytes of the smallest unsigned integer
+    holding k bits: 213 at k = 64, 85 at k = 24. PETS Alg. 6: 8 rounds, 664 bytes (``drelu_pets``:
+    7, 448).
     """
-    return falcon_msb(ctx, a).bit
+    return falcon_msb(ctx, a, bits=bits).bit
 
 
-def relu(ctx: Context, a: Shared) -> tuple[Shared, Shared]:
+def relu(ctx: Context, a: Shared, bits: int = 64, coarse: int = 0) -> tuple[Shared, Shared]:
     """ReLU (PETS Alg. 7 on Falcon's DReLU): (shares of max(a, 0), shares of DReLU(a)); the bit is kept
     for backpropagation.
 
     ReLU(a) = DReLU(a) * a, the product folded into ``falcon_msb``: the producer, who knows r and the
     bit z it deals, also deals shares of z r, so that z a = z x - z r is local for the public x = a + r
-    (docs/protocols.md). Exact for every a. Cost: 3 rounds, 221 bytes per element (213 + 8). PETS:
-    10 rounds, 704 bytes.
+    (docs/protocols.md). ``bits`` = k: exact for -2^(k-1) <= a < 2^(k-1) (every a at the default 64);
+    beyond, the bit may be wrong and the value is then 0 or a instead of the other, silently.
+    ``coarse`` = s: ``falcon_msb``'s threshold blurred by 2^s units (value and bit still agree).
+    Cost: 3 rounds, 3(k - s) + 29 bytes per element: 221 at k = 64, 101 at k = 24. PETS: 10 rounds,
+    704 bytes.
     """
-    step = falcon_msb(ctx, a, with_product=True)
+    step = falcon_msb(ctx, a, with_product=True, bits=bits, coarse=coarse)
     return step.product, step.bit
 
 
@@ -204,57 +209,84 @@ class FalconStep:
         self.bit, self.product = bit, product
 
 
-def falcon_msb(ctx: Context, a: Shared, with_product: bool = False) -> FalconStep:
-    """DReLU(a) = 1 XOR MSB(a) by one PrivateCompare on a masked opening (Falcon's ReLU').
+def _opening_dtype(bits: int):
+    """The smallest unsigned integer type holding ``bits`` bits: x mod 2^bits is all DReLU opens."""
+    return next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if bits <= 8 * np.dtype(t).itemsize)
 
-    With x = a + r and v' = v mod 2^63, the low 63 bits carry into bit 63 exactly when
-    a' + r' >= 2^63, i.e. when r' > x', so MSB(a) = MSB(x) XOR MSB(r) XOR [r' > x'].
+
+def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 64, coarse: int = 0) -> FalconStep:
+    """DReLU(a) = [a >= 0] by one PrivateCompare on a masked opening (Falcon's ReLU'), for a value
+    known to satisfy -2^(k-1) <= a < 2^(k-1), k = ``bits`` (k = 64: every a in Z_L).
+
+    a' = a + 2^(k-1) lies in [0, 2^k) and a >= 0 exactly when bit k-1 of a' is set. With the mask r,
+    x = a + r and v' = v mod 2^(k-1), the low k-1 bits of a' + r = x + 2^(k-1) carry into bit k-1
+    exactly when a'' + r' >= 2^(k-1) (a'' = a' mod 2^(k-1)), i.e. when r' > x'. So bit k-1 of a' =
+    bit k-1 of (x + 2^(k-1)) XOR bit k-1 of r XOR [r' > x'] = 1 XOR x_(k-1) XOR r_(k-1) XOR [r' > x'].
+    At k = 64 this is MSB(a) = MSB(x) XOR MSB(r) XOR [r' > x'] read as 1 XOR MSB(a).
       1. The producer's uniform mask r: the servers' Z_L shares r_j come from their streams with the
-         producer (no message); the producer deals Z_p shares of the 63 bits of r'.
-      2. The servers open x = a + r to each other.
-      3. PrivateCompare on 63 bits, of the shared r' with the public x' and a common random beta: the
+         producer (no message); the producer deals Z_p shares of the k-1 bits of r'.
+      2. The servers open x = a + r to each other (only x mod 2^k when no product is wanted).
+      3. PrivateCompare on k-1 bits, of the shared r' with the public x' and a common random beta: the
          producer learns beta' = beta XOR [r' > x'].
-      4. The producer deals Z_L shares of z = beta' XOR MSB(r) (and of z r ``with_product``).
-      5. DReLU = z XOR c for c = 1 XOR beta XOR MSB(x), public to the servers.
+      4. The producer deals Z_L shares of z = beta' XOR r_(k-1) (and of z r ``with_product``).
+      5. DReLU = z XOR c for c = 1 XOR beta XOR x_(k-1), public to the servers.
       6. (``with_product``) z a = z x - z r; DReLU * a is z a where c = 0 and a - z a where c = 1.
-    Cost: 3 rounds (the opening of x and the dealing of r's bits are independent); 213 bytes per
-    element: 16 (open x) + 63 (server1's Z_p shares of r') + 126 (PrivateCompare on 63 bits) + 8
-    (server1's share of z); 8 more ``with_product``.
+    Beyond the precondition the result is bit k-1 of a + 2^(k-1): wrong for some a, silently.
+    ``coarse`` = s (0 <= s < k - 1): PrivateCompare looks only at bits s .. k-2 of r' and x' (k-1-s
+    of them), and [r' >> s > x' >> s] differs from [r' > x'] only when a mod 2^(k-1) lies within 2^s
+    below 2^(k-1): the result is exact for -2^(k-1) <= a <= 2^(k-1) - 2^s except that -2^s < a < 0 may
+    count as >= 0 (a threshold blurred by 2^s units, for comparisons that tolerate it).
+    Cost: 3 rounds (the opening of x and the dealing of r's bits are independent); per element
+    2w (open x, w = 8 with the product, else the bytes of the smallest type holding k bits) +
+    3 (k-1-s) (r's bits to server1, PrivateCompare) + 8 (server1's share of z), 8 more
+    ``with_product``: 213 (221) at k = 64, s = 0. Security: docs/protocols.md, section 5.4.
     """
+    if not (isinstance(bits, (int, np.integer)) and 2 <= bits <= 64):
+        raise ValueError(f"DReLU compares values of 2 to 64 bits, got bits={bits!r}")
+    if not (isinstance(coarse, (int, np.integer)) and 0 <= coarse < bits - 1):
+        raise ValueError(f"a coarse DReLU skips 0 to bits - 2 = {bits - 2} low bits, got {coarse!r}")
     n = a.size
     if n == 0:
         return FalconStep(Shared.of(a.share, a.shape), Shared.of(a.share, a.shape) if with_product else None)
-    # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of the bits of r'
-    mask = dealing.current().bit_mask(ctx, n, rows=63)
+    rows, top = bits - 1 - coarse, np.uint64(bits - 1)
+    low = np.uint64((1 << (bits - 1)) - 1)
+    opened = np.uint64 if with_product else _opening_dtype(bits)
+    # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of bits coarse .. k-2 of r
+    dealer = dealing.current()
+    mask = dealer.bit_mask(ctx, n, rows) if coarse == 0 else dealer.bit_mask(ctx, n, rows, skip=coarse)
     r = mask.value
     x = beta = None
     if ctx.is_server:
         # 2. open x = a + r; the other server's x_j is received only after r's bit shares are drawn
         # or received, so the wait for it overlaps that work (sharing.exchange would wait at once)
-        x_j = a.flat() + r
+        x_j = (a.flat() + r).astype(opened, copy=False)
         ctx.send(ctx.other_server, x_j)
         beta = common_stream(ctx).uint8(n) & np.uint8(1)
     r_bits = mask.bits()
     if ctx.is_server:
-        x = x_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
-    # 3. beta' = beta XOR (r' > x') to the producer
-    beta1 = private_compare(ctx, r_bits, None if x is None else x & _LOW63, beta, n, bits=63)
-    # 4. z = beta' XOR MSB(r) from the producer, and z r for the product with a = x - r
-    z = None if beta1 is None else beta1.astype(np.uint64) ^ (r >> _TOP)
+        x = (x_j + recv_array(ctx, ctx.other_server, opened, (n,))).astype(np.uint64, copy=False)
+    # 3. beta' = beta XOR [r' > x'] to the producer (the top k-1-s of the k-1 low bits)
+    compared = None if x is None else (x & low) >> np.uint64(coarse)
+    beta1 = private_compare(ctx, r_bits, compared, beta, n, bits=rows)
+    # 4. z = beta' XOR bit k-1 of r from the producer, and z r for the product with a = x - r
+    z = None if beta1 is None else beta1.astype(np.uint64) ^ ((r >> top) & _ONE)
     dealt = deal(ctx, None if z is None else (np.concatenate([z, z * r]) if with_product else z),
                  ((2 if with_product else 1) * n,))
     if not ctx.is_server:
         return FalconStep(Shared(None, a.shape), Shared(None, a.shape) if with_product else None)
     z_j = dealt[:n]
-    # 5. DReLU = z XOR c, c public to the servers
-    c = _ONE ^ beta.astype(np.uint64) ^ (x >> _TOP)
-    bit = xor_public(ctx, Shared(z_j, (n,)), c)
-    bit = Shared.of(rerandomize(ctx, bit.share), a.shape)
+    # 5. DReLU = z XOR c, c public to the servers: z where c = 0, 1 - z where c = 1 (bytes and a
+    # boolean view: these passes run over every compared element)
+    c = ((x >> top).astype(np.uint8) & np.uint8(1)) ^ beta ^ np.uint8(1)
+    flip = c.view(np.bool_)
+    bit = np.where(flip, (_ONE if ctx.name == SERVER0 else np.uint64(0)) - z_j, z_j)
+    bit = Shared.of(rerandomize(ctx, bit), a.shape)
     if not with_product:
         return FalconStep(bit, None)
     # 6. z a = z x - z r; DReLU * a = z a where c = 0, a - z a where c = 1
-    za_j = z_j * x - dealt[n:]
-    product = np.where(c == 1, a.flat() - za_j, za_j)
+    za_j = z_j * x
+    za_j -= dealt[n:]
+    product = np.where(flip, a.flat() - za_j, za_j)
     return FalconStep(bit, Shared.of(rerandomize(ctx, product), a.shape))
 
 

@@ -9,7 +9,7 @@ through the model's own methods only: ``folded()`` (BatchNorms folded into the l
     {"format": 2, "input_shape": [784], "output_shape": [10],
      "model": {"type": "Sequential", "args": {"layers": [
                   {"type": "Dense", "args": {"in_features": 784, "out_features": 128}, "attrs": {}},
-                  {"type": "ReLU", "args": {"bound": 8}, "attrs": {}}, ...]},
+                  {"type": "ReLU", "args": {"bound": null}, "attrs": {}}, ...]},
                "attrs": {"class_scale": 1, "classes": null}},
      "parameters": {"0.weight": [784, 128], "0.bias": [128], ...}}
 
@@ -20,7 +20,8 @@ architecture is not secret: the three core parties all run it; only the paramete
 
 Format 1 (the servers' files and model files written before nn owned the description: a flat list
 of layers with their fields) is read and turned into format 2: its fields are the constructors'
-arguments and its parameter names those of a flat Sequential.
+arguments and its parameter names those of a flat Sequential; a ReLU's default bound 8 becomes None
+(see ``_format1_value``).
 
 This module checks a spec's form (``parse``); whether the model it describes is one (its layers, their
 arguments, their parameters, its output shape) only nn can tell: mpcnp.serving.build.
@@ -159,11 +160,19 @@ def _upgrade(obj: dict) -> dict:
     layers = obj.get("layers")
     if not isinstance(layers, list) or not all(isinstance(layer, dict) and "type" in layer for layer in layers):
         raise ValueError("a format-1 model spec has a list of layers, each with a \"type\"")
-    described = [{"type": layer["type"], "args": {k: v for k, v in layer.items() if k != "type"}, "attrs": {}}
-                 for layer in layers]
+    described = [{"type": layer["type"], "args": {k: _format1_value(layer, k, v) for k, v in layer.items()
+                                                  if k != "type"}, "attrs": {}} for layer in layers]
     return {"format": FORMAT, "input_shape": obj.get("input_shape"), "output_shape": obj.get("output_shape"),
             "model": {"type": "Sequential", "args": {"layers": described}, "attrs": {}},
             "parameters": obj.get("parameters")}
+
+
+def _format1_value(layer: dict, name: str, value: Any) -> Any:
+    """A format-1 field as the constructor's argument. A ReLU's bound was Pond's interval and SecureNN
+    ignored it (8 unless calibrated); a bound is now also SecureNN's promise on |x|. The default 8
+    becomes None, the same function under both protocols (Pond's interval is then 8); a calibrated
+    bound stays, a promise sized on the owner's data."""
+    return None if (layer["type"], name, value) == ("ReLU", "bound", 8) else value
 
 
 # ---- model files (the command line's upload) -----------------------------------------------------------
