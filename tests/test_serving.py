@@ -16,12 +16,14 @@ import time
 import numpy as np
 import pytest
 from helpers import chi_square, chi_square_limit
-from helpers import SERVICE_WAIT, check_prediction, client, cnn, error_bound, mlp, processes, threads
+from helpers import (SERVICE_WAIT, check_prediction, client, cnn, error_bound, load_random, mlp, processes,
+                     threads)
 
 import mpcnp as mp
+from mpcnp import nn
 from mpcnp.net import write_key_file
 from mpcnp.runtime.context import SERVERS
-from mpcnp.serving import gateway
+from mpcnp.serving import gateway, wire
 from mpcnp.serving import service as service_module
 from mpcnp.serving import session as session_module
 
@@ -206,6 +208,16 @@ def test_unknown_keys_are_refused_and_the_client_directory_admits_new_ones(tmp_p
             with pytest.raises(mp.ServiceError, match="refused this client's key") as refused:
                 mallory.models()
             assert refused.value.code == "refused"
+        with mp.Client(path, "mallory", key=key_file, timeout=SERVICE_WAIT) as mallory:
+            # a request sent once a refusal dropped the connection but before the client read of it:
+            # ZeroMQ then has nowhere to queue it, and the send must not wait forever
+            monitor = next(m for m, server in mallory._monitors.items() if server == "server0")
+            assert monitor.poll(SERVICE_WAIT * 1000)               # the refusal came, unread
+            errors = []
+            sending = threading.Thread(target=lambda: errors.append(_send_error(mallory, "server0")), daemon=True)
+            sending.start()
+            sending.join(SERVICE_WAIT)
+            assert errors and errors[0].code == "refused", errors
         with client(path, "bob") as bob:                 # the others are served as before
             assert bob.models() == ["mlp"]
         (path.parent / "clients" / "mallory.pub").write_text(json.dumps({"public_key": public}))
@@ -265,5 +277,25 @@ def test_bad_requests_get_errors_that_name_the_problem(tmp_path):
             header = {"op": "predict", "model": "mlp", "output": "logits", "rows": 2, "timeout": 5}
             with pytest.raises(mp.ServiceError, match=r"takes an input of shape \(2, 64\)"):
                 alice._request({"server0": (header, [np.zeros((2, 63), np.uint64)])}, 5)
+            # a class needs one row of logits per sample; this model gives a (1, 4, 4) image each
+            image = load_random(nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), nn.AvgPool2d(2)),
+                                np.random.default_rng(9))
+            alice.upload("image", image, input_shape=(1, 8, 8))
+            with pytest.raises(mp.ServiceError, match=r"logits of shape \(1, 4, 4\) per sample") as error:
+                alice.predict("image", np.zeros((1, 8, 8)), output="class")
+            assert error.value.code == "bad_request"
             x = np.random.default_rng(8).normal(size=(2, 64))
             check_prediction(model, x, logits=alice.predict("mlp", x, timeout=float("inf")))
+
+
+def _send_error(c: mp.Client, server: str) -> mp.ServiceError | None:
+    """The error of a send to ``server``, sending again (queued while ZeroMQ still holds the refused
+    connection) until one fails; None if none does within SERVICE_WAIT."""
+    deadline = time.monotonic() + SERVICE_WAIT
+    while time.monotonic() < deadline:
+        try:
+            c._send(server, wire.encode({"op": "models", "id": "1"}), deadline, SERVICE_WAIT)
+        except mp.ServiceError as exc:
+            return exc
+        time.sleep(0.05)
+    return None

@@ -21,7 +21,7 @@ from mpcnp.net import keygen
 from mpcnp.protocols import pond
 from mpcnp.runtime.clusterfile import write_cluster
 from mpcnp.runtime.context import PRODUCER, current
-from mpcnp.serving import config, pool, wire
+from mpcnp.serving import build, config, pool, wire
 from mpcnp.serving import spec as specs
 from mpcnp.serving.session import offline_streams
 from mpcnp.serving.store import ModelStore
@@ -62,19 +62,22 @@ def models(draw):
     return model, input_shape, x
 
 
+def _served(spec, params):
+    """The nn model a service builds from ``spec``, holding ``params`` (as the service does)."""
+    return build.architecture(build.check(spec.to_json())).with_parameters(params)
+
+
 @settings(max_examples=40)
 @given(models())
-def test_the_spec_forward_pass_is_the_nn_models(case):
+def test_the_model_a_service_builds_from_the_spec_is_the_nn_model(case):
     model, input_shape, x = case
     spec, params = specs.describe(model, input_shape)
     assert spec.input_shape == tuple(input_shape)
-    plain = specs.forward_plain(spec, params, x)
+    served = _served(spec, params)
+    plain = served.forward_plain(x)
     np.testing.assert_allclose(plain, model.forward_plain(x), rtol=1e-12, atol=1e-12)
     assert plain.shape[1:] == spec.output_shape
-    if plain.shape[-1] > 1:
-        np.testing.assert_array_equal(specs.forward_plain(spec, params, x, "class"), plain.argmax(axis=-1))
-    else:
-        np.testing.assert_array_equal(specs.forward_plain(spec, params, x, "class"), (plain[:, 0] > 0).astype(int))
+    np.testing.assert_array_equal(served.predict_plain(x, "class"), model.predict_plain(x, "class"))
 
 
 @settings(max_examples=12)
@@ -85,60 +88,116 @@ def test_the_private_forward_pass_matches_plaintext(case):
 
     def program():
         tensors = {name: mp.private(lambda v=value: v, owner="owner") for name, value in params.items()}
-        return specs.forward(spec, tensors, mp.private(lambda: x, owner="client")).reveal(to="client")
+        net = build.architecture(spec).with_parameters(tensors)
+        return net.infer(mp.private(lambda: x, owner="client")).reveal(to="client")
 
     result = mp.run(program, parties=["owner", "client"], truncation="exact")["client"]
     expected = model.forward_plain(x)
     assert np.all(np.abs(result - expected) <= error_bound(model, x))
 
 
-def test_relu_moves_after_max_pooling_and_class_skips_softmax():
-    layers = ({"type": "ReLU", "bound": 8}, {"type": "MaxPool2d", "kernel": [2, 2], "stride": [2, 2]},
-              {"type": "Flatten"}, {"type": "Softmax", "axis": -1})
-    spec = specs.ModelSpec(layers, (1, 4, 4), (4,))
-    assert [layer["type"] for _, layer in specs.plan(spec)] == ["MaxPool2d", "Flatten", "ReLU", "Softmax"]
-    assert [layer["type"] for _, layer in specs.plan(spec, "class")] == ["MaxPool2d", "Flatten", "ReLU"]
+def test_every_nn_layer_serves_batch_norms_folded_and_the_class_scale_kept():
+    rng = np.random.default_rng(5)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding="same"), nn.BatchNorm(3), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.BatchNorm(3), nn.AvgPool2d(2, 1), nn.Affine((3, 1, 1)), nn.Sequential(
+                              nn.GlobalAvgPool2d(), nn.Reshape((3,)), nn.Dropout(0.1)),
+                          nn.Dense(3, 4), nn.Tanh(), nn.Dense(4, 2), nn.Sigmoid(), nn.Flatten(), nn.Softmax())
+    model.load_state_dict({name: rng.uniform(0.5, 2, shape) if name.endswith("running_var") else
+                           rng.normal(scale=0.5, size=shape) for name, shape in model.parameter_shapes().items()})
+    model.class_scale = 2.5
+    x = rng.normal(size=(3, 1, 6, 6))
+    spec, params = specs.describe(model, (1, 6, 6))
+    kinds = json.dumps(spec.model)
+    assert "BatchNorm" not in kinds and '"Affine"' in kinds     # one folded into the conv, one an Affine
+    served = _served(spec, params)
+    assert served.class_scale == 2.5 and served.spec() == model.folded().spec()
+    np.testing.assert_allclose(served.forward_plain(x), model.forward_plain(x), rtol=1e-9, atol=1e-12)
 
 
-def test_describe_refuses_what_cannot_be_served():
+def test_describe_refuses_what_cannot_be_described_and_the_service_what_it_cannot_run():
     with pytest.raises(ValueError, match="has no value"):
         specs.describe(nn.Sequential(nn.Dense(2, 2)))
     with pytest.raises(ValueError, match="give input_shape"):
         specs.describe(load_random(nn.Sequential(nn.Conv2d(1, 1, 3)), np.random.default_rng(0)))
+    with pytest.raises(ValueError, match="does not run on inputs of shape"):
+        specs.describe(load_random(nn.Sequential(nn.Conv2d(1, 1, 5)), np.random.default_rng(0)), input_shape=(1, 3, 3))
+    with pytest.raises(ValueError, match="not a list"):
+        specs.describe([nn.Dense(2, 2)])
 
     class Gelu(nn.ReLU):
         pass
 
-    with pytest.raises(ValueError, match="a Gelu layer cannot be served"):
-        specs.describe(nn.Sequential(Gelu()), input_shape=(3,))
-    with pytest.raises(ValueError, match="does not run on inputs of shape"):
-        specs.describe(load_random(nn.Sequential(nn.Conv2d(1, 1, 5)), np.random.default_rng(0)), input_shape=(1, 3, 3))
+    spec, _ = specs.describe(nn.Sequential(Gelu()), input_shape=(3,))
+    with pytest.raises(ValueError, match="layer 0: unknown layer type 'Gelu'"):
+        build.check(spec.to_json())
 
 
 def _spec(**changes):
+    """A spec in format 1, as the servers' files and model files held it before format 2."""
     obj = {"format": 1, "input_shape": [3], "layers": [{"type": "Dense", "in_features": 3, "out_features": 2}],
            "parameters": {"0.weight": [3, 2], "0.bias": [2]}}
     obj.update(changes)
     return obj
 
 
+def _spec2(model=None, **changes):
+    layers = [{"type": "Dense", "args": {"in_features": 3, "out_features": 2}, "attrs": {}}]
+    obj = {"format": 2, "input_shape": [3], "output_shape": [2],
+           "model": {"type": "Sequential", "args": {"layers": layers}, "attrs": {}} if model is None else model,
+           "parameters": {"0.weight": [3, 2], "0.bias": [2]}}
+    obj.update(changes)
+    return obj
+
+
+def _nested(depth):
+    model = {"type": "Dense", "args": {"in_features": 3, "out_features": 2}}
+    for _ in range(depth):
+        model = {"type": "Sequential", "args": {"layers": [model]}}
+    return model
+
+
 @pytest.mark.parametrize("obj, message", [
     ([], "JSON object"),
-    (_spec(format=2), "format"),
+    (_spec(format=3), "format"),
     (_spec(extra=1), "unknown fields"),
-    (_spec(layers=[]), "1 to 1024 layers"),
+    (_spec(layers=[]), "the model's parameters are {}"),
     (_spec(layers=[{"type": "Lambda"}]), "unknown layer type 'Lambda'"),
     (_spec(layers=[{"type": "Dense", "in_features": 3}]), r"missing \['out_features'\]"),
-    (_spec(layers=[{"type": "Dense", "in_features": 3, "out_features": -2}]), "integers >= 1"),
-    (_spec(layers=[{"type": "Dense", "in_features": True, "out_features": 2}]), "integers >= 1"),
-    (_spec(parameters={"0.weight": [2, 3], "0.bias": [2]}), "parameters must be exactly"),
+    (_spec(layers=[{"type": "Dense", "in_features": 3, "out_features": -2}]), r"parameters are .*\(3, -2\)"),
+    (_spec(layers=[{"type": "ReLU", "bound": 0}, {"type": "Dense", "in_features": 3, "out_features": 2}]),
+     "layer 0 .ReLU.: ReLU bound must be None or an integer"),
+    (_spec(parameters={"0.weight": [2, 3], "0.bias": [2]}), "the model's parameters are"),
     (_spec(input_shape=[4]), "does not run on inputs of shape"),
-    (_spec(input_shape=[]), "1 to"),
+    (_spec(input_shape=[]), "must not be empty"),
     (_spec(output_shape=[3]), "disagrees"),
+    (_spec2(extra=1), "has the fields"),
+    (_spec2(model=[]), "model must be a JSON object"),
+    (_spec2(model=_nested(20)), "nest at most 16 deep"),
+    (_spec2(model={"type": "Dense", "args": {"in_features": 3, "out_features": 2}}), "a served model is a Sequential"),
+    (_spec2(model={"type": "Sequential", "args": {"layers": [{"type": "BatchNorm", "args": {"num_features": 3}}]}},
+            parameters={f"0.{n}": [3] for n in ("weight", "bias", "running_mean", "running_var")}),
+     "layer 0 is a BatchNorm: upload model.folded"),
+    (_spec2(model={"type": "Sequential", "args": {"layers": [{"type": "MaxPool2d", "args": {"kernel": 2},
+                                                               "attrs": {"forward": None}}]}}), "no attribute 'forward'"),
+    (_spec2(model={"type": "Sequential", "args": {"layers": []}, "attrs": {"class_scale": -1}}), "class_scale must be"),
+    (_spec2(model={"type": "Sequential", "args": {"layers": []}, "attrs": {"__class__": 1}}), "attributes are"),
 ])
-def test_check_spec_refuses_malformed_specs(obj, message):
+def test_the_service_refuses_malformed_specs(obj, message):
     with pytest.raises(ValueError, match=message):
-        specs.check_spec(obj)
+        build.check(obj)
+
+
+def test_a_format_1_spec_is_read_as_the_same_model():
+    spec = build.check(_spec(layers=[{"type": "Dense", "in_features": 3, "out_features": 4},
+                                     {"type": "ReLU", "bound": 4}, {"type": "Dropout"},
+                                     {"type": "Dense", "in_features": 4, "out_features": 2},
+                                     {"type": "ReLU", "bound": 8}],
+                             parameters={"0.weight": [3, 4], "0.bias": [4], "3.weight": [4, 2], "3.bias": [2]}))
+    net = build.architecture(spec)
+    assert [type(layer).__name__ for layer in net] == ["Dense", "ReLU", "Dropout", "Dense", "ReLU"]
+    # a calibrated bound stays; the old default 8, which SecureNN ignored, is no promise now
+    assert net[1].bound == 4 and net[4].bound is None
+    assert spec.output_shape == (2,) and specs.parse(spec.to_json()) == spec
 
 
 @pytest.mark.parametrize("name", ["", ".hidden", "a/b", "x" * 65, "é", None, "a b"])
@@ -155,7 +214,7 @@ def test_model_files_round_trip_and_are_private(tmp_path):
     loaded, params = specs.load(path)
     assert loaded == spec
     x = np.random.default_rng(2).normal(size=(5, 4))
-    np.testing.assert_allclose(specs.forward_plain(loaded, params, x), model.forward_plain(x))
+    np.testing.assert_allclose(_served(loaded, params).forward_plain(x), model.forward_plain(x))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(ValueError, match="not a model file"):
         specs.load(tmp_path / "bad.npz")
@@ -163,7 +222,7 @@ def test_model_files_round_trip_and_are_private(tmp_path):
 
 # ---- the model store ----------------------------------------------------------------------------------------
 def _stored(tmp_path, server="server0", frac_bits=FRAC_BITS):
-    spec = specs.check_spec(_spec())
+    spec = build.check(_spec())
     store = ModelStore(tmp_path / "store", server, frac_bits)
     shares = {"0.weight": np.arange(6, dtype=np.uint64).reshape(3, 2), "0.bias": np.array([7, 8], np.uint64)}
     store.put("m", "alice", keygen()[0], "u1", spec, shares)
@@ -183,6 +242,26 @@ def test_the_store_keeps_shares_in_private_files_and_reopens_them(tmp_path):
     reopened.delete("m")
     assert reopened.version == version + 1 and not (tmp_path / "store" / "m.model").exists()
     assert ModelStore(tmp_path / "store", "server0", FRAC_BITS).catalogue() == {}
+
+
+def test_files_written_before_format_2_are_read_as_the_same_model(tmp_path):
+    """A store file and a model file as the servers and ``save`` wrote them with format-1 specs."""
+    old = _spec(output_shape=[2])
+    shares = {"0.weight": np.arange(6, dtype=np.uint64).reshape(3, 2), "0.bias": np.array([7, 8], np.uint64)}
+    meta = {"format": 1, "model": "m", "server": "server0", "owner": "alice", "owner_key": keygen()[0],
+            "upload": "u1", "frac_bits": FRAC_BITS, "spec": old}
+    (tmp_path / "store").mkdir(mode=0o700)
+    with open(tmp_path / "store" / "m.model", "wb") as f:
+        np.savez(f, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+                 **{f"p:{name}": share for name, share in shares.items()})
+    stored, read = ModelStore(tmp_path / "store", "server0", FRAC_BITS).shares("m")
+    assert stored.spec == build.check(old) and stored.spec.model["type"] == "Sequential"
+    np.testing.assert_array_equal(read["0.weight"], shares["0.weight"])
+    weight, bias = np.ones((3, 2)), np.array([0.5, -0.5])
+    np.savez(tmp_path / "old.npz", spec=np.frombuffer(json.dumps(old, sort_keys=True).encode(), np.uint8),
+             **{"p:0.weight": weight, "p:0.bias": bias})
+    spec, params = specs.load(tmp_path / "old.npz")
+    np.testing.assert_array_equal(_served(spec, params).forward_plain(np.ones((1, 3))), [[3.5, 2.5]])
 
 
 def test_a_replacement_is_atomic_and_leftovers_are_removed(tmp_path, monkeypatch):
@@ -307,12 +386,13 @@ def _pooled_program(spec, params, x, batches: int = 2, tamper=None):
         ctx = current()
         tensors = {name: mp.private(lambda v=value: v, owner="server0") for name, value in params.items()}
         pond.open_masks(ctx, [t._value for t in tensors.values()])
+        net = build.architecture(spec).with_parameters(tensors)
         pools = pool.Pools(offline_streams(ctx), items_per_recipe=batches, max_bytes=1 << 30)
         pools.register([t._value.mask for t in tensors.values()])
         key = ("m", "u", "logits", len(x))
         outputs, sent = [], []
         with pools.dealer(key, pooled=False):
-            outputs.append(specs.forward(spec, tensors, mp.private(lambda: x, owner="server0")).reveal())
+            outputs.append(net.infer(mp.private(lambda: x, owner="server0")).reveal())
         assert pools.wanted() == key
         for _ in range(batches):
             pools.refill(ctx, key)
@@ -321,7 +401,7 @@ def _pooled_program(spec, params, x, batches: int = 2, tamper=None):
             data = mp.private(lambda: x, owner="server0")
             before = mp.stats()["payload_bytes_sent"]
             with pools.dealer(key, pooled=True):
-                y = specs.forward(spec, tensors, data if tamper is None else tamper(data))
+                y = net.infer(data if tamper is None else tamper(data))
             sent.append(mp.stats()["payload_bytes_sent"] - before)
             outputs.append(y.reveal())
         assert pools.available(key) == 0
@@ -349,7 +429,7 @@ def test_pooled_batches_match_plaintext_and_the_producer_sends_only_online_messa
         pond.open_masks(ctx, [t._value for t in tensors.values()])
         data = mp.private(lambda: x, owner="server0")
         before = mp.stats()["payload_bytes_sent"]
-        specs.forward(spec, tensors, data)
+        build.architecture(spec).with_parameters(tensors).infer(data)
         return mp.stats()["payload_bytes_sent"] - before
 
     inline = mp.run(inline_program, truncation="exact")

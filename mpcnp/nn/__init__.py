@@ -10,9 +10,11 @@ optimizers of ``nn.optim`` and ``fit`` / ``evaluate`` (``model.fit``, ``model.ev
 
 Models trained elsewhere come in through ``from_sklearn`` and ``from_onnx`` (the optional extra
 ``pip install "mpcnp[ml]"``); ``calibrate`` sizes what Pond's approximations need from the owner's
-own data. See docs/api.md, "Models" and "Training".
+own data. ``model.spec()`` describes an architecture as JSON data and ``from_spec`` builds it back (a
+model service builds the uploaded models so). See docs/api.md, "Models" and "Training".
 """
 from mpcnp.nn.activations import ReLU, Sigmoid, Softmax, Tanh
+from mpcnp.nn.architecture import from_spec
 from mpcnp.nn.calibrate import Calibration, calibrate
 from mpcnp.nn.onnx_import import OnnxImportError, from_onnx
 from mpcnp.nn.sklearn_import import from_sklearn
@@ -26,5 +28,5 @@ from mpcnp.nn.training import evaluate, fit
 
 __all__ = ["Module", "Sequential", "Dense", "Conv2d", "BatchNorm", "Affine", "ReLU", "Sigmoid", "Tanh",
            "Softmax", "MaxPool2d", "AvgPool2d", "GlobalAvgPool2d", "Flatten", "Reshape", "Dropout",
-           "classify", "calibrate", "Calibration", "from_sklearn", "from_onnx", "OnnxImportError",
+           "classify", "from_spec", "calibrate", "Calibration", "from_sklearn", "from_onnx", "OnnxImportError",
            "Loss", "CrossEntropyLoss", "BCEWithLogitsLoss", "MSELoss", "optim", "fit", "evaluate"]

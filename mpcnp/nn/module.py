@@ -11,11 +11,15 @@ the model's owner holds). Values live in one per-instance dict, name -> value, w
 ``Sequential``); ``private(owner)`` secret-shares them, the owner alone reading them; ``reveal(to)``
 opens a private model's values to chosen parties. Layers implement ``forward`` (on private and
 public tensors alike, through the public API ``import mpcnp as mp`` only) and ``forward_plain`` (the
-same function in NumPy float64: the reference a private result is compared with).
+same function in NumPy float64: the reference a private result is compared with). ``spec()``
+describes the architecture as JSON data (``nn.from_spec`` builds it back) and ``folded()`` gives the
+plaintext model a service runs.
 """
 from __future__ import annotations
 
 import copy
+import inspect
+import math
 from typing import Any, Iterator
 
 import numpy as np
@@ -23,7 +27,7 @@ import numpy as np
 import mpcnp as mp
 from mpcnp.nn import training
 
-__all__ = ["Module", "plain_input"]
+__all__ = ["Module", "plain_input", "to_json"]
 
 
 class Module:
@@ -118,6 +122,43 @@ class Module:
         clone._assign(values)
         return clone
 
+    def with_parameters(self, values: dict[str, Any]) -> "Module":
+        """A copy of this architecture holding ``values``: name -> PrivateTensor, PublicTensor or
+        ndarray, exactly this model's parameter names, each of its declared shape (a service's
+        private parameters, already shared). KeyError / ValueError otherwise."""
+        shapes = self.parameter_shapes()
+        if set(values) != set(shapes):
+            raise KeyError(f"{type(self).__name__}.with_parameters: missing {sorted(set(shapes) - set(values))}, "
+                           f"unexpected {sorted(set(values) - set(shapes))}")
+        for name, value in values.items():
+            if tuple(getattr(value, "shape", ())) != shapes[name]:
+                raise ValueError(f"parameter {name!r}: expected shape {shapes[name]}, got {getattr(value, 'shape', ())}")
+        return self._with_values(dict(values))
+
+    def folded(self) -> "Module":
+        """A plaintext copy for inference, the same function with what the owner can compute ahead
+        computed (``Sequential`` folds each BatchNorm into the layer before it): what a service is
+        given to run. Default: a copy. Needs every value (a plaintext model)."""
+        return self._with_values(self.state_dict())
+
+    # ---- the architecture as JSON (mpcnp.nn.architecture builds it back) -----------------------
+    def spec(self) -> dict:
+        """The architecture as a JSON-able dict: {"type": the class name, "args": the constructor's
+        arguments, read back from the attributes of the same names, "attrs": the other public
+        attributes (hyperparameters set after construction, e.g. ``nn.calibrate``'s scales)}. No
+        parameter values. ValueError for a layer whose constructor arguments are not kept under
+        their names or whose attributes are not JSON data."""
+        kind = type(self).__name__
+        args = {}
+        for name, param in list(inspect.signature(type(self).__init__).parameters.items())[1:]:
+            if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD) or not hasattr(self, name):
+                raise ValueError(f"{kind} cannot be described: its constructor argument {name!r} is not an "
+                                 f"attribute of the same name (override spec)")
+            args[name] = to_json(getattr(self, name), f"{kind}.{name}")
+        attrs = {name: to_json(value, f"{kind}.{name}") for name, value in vars(self).items()
+                 if not name.startswith("_") and name not in args}
+        return {"type": kind, "args": args, "attrs": attrs}
+
     # ---- private models -----------------------------------------------------------------------
     def private(self, owner: str) -> "Module":
         """A copy whose parameters are private tensors shared by ``owner`` (call inside ``mp.run``, on
@@ -176,6 +217,24 @@ def _owned(name: str, value) -> np.ndarray:
     if isinstance(value, mp.PrivateTensor):
         raise ValueError(f"parameter {name!r} is already private")
     return value() if callable(value) else value
+
+
+def to_json(value: Any, what: str) -> Any:
+    """``value`` as JSON data (tuples and arrays as lists, NumPy scalars as Python ones); ValueError
+    naming ``what`` for anything else, a non-finite float included."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{what} is {value}: not JSON data")
+        return value
+    if isinstance(value, (list, tuple)):
+        return [to_json(item, what) for item in value]
+    raise ValueError(f"{what} is a {type(value).__name__}, which a model spec cannot hold")
 
 
 def plain_input(x) -> np.ndarray:

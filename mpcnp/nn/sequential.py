@@ -23,8 +23,8 @@ import numpy as np
 
 import mpcnp as mp
 from mpcnp.nn.activations import ReLU, Sigmoid, Softmax
-from mpcnp.nn.layers import BatchNorm, Conv2d, Dense
-from mpcnp.nn.module import Module, plain_input
+from mpcnp.nn.layers import Affine, BatchNorm, Conv2d, Dense
+from mpcnp.nn.module import Module, plain_input, to_json
 from mpcnp.nn.shaping import Dropout, Flatten, MaxPool2d, Reshape
 
 __all__ = ["Sequential", "classify", "OUTPUTS"]
@@ -112,6 +112,36 @@ class Sequential(Module):
         model.class_scale, model.classes = self.class_scale, self.classes
         return model
 
+    def folded(self) -> "Sequential":
+        """A plaintext copy computing the same function, each BatchNorm folded as ``private`` folds it
+        (into the Dense or Conv2d before it, or else turned into its ``Affine`` map), in float64:
+        what a service is given to run. Parameter names follow the new positions."""
+        self.state_dict()     # ValueError now if a value is missing or private
+        folds = {i: j for i in range(len(self.layers)) if (j := _foldable_target(self.layers, i)) is not None}
+        folded_into = {j: i for i, j in folds.items()}
+        layers: list[Module] = []
+        for i, layer in enumerate(self.layers):
+            if i in folds:
+                continue
+            if i in folded_into:
+                layer = self.layers[folded_into[i]].fold_into(layer)
+                layers.append(layer._with_values({name: value() for name, value in layer.named_parameters()}))
+            elif isinstance(layer, BatchNorm):
+                scale, shift = layer.affine_values()
+                layers.append(Affine((layer.num_features,), axis=1)._with_values({"weight": scale, "bias": shift}))
+            else:
+                layers.append(layer.folded())
+        model = Sequential(*layers)
+        model.class_scale, model.classes = self.class_scale, self.classes
+        return model
+
+    def spec(self) -> dict:
+        """The architecture as JSON data (see ``Module.spec``): the layers' specs in order, and the
+        model's ``class_scale`` and ``classes``."""
+        return {"type": "Sequential", "args": {"layers": [layer.spec() for layer in self.layers]},
+                "attrs": {"class_scale": to_json(self.class_scale, "Sequential.class_scale"),
+                          "classes": to_json(self.classes, "Sequential.classes")}}
+
     # ---- forward passes -----------------------------------------------------------------------
     def plan(self, output: str = "logits") -> list[Module]:
         """The layers a forward pass runs, after the rewrites of the module docstring."""
@@ -167,11 +197,16 @@ class Sequential(Module):
         list). ``output="logits"``: the last layer's values (float64). ``output="class"``: only the
         class of each sample (int64): ``classify`` on the logits, so the receivers learn the label and
         nothing more. Returns the array on the receivers, None on the others."""
+        value = _reveal(self.infer(x, output), to)
+        if output == "logits" or value is None:
+            return value
+        return np.rint(value).astype(np.int64)
+
+    def infer(self, x, output: str = "logits"):
+        """What ``predict`` reveals, as a tensor: the logits (``output="logits"``) or each sample's
+        class (``"class"``: ``classify`` on the logits, shape (N,)), private for a private x or model."""
         logits = self.forward(x, output)
-        if output == "logits":
-            return _reveal(logits, to)
-        value = _reveal(classify(logits, self.class_scale), to)
-        return None if value is None else np.rint(value).astype(np.int64)
+        return logits if output == "logits" else classify(logits, self.class_scale)
 
     def extra_repr(self) -> str:
         return ", ".join(repr(layer) for layer in self.layers)

@@ -99,11 +99,12 @@ class Client:
         check_model_name(model_name)
         info = self.hello(timeout)
         spec, params = load_model(model) if isinstance(model, (str, os.PathLike)) else describe(model, input_shape)
-        encoded = [fixedpoint.encode(value, info["frac_bits"]) for value in params.values()]
+        names = list(spec.parameters)
+        encoded = [fixedpoint.encode(params[name], info["frac_bits"]) for name in names]
         share0 = [self._prf.uint64(value.shape) for value in encoded]
         share1 = [value - mask for value, mask in zip(encoded, share0)]
         header = {"op": "upload", "model": model_name, "upload": secrets.token_hex(16), "spec": spec.to_json(),
-                  "names": list(params)}
+                  "names": names}
         try:
             self._request({SERVER0: (header, share0), SERVER1: (header, share1)}, timeout)
         except ServiceError as exc:
@@ -226,15 +227,15 @@ class Client:
         for monitor, server in self._monitors.items():
             self._on_events(monitor, server, pending=False)
         ids = {}
+        deadline = None if timeout == float("inf") else time.monotonic() + timeout
         for server, (header, arrays) in requests.items():
             if server in self._refused:
                 self._connect(server)
             header = dict(header)
             header.setdefault("id", secrets.token_hex(8))
             ids[server] = header["id"]
-            self._sockets[server].send_multipart(wire.encode(header, arrays), copy=False)
+            self._send(server, wire.encode(header, arrays), deadline, timeout)
         replies: dict[str, tuple[dict, list]] = {}
-        deadline = None if timeout == float("inf") else time.monotonic() + timeout
         poller = zmq.Poller()
         for server in requests:
             poller.register(self._sockets[server], zmq.POLLIN)
@@ -268,6 +269,27 @@ class Client:
                         raise ServiceError(str(header.get("error")), str(header.get("code", "failed")), server)
                     replies[server] = (header, arrays)
         return replies
+
+    def _send(self, server: str, frames: list, deadline: float | None, timeout: float) -> None:
+        """Queue a request to ``server`` without ever blocking past ``deadline``. A DEALER queues
+        while it connects, but after a refused handshake ZeroMQ drops the connection's queue and a
+        blocking send would wait forever: then ServiceError "refused" (the next request connects
+        again), or "timeout" if it cannot send by the deadline."""
+        sock = self._sockets[server]
+        monitor = next(m for m, s in self._monitors.items() if s == server)
+        while True:
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            self._on_events(monitor, server, pending=False)
+            self._raise_if_refused(server)
+            wait = 50 if deadline is None else min(50, int((deadline - time.monotonic()) * 1000))
+            if wait <= 0:
+                raise ServiceError(f"could not send to {server} within {timeout:g} s (not connected: is it "
+                                   f"running, at {self.serving.client_endpoint(server)}?)", "timeout", server)
+            sock.poll(wait, zmq.POLLOUT)
 
     def _on_events(self, monitor: zmq.Socket, server: str, pending: bool) -> None:
         """Note the monitor's events on the connection to ``server``; with an answer ``pending`` from

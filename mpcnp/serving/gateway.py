@@ -34,7 +34,8 @@ from mpcnp.runtime.context import SERVER0, SERVER1
 from mpcnp.serving import wire
 from mpcnp.serving.config import ClientKeys, ServingCluster
 from mpcnp.serving.settings import Settings
-from mpcnp.serving.spec import OUTPUTS, check_model_name, check_spec
+from mpcnp.serving.build import check, serves_classes
+from mpcnp.serving.spec import OUTPUTS, check_model_name
 from mpcnp.serving.store import ModelStore
 
 __all__ = ["Query", "Gateway"]
@@ -131,8 +132,10 @@ class Gateway:
         self._thread.start()
 
     def set_status(self, available: bool, reason: str = "") -> None:
-        """Whether queries are accepted now; ``reason`` tells clients why not."""
-        self._status = (available, reason)
+        """Whether queries are accepted now; ``reason`` tells clients why not. Once it returns, no
+        query is accepted unless ``available`` (the check and the query's filing hold the same lock)."""
+        with self._lock:
+            self._status = (available, reason)
 
     def take(self, client: str, query_id: str) -> Query | None:
         """server1: remove and return the query a batch uses (None if it expired or never came)."""
@@ -177,18 +180,20 @@ class Gateway:
     def fail(self, query: Query, code: str, message: str) -> None:
         self.send(query.route, wire.error_reply(query.id, code, message))
 
-    def fail_all(self, code: str, message: str) -> None:
-        """Answer every query still waiting here (and on server0 in ``ready``) with an error."""
+    def fail_all(self, code: str, message: str, also: list[Query] = ()) -> None:
+        """Answer every query still waiting here (and on server0 in ``ready``) with an error, and the
+        queries ``also`` that the service took from here (a batch under way, queries held back)."""
         with self._lock:
             waiting = list(self._pending.values())
             self._pending.clear()
-        while True:
-            try:
-                waiting.append(self.ready.get_nowait())
-            except queue.Empty:
-                break
-        for query in waiting:
-            self.fail(query, code, message)
+            while True:
+                try:
+                    waiting.append(self.ready.get_nowait())
+                except queue.Empty:
+                    break
+        waiting.extend(also)
+        if waiting:
+            self.send_all([(query.route, wire.error_reply(query.id, code, message)) for query in waiting])
 
     def close(self) -> None:
         """Stop the thread and release the socket (from the thread that started it)."""
@@ -312,11 +317,12 @@ class Gateway:
         names = wire.field(header, "names", list, sender)
         try:
             check_model_name(name)
-            spec = check_spec(header.get("spec"))
+            spec = check(header.get("spec"))
         except ValueError as exc:
             raise wire.ServiceError(f"cannot store model {name!r}: {exc}", "bad_request") from None
-        if not 1 <= len(upload) <= 64 or names != list(spec.parameters) or len(arrays) != len(names):
-            raise wire.ServiceError("an upload sends one share per parameter of the spec, in its order",
+        if (not 1 <= len(upload) <= 64 or not all(isinstance(n, str) for n in names)
+                or sorted(names) != sorted(spec.parameters) or len(arrays) != len(names)):
+            raise wire.ServiceError("an upload sends one share per parameter of the spec, named in \"names\"",
                                     "bad_request")
         for param, share in zip(names, arrays):
             if share.shape != spec.parameters[param]:
@@ -351,14 +357,14 @@ class Gateway:
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or timeout <= 0):
             raise wire.WireError(sender, f"timeout must be a positive number or null, got {timeout!r}")
-        available, reason = self._status
-        if not available:
-            raise wire.ServiceError(f"not serving now: {reason}", "unavailable")
         model = self.store.get(name)
         if model is None:
             raise wire.ServiceError(f"no model {name!r} on {self.server}", "not_found")
         if output not in OUTPUTS:
             raise wire.ServiceError(f"output must be one of {OUTPUTS}, got {output!r}", "bad_request")
+        if output == "class" and not serves_classes(model.spec):
+            raise wire.ServiceError(f"model {name!r} gives logits of shape {model.spec.output_shape} per sample: "
+                                    "a class needs one logit or one row of logits", "bad_request")
         if not 1 <= rows <= self.settings.max_rows:
             raise wire.ServiceError(f"a query has 1 to {self.settings.max_rows} rows, got {rows}", "bad_request")
         expected = (rows,) + model.spec.input_shape
@@ -369,6 +375,10 @@ class Gateway:
         deadline = None if timeout is None or timeout > _MAX_TIMEOUT else now + timeout
         query = Query(sender, query_id, route, name, output, rows, arrays[0], deadline, now)
         with self._lock:
+            # under the lock that set_status takes: a query filed here is one that fail_all will see
+            available, reason = self._status
+            if not available:
+                raise wire.ServiceError(f"not serving now: {reason}", "unavailable")
             if query.key in self._pending:
                 raise wire.ServiceError(f"query id {query_id} is already waiting", "bad_request")
             waiting = sum(1 for q in self._pending.values() if q.client == sender)
@@ -399,11 +409,13 @@ class Gateway:
                 self._early[key] = (notice, time.monotonic())
                 return
             del self._pending[key]
-        if (notice.get("model"), notice.get("output"), notice.get("rows")) != (query.model, query.output, query.rows):
+            agree = (notice.get("model"), notice.get("output"), notice.get("rows")) == (query.model, query.output,
+                                                                                          query.rows)
+            if agree:
+                self.ready.put(query)    # under the lock: fail_all sees it either pending or ready
+        if not agree:
             self.fail(query, "bad_request", "server0 and server1 received different requests under this id "
                                             "(model, output or rows)")
-            return
-        self.ready.put(query)
 
     def _sweep(self) -> None:
         now = time.monotonic()

@@ -19,9 +19,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from mpcnp import nn
 from mpcnp.protocols import pond
 from mpcnp.protocols.shared import Shared
 from mpcnp.runtime.context import SERVER0, SERVER1, Context, PartyError
+from mpcnp.serving import build
 from mpcnp.serving import spec as specs
 from mpcnp.serving.pool import Pools
 from mpcnp.serving.session import FOLLOWERS, recv_json, send_json
@@ -35,12 +37,14 @@ log = logging.getLogger("mpcnp.serving")
 
 @dataclass
 class LoadedModel:
-    """A model this party serves in the current session: its parameters as private tensors, masked."""
+    """A model this party serves in the current session: its parameters as private tensors, masked,
+    and the nn model holding them (``net``), which runs the forward pass."""
 
     name: str
     upload: str
     spec: specs.ModelSpec
     params: dict[str, PrivateTensor]
+    net: nn.Sequential
 
     def masks(self) -> list:
         return [t._value.mask for t in self.params.values()]
@@ -91,7 +95,7 @@ class Models:
             raise PartyError(SERVER0, f"sent {load['op']!r} where the models to load were expected")
         agreed = load.get("models", {})
         try:
-            models = {name: specs.check_spec(listed[name]["spec"]) for name in agreed}
+            models = {name: build.check(listed[name]["spec"]) for name in agreed}
         except (KeyError, TypeError, ValueError) as exc:
             raise PartyError(SERVER0, f"sent a model list this party cannot use: {exc}") from None
         self._load(agreed, models)
@@ -128,7 +132,8 @@ class Models:
             shares = self._pinned.get(name, {})
             params = {param: PrivateTensor(ctx, Shared(shares.get(param) if ctx.is_server else None, shape))
                       for param, shape in spec.parameters.items()}
-            self.loaded[name] = LoadedModel(name, upload, spec, params)
+            net = build.architecture(spec).with_parameters(params)
+            self.loaded[name] = LoadedModel(name, upload, spec, params, net)
             fresh.append(self.loaded[name])
         self._pinned = {}
         pond.open_masks(ctx, [t._value for model in fresh for t in model.params.values()])

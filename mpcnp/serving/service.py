@@ -33,8 +33,9 @@ from mpcnp.net import HandshakeError, NetError, PeerTimeout
 from mpcnp.net.framing import decode_json
 from mpcnp.protocols import sharing
 from mpcnp.protocols.shared import Shared
-from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError, activate, deactivate
-from mpcnp.serving import spec as specs
+from mpcnp.runtime.context import (PRODUCER, SERVER0, SERVER1, SERVERS, Context, PartyError, activate, deactivate,
+                                   describe)
+from mpcnp.serving.spec import OUTPUTS
 from mpcnp.serving.config import ServingCluster
 from mpcnp.serving.gateway import Gateway, Query
 from mpcnp.serving.models import Models
@@ -101,7 +102,8 @@ class Service:
         if name in SERVERS:
             self.store = ModelStore(store or f"mpcnp-store-{name}", name, self.settings.frac_bits)
             self.gateway = Gateway(name, serving, self.curve, self.store, self.settings, self.stats)
-        self._held: list[Query] = []
+        self._held: list[Query] = []         # server0: queries taken from the gateway for a later batch
+        self._inflight: list[Query] = []     # the queries of the batch under way
         self._recent: dict[str, float] = {}   # server0: client -> when its last query arrived
         self._last_failure: str | None = None  # why the last session ended, told to clients meanwhile
 
@@ -141,9 +143,8 @@ class Service:
                 if self._serve(ctx):
                     break
         finally:
-            self._status(False, "the service stopped")
+            self._fail_waiting("unavailable", "the service stopped", f"{self.name} stopped")
             if self.gateway is not None:
-                self.gateway.fail_all("unavailable", f"{self.name} stopped")
                 self.gateway.close()
 
     def _waiting(self, peer: str) -> None:
@@ -155,6 +156,16 @@ class Service:
     def _status(self, available: bool, reason: str = "") -> None:
         if self.gateway is not None:
             self.gateway.set_status(available, reason)
+
+    def _fail_waiting(self, code: str, reason: str, message: str) -> None:
+        """Stop accepting queries (``reason`` tells clients why), then answer every query this server
+        holds with an error: those waiting in the gateway, those server0 set aside for a later batch,
+        and those of the batch under way. In that order: a query the gateway accepts before the
+        status changes is among those failed, and none is accepted after."""
+        self._status(False, reason)
+        if self.gateway is not None:
+            self.gateway.fail_all(code, message, self._held + self._inflight)
+        self._held, self._inflight = [], []
 
     def _serve(self, ctx: Context) -> bool:
         """Run one session; True when the service is to stop."""
@@ -177,14 +188,18 @@ class Service:
                     pass
         except (PartyError, _SessionEnded) as exc:
             log.warning("%s: the session ended: %s", self.name, exc)
+            if isinstance(exc, PartyError) and not exc.relayed:
+                # the peers learn at once whom this party blames, rather than blaming this party
+                # for leaving (or waiting out their timeout on it)
+                ctx.transport.abort(exc.party, describe(exc.cause))
             self.counters.failures = self.counters.failures[-99:] + [str(exc)]
             self._last_failure = f"the service lost its session ({exc})"
-            if self.gateway is not None:
-                self.gateway.fail_all("unavailable", f"{self._last_failure}; it is setting up a new one")
+            self._fail_waiting("unavailable", self._last_failure, f"{self._last_failure}; it is setting up a new one")
         except Exception as exc:  # a bug must not stop the service: a new session starts clean
             log.exception("%s: the session failed", self.name)
-            if self.gateway is not None:
-                self.gateway.fail_all("failed", f"{type(exc).__name__}: {exc}")
+            ctx.transport.abort(self.name, f"{type(exc).__name__} in {self.name}'s service")
+            self._fail_waiting("failed", "the service is setting up a new session after an internal error",
+                               f"{type(exc).__name__}: {exc}")
         finally:
             self._status(False, self._last_failure or "the core parties are setting up their session")
             deactivate(token)
@@ -294,6 +309,7 @@ class Service:
         pooled = self.settings.pool and state.pools.available(key) > 0
         command = {"op": "batch", "model": model.name, "upload": model.upload, "output": output, "bucket": bucket,
                    "pooled": pooled, "queries": [[q.client, q.id, q.rows] for q in batch]}
+        self._inflight = batch      # from here on, a failure answers them (_fail_waiting)
         for peer in FOLLOWERS:
             send_json(state.ctx, peer, command)
         self._evaluate(state, command, batch)
@@ -352,7 +368,9 @@ class Service:
         batch = []
         for client, query_id, rows in queries:
             query = self.gateway.take(client, query_id) if self.name == SERVER1 else None
-            if query is None:
+            if query is not None:
+                self._inflight.append(query)     # taken from the gateway: a failure answers it
+            else:
                 # the producer holds no shares; server1 lost this one (past its deadline and grace):
                 # its rows are zeros and its client, waiting for server1's share, times out
                 shape = (rows,) + model.spec.input_shape
@@ -369,7 +387,7 @@ class Service:
         ctx, model = state.ctx, state.models[command["model"]]
         bucket, output = int(command["bucket"]), command["output"]
         rows = sum(q.rows for q in batch)
-        if not rows <= bucket <= max(rows, self.settings.max_batch) * 2 or output not in specs.OUTPUTS:
+        if not rows <= bucket <= max(rows, self.settings.max_batch) * 2 or output not in OUTPUTS:
             raise PartyError(SERVER0, f"sent a malformed batch ({rows} rows in {bucket}, output {output!r})")
         shape = (bucket,) + model.spec.input_shape
         x = None
@@ -382,7 +400,7 @@ class Service:
         key = (model.name, model.upload, output, bucket)
         started, received = time.perf_counter(), ctx.transport.stats.payload_bytes_received
         with state.pools.dealer(key, bool(command["pooled"])):
-            y = specs.forward(model.spec, model.params, PrivateTensor(ctx, Shared(x, shape)), output)
+            y = model.net.infer(PrivateTensor(ctx, Shared(x, shape)), output)
         share = sharing.rerandomize(ctx, y.share)
         elapsed = time.perf_counter() - started
         received = ctx.transport.stats.payload_bytes_received - received
@@ -402,6 +420,7 @@ class Service:
                 answers.append((query, share[offset:offset + query.rows]))
             offset += query.rows
         self.gateway.answer_all(answers)
+        self._inflight = []
 
     def _refill(self, state: "_State", key: tuple) -> None:
         started, received = time.perf_counter(), state.ctx.transport.stats.payload_bytes_received

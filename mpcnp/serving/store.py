@@ -25,7 +25,8 @@ from typing import Mapping
 
 import numpy as np
 
-from mpcnp.serving.spec import ModelSpec, check_model_name, check_spec
+from mpcnp.serving.build import check
+from mpcnp.serving.spec import ModelSpec, check_model_name
 
 __all__ = ["StoredModel", "ModelStore"]
 
@@ -87,7 +88,7 @@ class ModelStore:
         if meta.get("frac_bits") != self.frac_bits:
             raise ValueError(f"its shares are encoded at frac_bits={meta.get('frac_bits')}, the service runs "
                              f"at {self.frac_bits}")
-        return StoredModel(meta["model"], meta["owner"], meta["owner_key"], meta["upload"], check_spec(meta["spec"]))
+        return StoredModel(meta["model"], meta["owner"], meta["owner_key"], meta["upload"], check(meta["spec"]))
 
     def catalogue(self) -> dict[str, StoredModel]:
         with self._lock:
