@@ -151,17 +151,17 @@ def markdown(doc: dict[str, Any], charts: list[str]) -> str:
              f"{m['load_average'][0]:.2f} at the start"
              + (f", {m['load_average_end'][0]:.2f} at the end" if "load_average_end" in m else "")
              + f"), ring kernels `{m['ring_kernels']}`; "
-             + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v) + ".", "",
-             f"Settings: reps {s['reps']} (medians; the spread is min-max over repetitions), protocols "
-             f"{', '.join(s['protocols'])}, truncations {', '.join(s['truncations'])}, backends "
-             f"{', '.join(s['backends'])}, networks {', '.join(_describe(n) for n in s['networks'])}. Bytes are payload bytes summed "
-             "over the parties (the cost table's unit, 1 MB = 10^6 bytes); rounds the largest Lamport-clock "
-             f"increase. Cost table: {doc['costs_source']}.", ""]
+             + ", ".join(f"{k} {v}" for k, v in doc["versions"].items() if v) + ".", ""]
     if cells is not None:
+        lines += [f"Settings: reps {s['reps']} (medians; the spread is min-max over repetitions), protocols "
+                  f"{', '.join(s['protocols'])}, truncations {', '.join(s['truncations'])}, backends "
+                  f"{', '.join(s['backends'])}, networks {', '.join(_describe(n) for n in s['networks'])}. Bytes "
+                  "are payload bytes summed over the parties (the cost table's unit, 1 MB = 10^6 bytes); rounds "
+                  f"the largest Lamport-clock increase. Cost table: {doc['costs_source']}.", ""]
         lines += _matrix_sections(doc, cells, charts)
     training = doc.get("suites", {}).get("training")
     if training:
-        lines += ["", "## Private training of network A", ""] + training_lines(training)
+        lines += ([""] if lines[-1] else []) + ["## Private training of network A", ""] + training_lines(training)
     return "\n".join(lines) + "\n"
 
 
