@@ -288,6 +288,19 @@ def header(kind=ARRAY, code=8, ndim=1, shape=(1,), magic=MAGIC, version=VERSION)
     return struct.pack(f"<4sBBBBQ{len(shape)}Q", magic, version, kind, code, ndim, 0, *shape)
 
 
+def finish(procs: dict, timeout: float = 60) -> dict:
+    """{name: (stdout, stderr)} of each process once it ended; one still running after ``timeout`` s is
+    killed and its stderr marked "HUNG"."""
+    outputs = {}
+    for name, proc in procs.items():
+        try:
+            outputs[name] = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            outputs[name] = ("", "HUNG " + proc.communicate()[1])
+    return outputs
+
+
 # ---- models (mpcnp.nn) -----------------------------------------------------------------------------------
 OWNER, CLIENT = "owner", "client"
 

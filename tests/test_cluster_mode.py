@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from mpcnp.runtime.clusterfile import free_ports
 
-from mpcnp.runtime.clusterfile import write_cluster
+from helpers import finish
+from mpcnp.runtime.clusterfile import free_ports, write_cluster
 
 pytestmark = pytest.mark.processes
 CORE = ("server0", "server1", "producer")
@@ -40,17 +40,6 @@ def cluster(tmp_path: Path, names, **kwargs) -> Path:
 def start(config: Path, name: str, script: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "mpcnp", "party", "--config", str(config), "--name", name,
                              str(script), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def finish(procs: dict, timeout: float = 60) -> dict:
-    outputs = {}
-    for name, proc in procs.items():
-        try:
-            outputs[name] = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            outputs[name] = ("", "HUNG " + proc.communicate()[1])
-    return outputs
 
 
 def test_the_readme_program_runs_unchanged_on_every_host(tmp_path):

@@ -17,9 +17,10 @@ import numpy as np
 import pytest
 
 import mpcnp as mp
-from mpcnp.runtime.clusterfile import free_ports
+from helpers import finish
 from mpcnp.digest import MESSAGE_BYTES
 from mpcnp.net import header_bytes
+from mpcnp.runtime.clusterfile import free_ports
 
 BACKENDS = ["threads", pytest.param("processes", marks=pytest.mark.processes)]
 CORE = ("server0", "server1", "producer")
@@ -305,18 +306,6 @@ def start_party(config: Path, name: str, key: Path, script: Path, *args: str) ->
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def finish_all(procs: dict, timeout: float) -> dict:
-    outputs = {}
-    for name, proc in procs.items():
-        try:
-            outputs[name] = proc.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            outputs[name] = proc.communicate()
-            outputs[name] = ("", f"TIMEOUT {outputs[name][1]}")
-    return outputs
-
-
 @pytest.mark.processes
 def test_cluster_of_three_party_processes(tmp_path):
     config, keys = make_cluster(tmp_path)
@@ -333,7 +322,7 @@ def test_cluster_of_three_party_processes(tmp_path):
             break
         except OSError:
             time.sleep(0.05)
-    outputs = finish_all(procs, timeout=60)
+    outputs = finish(procs, timeout=60)
     for name, proc in procs.items():
         assert proc.returncode == 0, (name, outputs)
     value_line = [l for l in outputs["producer"][0].splitlines() if l.startswith("VALUE")]
@@ -358,7 +347,7 @@ def test_cluster_refuses_a_peer_with_the_wrong_key(tmp_path):
     procs = {"server0": start_party(config, "server0", keys["server0"], script, "4", "10"),
              "producer": start_party(config, "producer", keys["producer"], script, "4", "10"),
              "server1": start_party(impostor_config, "server1", impostor_key, script, "4", "10")}
-    outputs = finish_all(procs, timeout=40)
+    outputs = finish(procs, timeout=40)
     for name in ("server0", "producer"):
         assert procs[name].returncode == 1, outputs
         assert f"mpcnp party {name}: party 'server1' failed" in outputs[name][1], outputs

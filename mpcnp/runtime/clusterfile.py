@@ -179,13 +179,9 @@ def find_key_pair(name: str, listed: str | None, key_file: str | os.PathLike | N
     return public, secret
 
 
-def load_cluster(path: str | os.PathLike) -> Cluster:
-    """Read and validate a cluster file (format in the module docstring).
-
-    Raises ValueError naming the file and the problem: invalid JSON, a duplicate party, an unknown
-    field, a bad address or key, a missing core party, keys on some parties only, or no keys
-    without ``"insecure": true``. OSError if the file cannot be read.
-    """
+def read_json(path: str | os.PathLike):
+    """The JSON object in file ``path``; ValueError naming the file for invalid JSON or a key that
+    appears twice in one object (json would keep the last silently). OSError if it cannot be read."""
     def no_duplicates(pairs):
         seen = {}
         for key, value in pairs:
@@ -197,9 +193,19 @@ def load_cluster(path: str | os.PathLike) -> Cluster:
     with open(path) as f:
         text = f.read()
     try:
-        obj = json.loads(text, object_pairs_hook=no_duplicates)
+        return json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
+
+
+def load_cluster(path: str | os.PathLike) -> Cluster:
+    """Read and validate a cluster file (format in the module docstring).
+
+    Raises ValueError naming the file and the problem: invalid JSON, a duplicate party, an unknown
+    field, a bad address or key, a missing core party, keys on some parties only, or no keys
+    without ``"insecure": true``. OSError if the file cannot be read.
+    """
+    obj = read_json(path)
     return parse_cluster(obj, base_dir=Path(path).parent, source=str(path))
 
 
@@ -384,4 +390,5 @@ def write_cluster(directory: str | os.PathLike, parties: Mapping[str, str],
 
 
 __all__ = ["SECRET_KEY_ENV", "RESERVED", "PartyAddress", "ClientKey", "Cluster", "load_cluster", "parse_cluster",
+           "read_json",
            "write_cluster", "find_key_pair", "free_ports"]

@@ -40,7 +40,7 @@ from zmq.utils import z85
 
 from mpcnp.net import check_party_name, key_bytes
 from mpcnp.runtime.cluster import ClientKey, Cluster, PartyAddress, parse_cluster
-from mpcnp.runtime.clusterfile import find_key_pair, free_ports, write_cluster
+from mpcnp.runtime.clusterfile import find_key_pair, free_ports, read_json, write_cluster
 from mpcnp.runtime.context import CORE_PARTIES, SERVERS
 
 __all__ = ["ServingCluster", "ClientKeys", "load", "parse", "write_local_cluster"]
@@ -140,24 +140,8 @@ def parse(obj: Any, base_dir: str | os.PathLike = ".", source: str = "cluster") 
 
 def load(path: str | os.PathLike) -> ServingCluster:
     """Read and validate a service cluster file (format in the module docstring)."""
-    with open(path) as f:
-        text = f.read()
-    try:
-        obj = json.loads(text, object_pairs_hook=_no_duplicates(path))
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    obj = read_json(path)
     return parse(obj, base_dir=Path(path).parent, source=str(path))
-
-
-def _no_duplicates(path):
-    def hook(pairs):
-        seen = {}
-        for key, value in pairs:
-            if key in seen:
-                raise ValueError(f"{path}: {key!r} appears twice")
-            seen[key] = value
-        return seen
-    return hook
 
 
 class ClientKeys(Mapping):
