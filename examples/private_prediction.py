@@ -85,13 +85,22 @@ def main(argv: list[str] | None = None) -> int:
           f"{calibration.relu_bounds['1']} (inputs reach {calibration.observed['1']:.1f}), class scale "
           f"{calibration.class_scale:.3f} (logits spread up to {calibration.logit_spread:.1f})")
 
+    # frac_bits 16 (mp.run's default) cannot hold values below half a unit: sharing makes them 0, and
+    # mpcnp tells the owner with a PrecisionWarning; said here once, in words, instead of on every run
+    values = np.concatenate([v.ravel() for v in model.state_dict().values()])
+    tiny = int(np.count_nonzero((values != 0) & (np.abs(values) < 2.0 ** -17)))
+    print(f"{tiny} of the model's {values.size} parameters are nonzero but below 2^-17 (half a unit at "
+          f"frac_bits 16): they are shared as 0")
+
     print(f"\n{'protocol':<22}{'output':<8}{'accuracy':>9}{'agrees':>8}{'max |err|':>11}{'time':>8}"
           f"{'MB sent':>9}{'rounds':>8}")
     runs = [("securenn", "class", model), ("securenn", "logits", model), ("pond", "class", model),
             ("pond", "logits", model), ("pond, uncalibrated", "class", uncalibrated)]
     for label, output, which in runs:
-        result, seconds, sent, rounds = private_prediction(which, x_test, output, label.split(",")[0],
-                                                           args.backend)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", mp.PrecisionWarning)   # the tiny parameters, counted above
+            result, seconds, sent, rounds = private_prediction(which, x_test, output, label.split(",")[0],
+                                                               args.backend)
         predicted = result if output == "class" else result.argmax(axis=1)
         error = "" if output == "class" else f"{np.abs(result - plain_logits).max():.1e}"
         print(f"{label:<22}{output:<8}{np.mean(predicted == y_test):>9.1%}"
