@@ -133,6 +133,8 @@ class Result:
     network: str = "none"             # the emulated network (mp.run(network=...))
     party_bytes_per_batch: dict = None   # payload bytes each core party sent per batch
     party_rounds_per_batch: dict = None  # rounds each core party counted per batch
+    party_wire_bytes_per_batch: dict = None  # bytes each core party put on the wire per batch (framing and
+                                             # the two barriers included): what the cost model divides
 
 
 def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", frac_bits: int = 16,
@@ -164,7 +166,7 @@ def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", fr
                 cpu.append(cpu_used)
         barrier_bytes = 2 * (len(CORE_PARTIES) - 1)
         return times, after["payload_bytes_sent"] - before["payload_bytes_sent"] - barrier_bytes, \
-            after["rounds"] - before["rounds"] - 2, cpu
+            after["rounds"] - before["rounds"] - 2, cpu, after["bytes_sent"] - before["bytes_sent"]
 
     results = mp.run(program, backend=backend, truncation="exact", frac_bits=frac_bits, timeout=600,
                      network=None if network == "none" else network)
@@ -173,7 +175,8 @@ def measure(name: str = "sgd", batches: int = 10, backend: str = "processes", fr
     cpu = statistics.median(sum(results[p][3][i] for p in CORE_PARTIES) for i in range(batches))
     return Result(name, backend, frac_bits, per_batch, per_batch * BATCHES_PER_EPOCH, seconds,
                   sum(results[p][1] for p in CORE_PARTIES) / 1e6, max(results[p][2] for p in CORE_PARTIES), cpu,
-                  network, {p: results[p][1] for p in CORE_PARTIES}, {p: results[p][2] for p in CORE_PARTIES})
+                  network, {p: results[p][1] for p in CORE_PARTIES}, {p: results[p][2] for p in CORE_PARTIES},
+                  {p: results[p][4] for p in CORE_PARTIES})
 
 
 def run(optimizers=("sgd", "adam"), batches: int = 3, networks=("none", "lan", "wan"),
@@ -190,7 +193,7 @@ def run(optimizers=("sgd", "adam"), batches: int = 3, networks=("none", "lan", "
                 base = result
             else:
                 row["predicted_seconds_per_batch"] = costmodel.predict(
-                    base.seconds_per_batch, base.party_bytes_per_batch, base.party_rounds_per_batch,
+                    base.seconds_per_batch, base.party_wire_bytes_per_batch, base.party_rounds_per_batch,
                     network_profile(network))
             rows.append(row)
     return {"batch": BATCH, "batches_per_epoch": BATCHES_PER_EPOCH, "measured_batches": batches,
