@@ -105,7 +105,22 @@ def _check_nchw(x) -> None:
         raise ValueError(f"GlobalAvgPool2d expects non-empty NCHW inputs, got shape {tuple(x.shape)}")
 
 
-class Flatten(Module):
+class _Reshaping(Module):
+    """A layer that only reshapes: ``shape_of(input shape)`` gives the output shape, the same for
+    private, public and plaintext inputs."""
+
+    def shape_of(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def forward(self, x):
+        return x.reshape(*self.shape_of(tuple(x.shape)))
+
+    def forward_plain(self, x: np.ndarray) -> np.ndarray:
+        x = plain_input(x)
+        return x.reshape(self.shape_of(x.shape))
+
+
+class Flatten(_Reshaping):
     """(d0, ..., dk) -> (d0 * ... * d(axis-1), d(axis) * ... * dk), as ONNX's Flatten; the default
     axis 1 keeps the batch: (N, ...) -> (N, prod(...))."""
 
@@ -119,18 +134,11 @@ class Flatten(Module):
                              f"got shape {tuple(shape)}")
         return math.prod(shape[:self.axis]), math.prod(shape[self.axis:])
 
-    def forward(self, x):
-        return x.reshape(*self.shape_of(x.shape))
-
-    def forward_plain(self, x: np.ndarray) -> np.ndarray:
-        x = plain_input(x)
-        return x.reshape(self.shape_of(x.shape))
-
     def extra_repr(self) -> str:
         return f"axis={self.axis}"
 
 
-class Reshape(Module):
+class Reshape(_Reshaping):
     """(N, ...) -> (N, *shape): ``shape`` is per sample (the batch is kept); one entry may be -1
     (inferred) and an entry 0 copies the input's size at that position (ONNX's rule)."""
 
@@ -160,13 +168,6 @@ class Reshape(Module):
         if math.prod(target) != size:
             raise ValueError(f"cannot reshape a sample of shape {sample} ({size} values) into {tuple(target)}")
         return (shape[0],) + tuple(target)
-
-    def forward(self, x):
-        return x.reshape(*self.shape_of(tuple(x.shape)))
-
-    def forward_plain(self, x: np.ndarray) -> np.ndarray:
-        x = plain_input(x)
-        return x.reshape(self.shape_of(x.shape))
 
     def extra_repr(self) -> str:
         return f"{self.shape}"
