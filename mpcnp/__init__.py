@@ -10,7 +10,8 @@ from mpcnp.fixedpoint import PrecisionWarning  # noqa: E402
 from mpcnp.runtime import PartyError, party, stats  # noqa: E402
 from mpcnp.tensor import PrivateTensor, PublicTensor, private, public  # noqa: E402
 from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2d, matmul, max,  # noqa: E402,A004
-                             maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where)
+                             maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where,
+                             dense_relu, conv2d_relu)
 from mpcnp.approx import divide, exp, log, reciprocal, rsqrt, sigmoid, softmax, sqrt, tanh  # noqa: E402
 from mpcnp.validation import ValidationError, ValidationWarning  # noqa: E402
 from mpcnp.tracing import no_grad  # noqa: E402
@@ -24,7 +25,7 @@ __all__ = ["__version__", "run", "party", "stats", "PartyError", "PrecisionWarni
            "ValidationWarning",
            "private", "public", "PrivateTensor", "PublicTensor",
            "matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
-           "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
+           "where", "relu", "dense_relu", "conv2d_relu", "maxpool2d", "max", "argmax", "min", "argmin", "divide",
            "abs", "sign", "maximum", "minimum", "clip",
            "sigmoid", "tanh", "exp", "reciprocal", "softmax", "sqrt", "rsqrt", "log",
            "no_grad", "custom_gradient", "losses", "inverse_sqrt_times", "Client", "ServiceError"]

@@ -18,7 +18,7 @@ from mpcnp.tracing import grad_enabled, operation
 
 __all__ = ["matmul", "concat", "stack", "pad", "conv2d", "avgpool2d", "truncation",
            "where", "relu", "maxpool2d", "max", "argmax", "min", "argmin",
-           "abs", "sign", "maximum", "minimum", "clip"]
+           "abs", "sign", "maximum", "minimum", "clip", "dense_relu", "conv2d_relu"]
 
 
 @operation("matmul")
@@ -186,6 +186,52 @@ def relu(x, bound: float | None = None) -> Tensor:
         return PublicTensor(np.maximum(plain(x), 0.0))
     ctx = x._ctx
     return PrivateTensor(ctx, families.of(ctx).relu(ctx, x._value, bound))
+
+
+@operation("dense_relu")
+def dense_relu(x, weight, bias=None, bound: float | None = None) -> Tensor:
+    """relu(x @ weight + bias): a dense layer and its ReLU in one step (``nn.Sequential`` uses it at
+    inference). The same value as the two operations, with the product's truncation fused into the
+    ReLU under securenn with exact truncation (``families.SecureNN.truncated_relu``): 3 rounds for
+    the truncation and the ReLU instead of 4, 16 bytes per element more. Elsewhere the same steps as
+    ``relu(x @ weight + bias, bound)``. ``bound``: as ``relu``'s."""
+    return _product_relu(x, weight, pond.MATMUL, bias, bound, lambda: relu(matmul(x, weight) + _bias(bias), bound))
+
+
+@operation("conv2d_relu")
+def conv2d_relu(x, weight, bias=None, stride=1, padding=0, bound: float | None = None) -> Tensor:
+    """relu(conv2d(x, weight, stride, padding) + bias[:, None, None]), fused as ``dense_relu``."""
+    unfused = lambda: relu(conv2d(x, weight, stride, padding) + _bias(bias, channels=True), bound)  # noqa: E731
+    return _product_relu(x, weight, pond.conv2d_op(stride, padding), bias, bound, unfused, channels=True)
+
+
+def _bias(bias, channels: bool = False):
+    if bias is None:
+        return 0.0
+    return bias.reshape(-1, 1, 1) if channels else bias
+
+
+def _product_relu(x, w, op: pond.Bilinear, bias, bound, unfused, channels: bool = False) -> Tensor:
+    """relu(x (op) w + bias) from the untruncated product, for a private x or w (else ``unfused``)."""
+    families.check_bound(bound, "relu's bound")
+    if not (isinstance(x, PrivateTensor) or isinstance(w, PrivateTensor)):
+        return unfused()
+    ctx = current()
+    if isinstance(x, PrivateTensor) and isinstance(w, PrivateTensor):
+        product, shift = pond.product(ctx, x._value, w._value, op), ctx.config.frac_bits
+    elif isinstance(x, PrivateTensor):
+        product, shift = pond.scaled_product(ctx, x._value, plain(w), op)
+    else:
+        product, shift = pond.scaled_product(ctx, w._value, plain(x), op, reverse=True)
+    if bias is not None:
+        # the bias at the product's scale, times 2^shift (exact): truncating the sum then adds the bias
+        # to the truncated product exactly
+        b = _bias(bias, channels)
+        if isinstance(b, PrivateTensor):
+            product = product + (b._value << shift)
+        else:
+            product = shared.add_public(ctx, product, fixedpoint.encode(plain(b), ctx.config.frac_bits) << np.uint64(shift))
+    return PrivateTensor(ctx, families.of(ctx).truncated_relu(ctx, product, shift, bound))
 
 
 @operation("max")

@@ -71,6 +71,7 @@ MEASURED = {
     "drelu_pets": (lambda c: (lambda a=fresh(c): securenn.drelu_pets(c, a)), N, dict(n=1)),
     "relu": (lambda c: (lambda a=fresh(c): securenn.relu(c, a)), N, dict(n=1)),
     "relu_pets": (lambda c: (lambda a=fresh(c): securenn.relu_pets(c, a)), N, dict(n=1)),
+    "truncate_relu": (lambda c: (lambda a=fresh(c): securenn.truncate_relu(c, a, 16)), 1, dict(n=N, k=64, w=8)),
     "select_share": (lambda c: (lambda a=fresh(c), x=fresh(c), y=fresh(c): securenn.select_share(c, a, x, y)),
                      N, dict(n=1)),
     "max_step": (lambda c: (lambda x=fresh(c, (2, N)): maxpool.tournament_max(c, x)), N, dict(n=1)),
@@ -111,6 +112,15 @@ def test_longer_windows_are_sums_of_steps():
         (3 * index_step.bytes(n=1), 2 * index_step.rounds)
     assert protocol_cost(lambda c: (lambda x=fresh(c, (4, N)): maxpool.maxpool(c, x)), N) == \
         (3 * index_step.bytes(n=1), 3 * index_step.rounds)
+
+
+def test_a_bounded_fused_truncation_and_relu_costs_the_row_at_its_bits():
+    # k = 40 bits of the product (a bound of 2^22 units before the truncation by 16), opened in 8 bytes;
+    # k = 24 in 4 bytes
+    row = costs.COSTS["truncate_relu"]
+    for k, w in ((40, 8), (24, 4)):
+        measured = protocol_cost(lambda c: (lambda a=fresh(c): securenn.truncate_relu(c, a, 16, bits=k)), 1)
+        assert measured == (row.bytes(n=N, k=k, w=w), row.rounds)
 
 
 def test_private_compare_on_63_bits_sends_a_byte_per_bit_and_server():

@@ -51,6 +51,11 @@ class Dense(Module):
         _check_features("Dense", x, -1, self.in_features, "features")
         return x @ self.param("weight") + self.param("bias")
 
+    def forward_relu(self, x, bound: float | None = None):
+        """relu(forward(x)) in one step (``mp.dense_relu``: the product's truncation fused into the ReLU)."""
+        _check_features("Dense", x, -1, self.in_features, "features")
+        return mp.dense_relu(x, self.param("weight"), self.param("bias"), bound=bound)
+
     def forward_plain(self, x: np.ndarray) -> np.ndarray:
         x = plain_input(x)
         _check_features("Dense", x, -1, self.in_features, "features")
@@ -119,16 +124,24 @@ class Conv2d(Module):
         return pads
 
     def forward(self, x):
+        x, padding = self._padded(x)
+        y = mp.conv2d(x, self.param("weight"), stride=self.stride, padding=padding)
+        return y + self.param("bias").reshape(-1, 1, 1)
+
+    def forward_relu(self, x, bound: float | None = None):
+        """relu(forward(x)) in one step (``mp.conv2d_relu``: the product's truncation fused into the ReLU)."""
+        x, padding = self._padded(x)
+        return mp.conv2d_relu(x, self.param("weight"), self.param("bias"), stride=self.stride, padding=padding,
+                              bound=bound)
+
+    def _padded(self, x):
+        """(the input, the padding mp.conv2d applies): mp.conv2d pads inside its kernel ("same" by the
+        same rule as conv_padding; the Beaver mask covers the input, not the padded input) unless the
+        padding is uneven, which ``mp.pad`` applies first."""
         (top, bottom), (left, right) = self._pads(x)
         if isinstance(self.padding, str) or (top == bottom and left == right):
-            # mp.conv2d pads inside its kernel ("same" by the same rule as conv_padding): the Beaver
-            # mask covers the input, not the padded input
-            padding = self.padding if isinstance(self.padding, str) else (top, left)
-            y = mp.conv2d(x, self.param("weight"), stride=self.stride, padding=padding)
-        else:
-            y = mp.conv2d(mp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), self.param("weight"),
-                          stride=self.stride, padding=0)
-        return y + self.param("bias").reshape(-1, 1, 1)
+            return x, (self.padding if isinstance(self.padding, str) else (top, left))
+        return mp.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right))), 0
 
     def forward_plain(self, x: np.ndarray) -> np.ndarray:
         x = plain_input(x)

@@ -26,6 +26,7 @@ from mpcnp.nn.activations import ReLU, Sigmoid, Softmax
 from mpcnp.nn.layers import Affine, BatchNorm, Conv2d, Dense
 from mpcnp.nn.module import Module, plain_input, to_json
 from mpcnp.nn.shaping import Dropout, Flatten, MaxPool2d, Reshape
+from mpcnp.runtime.context import current
 
 __all__ = ["Sequential", "classify", "OUTPUTS"]
 
@@ -165,8 +166,17 @@ class Sequential(Module):
         return merged
 
     def forward(self, x, output: str = "logits"):
-        for layer in self.plan(output):
-            x = layer(x)
+        """The layers of ``plan`` on x; a Dense or Conv2d followed by a ReLU runs as one step
+        (``forward_relu``: the product's truncation fused into the comparison, one round less under
+        securenn with exact truncation), except in a validating run, which checks every layer alone."""
+        layers, i = self.plan(output), 0
+        fuse = not _validating()
+        while i < len(layers):
+            layer, after = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+            if fuse and isinstance(layer, (Dense, Conv2d)) and isinstance(after, ReLU):
+                x, i = layer.forward_relu(x, after.bound), i + 2
+            else:
+                x, i = layer(x), i + 1
         return x
 
     def forward_plain(self, x: np.ndarray) -> np.ndarray:
@@ -210,6 +220,14 @@ class Sequential(Module):
 
     def extra_repr(self) -> str:
         return ", ".join(repr(layer) for layer in self.layers)
+
+
+def _validating() -> bool:
+    """Whether the calling party's run checks every operation (False outside a run)."""
+    try:
+        return current().config.validate
+    except RuntimeError:
+        return False
 
 
 def classify(logits, class_scale: float = 1):

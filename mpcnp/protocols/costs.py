@@ -92,6 +92,10 @@ _ROWS = [
          "DReLU as above; the producer also deals z r, so the product with a = x - r is local"),
     Cost("relu_bounded", "ReLU bounded to k bits (s low bits skipped), per element", "(3*(k - s) + 29)*n", 3,
          "704*n", 10, "bounded DReLU as above, x opened whole for the folded product"),
+    Cost("truncate_relu", "exact truncation of n products then their ReLU, fused (k bits of the product, "
+         "x opened in w bytes)", "(3*k + 29 + 2*w)*n + 4*n + 2*((n + 7)//8)", 3, None, None,
+         "the truncation's bits travel with the opening of a + r, the truncated value is opened under its "
+         "own mask in PrivateCompare's round: one round less than truncate_exact then relu, 16 bytes more"),
     Cost("relu_pets", "ReLU by PETS' chain, per element", "488*n", 8, "704*n", 10,
          "DReLU by PETS' chain as above, then the product"),
     Cost("select_share", "SelectShare, per element", "40*n", 1, "40*n", 2,

@@ -91,6 +91,12 @@ class Family(ABC):
     def relu(self, ctx: Context, x: Shared, bound: float | None = None, blur: float | None = None) -> Shared:
         """Fixed-point shares of max(x, 0) (``bound``: see the module docstring)."""
 
+    def truncated_relu(self, ctx: Context, product: Shared, shift: int, bound: float | None = None) -> Shared:
+        """``relu`` of a product truncated by ``shift`` bits (``pond.truncate``, the run's mode):
+        relu(x (op) w) for the untruncated shares of x (op) w. ``bound`` as ``relu``'s, on the
+        truncated value."""
+        return self.relu(ctx, pond.truncate(ctx, product, shift, consume=True) if shift else product, bound)
+
     @abstractmethod
     def max_step(self, ctx: Context, best: Shared, other: Shared, index: Shared | None,
                  other_index: Shared | None, bound: float | None = None) -> tuple[Shared, Shared | None]:
@@ -163,6 +169,17 @@ class SecureNN(Family):
             bits = bound_bits(bound + check_bound(blur, "blur"), f)
             coarse = min(max(0, math.floor(math.log2(blur * 2.0 ** f))), bits - 2)
             value, bit = securenn.relu(ctx, x, bits, coarse)
+        value.drelu = bit
+        return value
+
+    def truncated_relu(self, ctx: Context, product: Shared, shift: int, bound: float | None = None) -> Shared:
+        """Under exact truncation, the truncation's round is the ReLU's first (``securenn.truncate_relu``):
+        3 rounds instead of 4, 241.25 bytes per element instead of 225.25 (unbounded). With ``bound``
+        on the truncated value, the comparison covers ``bound_bits`` + ``shift`` bits of the product
+        (at most 64). The result keeps DReLU as its ``drelu``, as ``relu``'s."""
+        if ctx.truncation != "exact" or not shift:
+            return super().truncated_relu(ctx, product, shift, bound)
+        value, bit = securenn.truncate_relu(ctx, product, shift, min(64, bound_bits(bound, ctx.config.frac_bits) + shift))
         value.drelu = bit
         return value
 

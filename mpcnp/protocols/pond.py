@@ -141,6 +141,12 @@ def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple
     docs/protocols.md, section 3.2, has the argument and why nobody learns anything.
     Cost: 8 bytes per element (server1's c_1; 4 when ``narrow``) and 2 bits (e and f), 1 counted round.
     """
+    return _start_offset_and_wrap(ctx, value, narrow)()
+
+
+def _start_offset_and_wrap(ctx: Context, value: Shared, narrow: bool) -> Callable[[], tuple | None]:
+    """``_offset_and_wrap`` in two halves: this call sends the party's part of the round (e or f; the
+    producer's c_1); the function it returns receives the other server's and gives the result."""
     n = value.size
     packed = (n + 7) // 8
     ring, dtype = (sharing.Z_2_32, np.uint32) if narrow else (sharing.Z_L, np.uint64)
@@ -148,17 +154,22 @@ def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple
         a = np.unpackbits(ctx.prf(SERVER0).uint8(packed), count=n)
         b = np.unpackbits(ctx.prf(SERVER1).uint8(packed), count=n)
         np.bitwise_and(a, b, out=a)
-        sharing.deal(ctx, a.astype(dtype), (n,), ring)
-        return None
+        return lambda: sharing.deal(ctx, a.astype(dtype), (n,), ring)   # None: dealt where the servers take it
     if not ctx.is_server:
-        return None
+        return lambda: None
     shifted = value.share.reshape(-1)
     shifted = shifted + _OFFSET if ctx.name == SERVER0 else shifted
     msb = np.packbits(shifted.view(np.int64) < 0)    # the top bits, eight to a byte
     mine = msb ^ ctx.prf(PRODUCER).uint8(packed)       # e on server0, f on server1
     ctx.send(ctx.other_server, mine)
-    c = sharing.deal(ctx, None, (n,), ring)
-    theirs = sharing.recv_array(ctx, ctx.other_server, np.uint8, (packed,))
+    return lambda: _finish_wrap(ctx, value, shifted, msb, mine, ring, dtype)
+
+
+def _finish_wrap(ctx: Context, value: Shared, shifted: np.ndarray, msb: np.ndarray, mine: np.ndarray,
+                 ring, dtype) -> tuple[np.ndarray, np.ndarray]:
+    n = value.size
+    c = sharing.deal(ctx, None, (n,), ring)    # received here: a message sent before it waits for nothing
+    theirs = sharing.recv_array(ctx, ctx.other_server, np.uint8, ((n + 7) // 8,))
     e, f = (mine, theirs) if ctx.name == SERVER0 else (theirs, mine)
     # the bits of w_j + s t c_j, packed: m_0 (1 - f) on server0; m_1 (1 - e) + e f = (m_1 AND NOT e)
     # OR (e AND f) on server1 (the two terms never both 1)
@@ -185,9 +196,20 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     Only w mod 2^bits matters, so for bits <= 32 (every frac_bits) the wrap bit is shared mod 2^32.
     Cost: that of the wrap bit, 4 bytes and 2 bits per element (8 and 2 for bits > 32), 1 counted round.
     """
+    return start_truncate_exact(ctx, value, bits)()
+
+
+def start_truncate_exact(ctx: Context, value: Shared, bits: int) -> Callable[[], Shared]:
+    """``truncate_exact`` in two halves: this call sends the party's part of its round; the function
+    it returns receives the other server's part and gives the result. Messages sent in between share
+    the round (``securenn.truncate_relu`` opens its comparison's mask there)."""
     if not 0 < bits < 62:
         raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
-    parts = _offset_and_wrap(ctx, value, narrow=bits <= 32)
+    finish = _start_offset_and_wrap(ctx, value, narrow=bits <= 32)
+    return lambda: _shift_down(ctx, value, bits, finish())
+
+
+def _shift_down(ctx: Context, value: Shared, bits: int, parts: tuple | None) -> Shared:
     if parts is None:
         return Shared(None, value.shape)
     shifted, wrap = parts
@@ -251,18 +273,26 @@ def scale(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL, rever
     average instead of without bias (its carry needs uniform low bits); training adds up millions of
     such roundings.
     """
+    product, shift = scaled_product(ctx, x, factor, op, reverse)
+    return truncate(ctx, product, shift, consume=True) if shift else product
+
+
+def scaled_product(ctx: Context, x: Shared, factor: np.ndarray, op: Bilinear = MUL,
+                   reverse: bool = False) -> tuple[Shared, int]:
+    """``scale`` before its truncation: (shares of x (op) the encoded factor, the bits to truncate
+    by), the shares re-randomised when there are bits to truncate (see ``scale``). Local."""
     factor = np.asarray(factor, dtype=np.float64)
     if np.all(np.abs(factor) < INT_FACTOR_LIMIT) and np.all(factor == np.round(factor)):
         encoded, shift = factor.astype(np.int64).view(np.uint64), 0
     else:
         encoded, shift = fixedpoint.encode_factor(factor, ctx.config.frac_bits)
-    shape = op.out_shape(*((encoded.shape, x.shape) if reverse else (x.shape, encoded.shape)))
+    shape = tuple(op.out_shape(*((encoded.shape, x.shape) if reverse else (x.shape, encoded.shape))))
     share = None
     if x.share is not None:
         share = op.apply(encoded, x.share) if reverse else op.apply(x.share, encoded)
     if not shift:
-        return Shared(share, tuple(shape))
-    return truncate(ctx, Shared(sharing.rerandomize(ctx, share), tuple(shape)), shift, consume=True)
+        return Shared(share, shape), 0
+    return Shared(sharing.rerandomize(ctx, share), shape), shift
 
 
 def divide_by(ctx: Context, x: Shared, divisor: np.ndarray) -> Shared:

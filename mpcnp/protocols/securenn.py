@@ -17,16 +17,18 @@ PETS' tables. Costs: ``mpcnp.protocols.costs`` (``python -m mpcnp costs``).
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from mpcnp import zp
-from mpcnp.protocols import dealing, pond
+from mpcnp.protocols import dealing, pond, sharing
 from mpcnp.protocols.shared import Shared, add_public, xor_public
 from mpcnp.protocols.sharing import Z_ODD, common_stream, deal, deal_bits, exchange, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
 __all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pets", "relu", "relu_pets",
-           "select_share", "division", "fixed_division"]
+           "select_share", "division", "fixed_division", "truncate_relu"]
 
 _ONE = np.uint64(1)
 
@@ -200,6 +202,28 @@ def relu(ctx: Context, a: Shared, bits: int = 64, coarse: int = 0) -> tuple[Shar
     return step.product, step.bit
 
 
+def truncate_relu(ctx: Context, a: Shared, shift: int, bits: int = 64) -> tuple[Shared, Shared]:
+    """ReLU(t) for the exact truncation t of ``a`` by ``shift`` bits (``pond.truncate_exact``), and
+    DReLU(a): a product's truncation fused with the ReLU after it, in the ReLU's 3 rounds instead of
+    1 + 3.
+
+    DReLU is computed on a itself, whose sign is t's: t is floor(a / 2^shift) or one unit above, so
+    a >= 0 gives t >= 0 and a < 0 gives t <= 0, and DReLU(a) * t = ReLU(t) exactly (the unfused
+    result). The truncation's round (e and f, ``pond._offset_and_wrap``) travels with the opening of
+    x = a + r; t, finished when x is on its way, is the product's operand (``falcon_msb``'s
+    ``operand``), opened under its own mask in PrivateCompare's round. ``bits`` = k: a within
+    [-2^(k-1), 2^(k-1)) (64: every a with |a| < 2^62, the truncation's own precondition).
+    Cost: 3 rounds; per element 2w + 3 (k - 1) + 16 + 16 bytes (x mod 2^k, r's bits and PrivateCompare,
+    y = t + s, z and z s) plus the truncation's 4.25 (8.25 for shift > 32): 241.25 at k = 64, where
+    truncating then ReLU take 4.25 + 221 = 225.25 in 4 rounds (16 bytes more for one round less).
+    """
+    if a.size == 0:      # falcon_msb sends nothing then: neither may the truncation
+        return relu(ctx, pond.truncate_exact(ctx, a, shift), bits)
+    finish = pond.start_truncate_exact(ctx, a, shift)
+    step = falcon_msb(ctx, a, with_product=True, bits=bits, operand=finish)
+    return step.product, step.bit
+
+
 class FalconStep:
     """What ``falcon_msb`` returns: shares of DReLU(a) and, when asked for, of DReLU(a) * a."""
 
@@ -214,7 +238,8 @@ def _opening_dtype(bits: int):
     return next(t for t in (np.uint8, np.uint16, np.uint32, np.uint64) if bits <= 8 * np.dtype(t).itemsize)
 
 
-def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 64, coarse: int = 0) -> FalconStep:
+def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 64, coarse: int = 0,
+               operand: Callable[[], Shared] | None = None) -> FalconStep:
     """DReLU(a) = [a >= 0] by one PrivateCompare on a masked opening (Falcon's ReLU'), for a value
     known to satisfy -2^(k-1) <= a < 2^(k-1), k = ``bits`` (k = 64: every a in Z_L).
 
@@ -240,6 +265,12 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     2w (open x, w = 8 with the product, else the bytes of the smallest type holding k bits) +
     3 (k-1-s) (r's bits to server1, PrivateCompare) + 8 (server1's share of z), 8 more
     ``with_product``: 213 (221) at k = 64, s = 0. Security: docs/protocols.md, section 5.4.
+    ``operand`` (with ``with_product``): the product is DReLU(a) * v for the value v = operand() of a's
+    shape instead of DReLU(a) * a. ``operand`` is called after x is sent and before it is received (a
+    caller finishing v then, such as ``truncate_relu``, overlaps its round with the opening of x); v is
+    opened under a fresh mask s of the servers' pair streams with the producer while PrivateCompare
+    runs, and the producer deals z s with z: z v = z y - z s for the public y = v + s, as for a. No
+    round more; the opening of x is then only x mod 2^k (2w' for w' the bytes of k bits) and y's 16.
     """
     if not (isinstance(bits, (int, np.integer)) and 2 <= bits <= 64):
         raise ValueError(f"DReLU compares values of 2 to 64 bits, got bits={bits!r}")
@@ -248,9 +279,11 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     n = a.size
     if n == 0:
         return FalconStep(Shared.of(a.share, a.shape), Shared.of(a.share, a.shape) if with_product else None)
+    if operand is not None and not with_product:
+        raise ValueError("falcon_msb: an operand is for the product, with_product=True")
     rows, top = bits - 1 - coarse, np.uint64(bits - 1)
     low = np.uint64((1 << (bits - 1)) - 1)
-    opened = np.uint64 if with_product else _opening_dtype(bits)
+    opened = np.uint64 if with_product and operand is None else _opening_dtype(bits)
     # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of bits coarse .. k-2 of r
     dealer = dealing.current()
     mask = dealer.bit_mask(ctx, n, rows) if coarse == 0 else dealer.bit_mask(ctx, n, rows, skip=coarse)
@@ -262,15 +295,23 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
         x_j = (a.flat() + r).astype(opened, copy=False)
         ctx.send(ctx.other_server, x_j)
         beta = common_stream(ctx).uint8(n) & np.uint8(1)
+    # the product's operand v and its mask s: a and r, or operand() under a fresh s (sent now, received
+    # after PrivateCompare's message, so that its round is PrivateCompare's; operand() receives before
+    # r's bits arrive what the producer sent before them)
+    v, s = (a, r) if operand is None else (operand(), sharing.random_shares(ctx, (n,)))
     r_bits = mask.bits()
     if ctx.is_server:
+        if operand is not None:
+            y_j = v.flat() + s
+            ctx.send(ctx.other_server, y_j)
         x = (x_j + recv_array(ctx, ctx.other_server, opened, (n,))).astype(np.uint64, copy=False)
     # 3. beta' = beta XOR [r' > x'] to the producer (the top k-1-s of the k-1 low bits)
     compared = None if x is None else (x & low) >> np.uint64(coarse)
     beta1 = private_compare(ctx, r_bits, compared, beta, n, bits=rows)
-    # 4. z = beta' XOR bit k-1 of r from the producer, and z r for the product with a = x - r
+    y = x if operand is None or not ctx.is_server else y_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
+    # 4. z = beta' XOR bit k-1 of r from the producer, and z s for the product with v = y - s
     z = None if beta1 is None else beta1.astype(np.uint64) ^ ((r >> top) & _ONE)
-    dealt = deal(ctx, None if z is None else (np.concatenate([z, z * r]) if with_product else z),
+    dealt = deal(ctx, None if z is None else (np.concatenate([z, z * s]) if with_product else z),
                  ((2 if with_product else 1) * n,))
     if not ctx.is_server:
         return FalconStep(Shared(None, a.shape), Shared(None, a.shape) if with_product else None)
@@ -283,10 +324,10 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     bit = Shared.of(rerandomize(ctx, bit), a.shape)
     if not with_product:
         return FalconStep(bit, None)
-    # 6. z a = z x - z r; DReLU * a = z a where c = 0, a - z a where c = 1
-    za_j = z_j * x
-    za_j -= dealt[n:]
-    product = np.where(flip, a.flat() - za_j, za_j)
+    # 6. z v = z y - z s; DReLU * v = z v where c = 0, v - z v where c = 1
+    zv_j = z_j * y
+    zv_j -= dealt[n:]
+    product = np.where(flip, v.flat() - zv_j, zv_j)
     return FalconStep(bit, Shared.of(rerandomize(ctx, product), a.shape))
 
 
