@@ -142,7 +142,9 @@ class Client:
         timeout = self.timeout if timeout is None else _check_timeout(timeout)
         header = {"op": "predict", "id": secrets.token_hex(8), "model": model_name, "output": output,
                   "rows": len(x), "timeout": None if timeout == float("inf") else timeout}
-        replies = self._request({SERVER0: (header, [share0]), SERVER1: (header, [share1])}, timeout)
+        # server1's share goes first: its gateway tells server0's that it holds the query, which a
+        # batch waits for, so that notice is on its way while server0's share travels
+        replies = self._request({SERVER1: (header, [share1]), SERVER0: (header, [share0])}, timeout)
         expected = (len(x),) + (output_shape if output == "logits" else ())
         parts = []
         for server, (_, arrays) in replies.items():
