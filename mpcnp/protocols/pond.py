@@ -141,12 +141,16 @@ def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple
     docs/protocols.md, section 3.2, has the argument and why nobody learns anything.
     Cost: 8 bytes per element (server1's c_1; 4 when ``narrow``) and 2 bits (e and f), 1 counted round.
     """
-    return _start_offset_and_wrap(ctx, value, narrow)()
+    mine, finish = _start_offset_and_wrap(ctx, value, narrow)
+    if mine is not None:
+        ctx.send(ctx.other_server, mine)
+    return finish(None)
 
 
-def _start_offset_and_wrap(ctx: Context, value: Shared, narrow: bool) -> Callable[[], tuple | None]:
-    """``_offset_and_wrap`` in two halves: this call sends the party's part of the round (e or f; the
-    producer's c_1); the function it returns receives the other server's and gives the result."""
+def _start_offset_and_wrap(ctx: Context, value: Shared, narrow: bool) -> tuple[np.ndarray | None, Callable]:
+    """``_offset_and_wrap`` in two halves: (this server's packed bits e or f for the other server, None
+    elsewhere; the function that, given the other server's bits (None: received from it here), takes
+    the producer's c_1 and returns the result). The producer deals c_1 in that second half."""
     n = value.size
     packed = (n + 7) // 8
     ring, dtype = (sharing.Z_2_32, np.uint32) if narrow else (sharing.Z_L, np.uint64)
@@ -154,22 +158,22 @@ def _start_offset_and_wrap(ctx: Context, value: Shared, narrow: bool) -> Callabl
         a = np.unpackbits(ctx.prf(SERVER0).uint8(packed), count=n)
         b = np.unpackbits(ctx.prf(SERVER1).uint8(packed), count=n)
         np.bitwise_and(a, b, out=a)
-        return lambda: sharing.deal(ctx, a.astype(dtype), (n,), ring)   # None: dealt where the servers take it
+        return None, lambda _: sharing.deal(ctx, a.astype(dtype), (n,), ring)   # None: dealt to the servers
     if not ctx.is_server:
-        return lambda: None
+        return None, lambda _: None
     shifted = value.share.reshape(-1)
     shifted = shifted + _OFFSET if ctx.name == SERVER0 else shifted
     msb = np.packbits(shifted.view(np.int64) < 0)    # the top bits, eight to a byte
     mine = msb ^ ctx.prf(PRODUCER).uint8(packed)       # e on server0, f on server1
-    ctx.send(ctx.other_server, mine)
-    return lambda: _finish_wrap(ctx, value, shifted, msb, mine, ring, dtype)
+    return mine, lambda theirs: _finish_wrap(ctx, value, shifted, msb, mine, theirs, ring, dtype)
 
 
 def _finish_wrap(ctx: Context, value: Shared, shifted: np.ndarray, msb: np.ndarray, mine: np.ndarray,
-                 ring, dtype) -> tuple[np.ndarray, np.ndarray]:
+                 theirs: np.ndarray | None, ring, dtype) -> tuple[np.ndarray, np.ndarray]:
     n = value.size
-    c = sharing.deal(ctx, None, (n,), ring)    # received here: a message sent before it waits for nothing
-    theirs = sharing.recv_array(ctx, ctx.other_server, np.uint8, ((n + 7) // 8,))
+    c = sharing.deal(ctx, None, (n,), ring)
+    if theirs is None:
+        theirs = sharing.recv_array(ctx, ctx.other_server, np.uint8, ((n + 7) // 8,))
     e, f = (mine, theirs) if ctx.name == SERVER0 else (theirs, mine)
     # the bits of w_j + s t c_j, packed: m_0 (1 - f) on server0; m_1 (1 - e) + e f = (m_1 AND NOT e)
     # OR (e AND f) on server1 (the two terms never both 1)
@@ -196,17 +200,27 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     Only w mod 2^bits matters, so for bits <= 32 (every frac_bits) the wrap bit is shared mod 2^32.
     Cost: that of the wrap bit, 4 bytes and 2 bits per element (8 and 2 for bits > 32), 1 counted round.
     """
-    return start_truncate_exact(ctx, value, bits)()
+    pending = PendingTruncation(ctx, value, bits)
+    if pending.outgoing is not None:
+        ctx.send(ctx.other_server, pending.outgoing)
+    return pending.finish()
 
 
-def start_truncate_exact(ctx: Context, value: Shared, bits: int) -> Callable[[], Shared]:
-    """``truncate_exact`` in two halves: this call sends the party's part of its round; the function
-    it returns receives the other server's part and gives the result. Messages sent in between share
-    the round (``securenn.truncate_relu`` opens its comparison's mask there)."""
-    if not 0 < bits < 62:
-        raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
-    finish = _start_offset_and_wrap(ctx, value, narrow=bits <= 32)
-    return lambda: _shift_down(ctx, value, bits, finish())
+class PendingTruncation:
+    """``truncate_exact`` in two halves, so that its one message can travel with another protocol's:
+    ``outgoing`` is this server's packed bits for the other server (None elsewhere), ``finish(incoming)``
+    takes the other server's (None: received from it here) and the producer's c_1 (the producer deals
+    it then) and returns the truncated shares (``securenn.truncate_relu`` sends the bits with its
+    comparison's opening)."""
+
+    def __init__(self, ctx: Context, value: Shared, bits: int):
+        if not 0 < bits < 62:
+            raise ValueError(f"exact truncation needs 0 < bits < 62, got {bits}")
+        self._ctx, self._value, self._bits = ctx, value, bits
+        self.outgoing, self._finish = _start_offset_and_wrap(ctx, value, narrow=bits <= 32)
+
+    def finish(self, incoming: np.ndarray | None = None) -> Shared:
+        return _shift_down(self._ctx, self._value, self._bits, self._finish(incoming))
 
 
 def _shift_down(ctx: Context, value: Shared, bits: int, parts: tuple | None) -> Shared:

@@ -17,8 +17,6 @@ PETS' tables. Costs: ``mpcnp.protocols.costs`` (``python -m mpcnp costs``).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from mpcnp import zp
@@ -210,17 +208,16 @@ def truncate_relu(ctx: Context, a: Shared, shift: int, bits: int = 64) -> tuple[
     DReLU is computed on a itself, whose sign is t's: t is floor(a / 2^shift) or one unit above, so
     a >= 0 gives t >= 0 and a < 0 gives t <= 0, and DReLU(a) * t = ReLU(t) exactly (the unfused
     result). The truncation's round (e and f, ``pond._offset_and_wrap``) travels with the opening of
-    x = a + r; t, finished when x is on its way, is the product's operand (``falcon_msb``'s
-    ``operand``), opened under its own mask in PrivateCompare's round. ``bits`` = k: a within
+    x = a + r in one message; t, finished when x arrives, is the product's operand (``falcon_msb``'s
+    ``truncated``), opened under its own mask in PrivateCompare's round. ``bits`` = k: a within
     [-2^(k-1), 2^(k-1)) (64: every a with |a| < 2^62, the truncation's own precondition).
     Cost: 3 rounds; per element 2w + 3 (k - 1) + 16 + 16 bytes (x mod 2^k, r's bits and PrivateCompare,
     y = t + s, z and z s) plus the truncation's 4.25 (8.25 for shift > 32): 241.25 at k = 64, where
-    truncating then ReLU take 4.25 + 221 = 225.25 in 4 rounds (16 bytes more for one round less).
+    truncating then ReLU take 4.25 + 221 = 225.25 in 4 rounds: 16 bytes more, one round and no message less.
     """
     if a.size == 0:      # falcon_msb sends nothing then: neither may the truncation
         return relu(ctx, pond.truncate_exact(ctx, a, shift), bits)
-    finish = pond.start_truncate_exact(ctx, a, shift)
-    step = falcon_msb(ctx, a, with_product=True, bits=bits, operand=finish)
+    step = falcon_msb(ctx, a, with_product=True, bits=bits, truncated=pond.PendingTruncation(ctx, a, shift))
     return step.product, step.bit
 
 
@@ -239,7 +236,7 @@ def _opening_dtype(bits: int):
 
 
 def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 64, coarse: int = 0,
-               operand: Callable[[], Shared] | None = None) -> FalconStep:
+               truncated: pond.PendingTruncation | None = None) -> FalconStep:
     """DReLU(a) = [a >= 0] by one PrivateCompare on a masked opening (Falcon's ReLU'), for a value
     known to satisfy -2^(k-1) <= a < 2^(k-1), k = ``bits`` (k = 64: every a in Z_L).
 
@@ -265,12 +262,12 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     2w (open x, w = 8 with the product, else the bytes of the smallest type holding k bits) +
     3 (k-1-s) (r's bits to server1, PrivateCompare) + 8 (server1's share of z), 8 more
     ``with_product``: 213 (221) at k = 64, s = 0. Security: docs/protocols.md, section 5.4.
-    ``operand`` (with ``with_product``): the product is DReLU(a) * v for the value v = operand() of a's
-    shape instead of DReLU(a) * a. ``operand`` is called after x is sent and before it is received (a
-    caller finishing v then, such as ``truncate_relu``, overlaps its round with the opening of x); v is
-    opened under a fresh mask s of the servers' pair streams with the producer while PrivateCompare
-    runs, and the producer deals z s with z: z v = z y - z s for the public y = v + s, as for a. No
-    round more; the opening of x is then only x mod 2^k (2w' for w' the bytes of k bits) and y's 16.
+    ``truncated`` (with ``with_product``, a ``pond.PendingTruncation`` of a): the product is
+    DReLU(a) * t for the truncation t instead of DReLU(a) * a. The truncation's bits travel with the
+    opening of x; t, finished when x arrives, is opened under a fresh mask s of the servers' pair
+    streams with the producer in PrivateCompare's round, and the producer deals z s with z:
+    z t = z y - z s for the public y = t + s, as for a. No round more; x is then opened only mod 2^k
+    (2w) and y costs 16 bytes.
     """
     if not (isinstance(bits, (int, np.integer)) and 2 <= bits <= 64):
         raise ValueError(f"DReLU compares values of 2 to 64 bits, got bits={bits!r}")
@@ -279,36 +276,42 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     n = a.size
     if n == 0:
         return FalconStep(Shared.of(a.share, a.shape), Shared.of(a.share, a.shape) if with_product else None)
-    if operand is not None and not with_product:
-        raise ValueError("falcon_msb: an operand is for the product, with_product=True")
+    if truncated is not None and not with_product:
+        raise ValueError("falcon_msb: a truncation is for the product, with_product=True")
     rows, top = bits - 1 - coarse, np.uint64(bits - 1)
     low = np.uint64((1 << (bits - 1)) - 1)
-    opened = np.uint64 if with_product and operand is None else _opening_dtype(bits)
+    opened = np.uint64 if with_product and truncated is None else _opening_dtype(bits)
     # 1. the mask r (the producer's r, the servers' r_j) and Z_p shares of bits coarse .. k-2 of r
     dealer = dealing.current()
     mask = dealer.bit_mask(ctx, n, rows) if coarse == 0 else dealer.bit_mask(ctx, n, rows, skip=coarse)
     r = mask.value
     x = beta = None
     if ctx.is_server:
-        # 2. open x = a + r; the other server's x_j is received only after r's bit shares are drawn
-        # or received, so the wait for it overlaps that work (sharing.exchange would wait at once)
+        # 2. open x = a + r (with the truncation's bits, when fused, in the same message); the other
+        # server's x_j is received only after r's bit shares are drawn or received, so the wait for it
+        # overlaps that work (sharing.exchange would wait at once)
         x_j = (a.flat() + r).astype(opened, copy=False)
-        ctx.send(ctx.other_server, x_j)
+        ctx.send(ctx.other_server, x_j if truncated is None else np.concatenate([x_j.view(np.uint8), truncated.outgoing]))
         beta = common_stream(ctx).uint8(n) & np.uint8(1)
-    # the product's operand v and its mask s: a and r, or operand() under a fresh s (sent now, received
-    # after PrivateCompare's message, so that its round is PrivateCompare's; operand() receives before
-    # r's bits arrive what the producer sent before them)
-    v, s = (a, r) if operand is None else (operand(), sharing.random_shares(ctx, (n,)))
     r_bits = mask.bits()
+    # the product's operand v and its mask: a and r, or the truncation t under a fresh mask s, opened
+    # in PrivateCompare's round (the producer deals the truncation's c_1 after r's bits)
+    v, s = (a, r) if truncated is None else (None, sharing.random_shares(ctx, (n,)))
     if ctx.is_server:
-        if operand is not None:
+        width = n * np.dtype(opened).itemsize
+        got = recv_array(ctx, ctx.other_server, np.uint8 if truncated else opened,
+                         (width + truncated.outgoing.size,) if truncated else (n,))
+        x = (x_j + (got[:width].view(opened) if truncated else got)).astype(np.uint64, copy=False)
+        if truncated is not None:
+            v = truncated.finish(got[width:])
             y_j = v.flat() + s
             ctx.send(ctx.other_server, y_j)
-        x = (x_j + recv_array(ctx, ctx.other_server, opened, (n,))).astype(np.uint64, copy=False)
+    elif truncated is not None:
+        v = truncated.finish()
     # 3. beta' = beta XOR [r' > x'] to the producer (the top k-1-s of the k-1 low bits)
     compared = None if x is None else (x & low) >> np.uint64(coarse)
     beta1 = private_compare(ctx, r_bits, compared, beta, n, bits=rows)
-    y = x if operand is None or not ctx.is_server else y_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
+    y = x if truncated is None or not ctx.is_server else y_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
     # 4. z = beta' XOR bit k-1 of r from the producer, and z s for the product with v = y - s
     z = None if beta1 is None else beta1.astype(np.uint64) ^ ((r >> top) & _ONE)
     dealt = deal(ctx, None if z is None else (np.concatenate([z, z * s]) if with_product else z),
