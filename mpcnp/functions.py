@@ -190,8 +190,8 @@ def relu(x, bound: float | None = None) -> Tensor:
 
 @operation("dense_relu")
 def dense_relu(x, weight, bias=None, bound: float | None = None) -> Tensor:
-    """relu(x @ weight + bias): a dense layer and its ReLU in one step (``nn.Sequential`` uses it at
-    inference). The same value as the two operations, with the product's truncation fused into the
+    """relu(x @ weight + bias): a dense layer and its ReLU in one step (``nn.Sequential`` runs every
+    Dense followed by a ReLU so). The same value as the two operations, with the product's truncation fused into the
     ReLU under securenn with exact truncation (``families.SecureNN.truncated_relu``): 3 rounds for
     the truncation and the ReLU instead of 4, 16 bytes per element more. Elsewhere the same steps as
     ``relu(x @ weight + bias, bound)``. ``bound``: as ``relu``'s."""

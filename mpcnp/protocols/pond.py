@@ -141,9 +141,14 @@ def _offset_and_wrap(ctx: Context, value: Shared, narrow: bool = False) -> tuple
     docs/protocols.md, section 3.2, has the argument and why nobody learns anything.
     Cost: 8 bytes per element (server1's c_1; 4 when ``narrow``) and 2 bits (e and f), 1 counted round.
     """
-    mine, finish = _start_offset_and_wrap(ctx, value, narrow)
-    if mine is not None:
-        ctx.send(ctx.other_server, mine)
+    return _exchanged(ctx, *_start_offset_and_wrap(ctx, value, narrow))
+
+
+def _exchanged(ctx: Context, outgoing: np.ndarray | None, finish: Callable):
+    """The second half of a two-half step (``_start_offset_and_wrap``) after sending its first half's
+    message on its own."""
+    if outgoing is not None:
+        ctx.send(ctx.other_server, outgoing)
     return finish(None)
 
 
@@ -201,9 +206,7 @@ def truncate_exact(ctx: Context, value: Shared, bits: int) -> Shared:
     Cost: that of the wrap bit, 4 bytes and 2 bits per element (8 and 2 for bits > 32), 1 counted round.
     """
     pending = PendingTruncation(ctx, value, bits)
-    if pending.outgoing is not None:
-        ctx.send(ctx.other_server, pending.outgoing)
-    return pending.finish()
+    return _exchanged(ctx, pending.outgoing, pending.finish)
 
 
 class PendingTruncation:
