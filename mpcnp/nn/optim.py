@@ -95,18 +95,19 @@ class Adam(Optimizer):
     squares overflow the ring and the step is garbage.
     Cost per parameter element and step under securenn at frac_bits 16: 3 comparisons (bounded and
     blurred: the inverse square root's input lies in its domain when |g| <= grad_bound, and its
-    thresholds tolerate a blur) and about 25 products and truncations, about 1.1 KB in all (1.5 KB
-    with exact 63-bit comparisons); every parameter is batched into one call (one set of rounds).
+    thresholds tolerate a blur) and about 20 products and truncations, ADAM_BYTES in all; every
+    parameter is batched into one call (one set of rounds).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, grad_bound: float = 8.0) -> None:
+                 eps: float = 1e-8, grad_bound: float = 8.0, rel_error: float = 1e-3) -> None:
         super().__init__(params)
         b1, b2 = betas
-        if not (0 < lr and 0 <= b1 < 1 and 0 <= b2 < 1 and 0 < eps and 0 < grad_bound):
-            raise ValueError(f"Adam: need lr > 0, betas in [0, 1), eps > 0, grad_bound > 0; got lr={lr}, "
-                             f"betas={betas}, eps={eps}, grad_bound={grad_bound}")
+        if not (0 < lr and 0 <= b1 < 1 and 0 <= b2 < 1 and 0 < eps and 0 < grad_bound and 0 < rel_error < 1):
+            raise ValueError(f"Adam: need lr > 0, betas in [0, 1), eps > 0, grad_bound > 0, rel_error in (0, 1); "
+                             f"got lr={lr}, betas={betas}, eps={eps}, grad_bound={grad_bound}, rel_error={rel_error}")
         self.lr, self.betas, self.eps, self.grad_bound = float(lr), (float(b1), float(b2)), float(eps), grad_bound
+        self.rel_error = float(rel_error)
         self.moments: list = [None] * len(self.params)
 
     def _scale(self, frac_bits: int) -> float:
@@ -139,7 +140,8 @@ class Adam(Optimizer):
                 radicands.append((v + floor).flatten())
             lo = max((scale * self.eps) ** 2 * (1 - b2), unit)
             hi = (scale * self.grad_bound) ** 2 + floor
-            steps = mp.inverse_sqrt_times(mp.concat(radicands), mp.concat(numerators), interval=(lo, hi))
+            steps = mp.inverse_sqrt_times(mp.concat(radicands), mp.concat(numerators), interval=(lo, hi),
+                                          rel_error=self.rel_error)
             start = 0
             for i, p in live:
                 p -= steps[start:start + p.size].reshape(p.shape)
