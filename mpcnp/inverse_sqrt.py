@@ -250,7 +250,7 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     2^high REACH (high = 62 - 2f, the domain's end), so |2^t - x| does too and 48 bits hold it at
     frac_bits 16; and the level may also pick an x in (2^t, 2^t REACH), which it then sends below
     2^high REACH, not 2^high, a slack the guess covers. So only bits t + f - BLUR_BITS to high + f of
-    2^t - x are compared (28, 16 and 10 of them at frac_bits 16, instead of 63 each: 267 bytes per
+    2^t - x are compared (29, 17 and 11 of them at frac_bits 16, instead of 63 each: 267 bytes per
     element for the three ReLUs instead of 663). The binary search needs all its levels: the domain
     spans 62 - f octaves (46 at 16) and each level halves what is left until the guess's width.
     Then b x = b 2^t - relu(2^t - x) locally, and x + b x (2^k - 1) multiplies the small values by
@@ -339,9 +339,9 @@ def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, interval: tuple[floa
     normalized x's 20 bits, y's 24). The numerator must stay below 2^(62 - f) / 2^(k/2) summed over
     the levels (2^25 at frac_bits 16), and |numerator x^(-1/2)| < 2^(38 - f) (the last product's
     headroom with y's 24 bits). Cost per element at frac_bits 16: 3 levels of a bounded, blurred
-    ReLU (116, 80 and 62 bytes, 3 rounds each) and a bit product (40 bytes, 1 round), two exact
+    ReLU (119, 83 and 65 bytes, 3 rounds each) and a bit product (40 bytes, 1 round), two exact
     truncations, x's opening, then the guess (48.5 bytes), 84.75 bytes per Newton step and the last
-    product (44.25 bytes): 759 bytes and 37 rounds at rel_error 1e-6, 674 bytes and 33 rounds at 1e-3
+    product (44.25 bytes): 758.5 bytes and 32 rounds at rel_error 1e-6, 674 bytes and 28 rounds at 1e-3
     (``costs``: inverse_sqrt rows), all truncations exact whatever the run's mode.
     pond (no exact comparison): Newton's steps from 1 / sqrt(hi), scaled (``pond_alphas``), on
     y sqrt(hi) (whose precision does not shrink with y): right for x in ``interval`` = (lo, hi)

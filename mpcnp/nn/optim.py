@@ -95,8 +95,8 @@ class Adam(Optimizer):
     squares overflow the ring and the step is garbage.
     Cost per parameter element and step under securenn at frac_bits 16: 3 comparisons (bounded and
     blurred: the inverse square root's input lies in its domain when |g| <= grad_bound, and its
-    thresholds tolerate a blur) and about 20 products and truncations, ADAM_BYTES in all; every
-    parameter is batched into one call (one set of rounds).
+    thresholds tolerate a blur) and about 20 products and truncations: 715 bytes and 33 rounds in all
+    (800 and 37 at rel_error 1e-6); every parameter is batched into one call (one set of rounds).
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
