@@ -201,6 +201,13 @@ def test_the_plan_meets_its_target_at_least_cost():
         assert (chosen.degree, len(chosen.steps)) == (4, steps) and chosen.error <= rel_error
         assert chosen.bytes == GUESS_BYTES[4] + steps * STEP_BYTES
     assert guess(6, 4)[1] < 0.21 and guess(6, 3)[1] > 0.27
+    # ROUNDING covers the last step's rounding and the normalized x's (20 bits: 2^-21 relative in y)
+    from mpcnp.inverse_sqrt import REACH as reach, _step_rounding
+    for width in (4, 6):
+        for rel_error in (1e-6, 1e-3, 0.1):
+            chosen = plan(width, rel_error)
+            b_int = chosen.steps[-1][1] if chosen.steps else 16
+            assert _step_rounding(b_int / 16, 1 + chosen.error, 2.0 ** width * reach) + 2.0 ** -21 <= ROUNDING
     # every cheaper choice misses the target
     for rel_error in (1e-6, 1e-4, 1e-3, 1e-2, 0.1):
         chosen = plan(6, rel_error)
