@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mpcnp as mp
 from mpcnp.protocols import costs, maxpool, pond, securenn
 from mpcnp.protocols.shared import Shared
+from mpcnp.tensor import PrivateTensor
 from mpcnp import zp
 from helpers import protocol_cost
 
@@ -38,6 +40,13 @@ def compare_setup(bits: int):
         r = np.arange(N, dtype=np.uint64) if ctx.is_server else None
         beta = r.astype(np.uint8) & 1 if ctx.is_server else None
         return lambda: securenn.private_compare(ctx, shares, r, beta, N, bits)
+    return setup
+
+
+def inverse_sqrt_setup(rel_error):
+    def setup(ctx):
+        x, numerator = PrivateTensor(ctx, fresh(ctx)), PrivateTensor(ctx, fresh(ctx))
+        return lambda: mp.inverse_sqrt_times(x, numerator, rel_error=rel_error)
     return setup
 
 
@@ -79,6 +88,9 @@ MEASURED = {
     "dmaxpool": (lambda c: (lambda i=fresh(c): maxpool.dmaxpool(c, i, 8)), N, dict(n=1, window=8)),
     # one quotient bit; a second step shows the per-step cost without the divisor's first opening
     "division_step": (lambda c: (lambda x=fresh(c), y=fresh(c): securenn.division(c, x, y, 1)), N, dict(n=1)),
+    # the values do not matter for the cost (all its truncations are exact whatever the run's mode)
+    "inverse_sqrt": (inverse_sqrt_setup(None), 1, dict(n=N)),
+    "inverse_sqrt_adam": (inverse_sqrt_setup(1e-3), 1, dict(n=N)),
 }
 
 

@@ -17,8 +17,11 @@ from hypothesis.extra import numpy as hnp
 
 import mpcnp as mp
 from mpcnp import nn
-from mpcnp.inverse_sqrt import REACH, domain, pond_alphas, schedule
-from helpers import ULP, assert_within, numeric_gradient, private_gradients, quantize, run_private
+from mpcnp.inverse_sqrt import (DEFAULT_REL_ERROR, GUESS_BYTES, REACH, ROUNDING, STEP_BYTES, domain, guess,
+                                 plan, pond_alphas, schedule)
+from mpcnp.protocols import pond, sharing
+from mpcnp.runtime.context import current
+from helpers import ULP, assert_within, numeric_gradient, private_gradients, quantize, run_core, run_private
 from strategies import grid_arrays
 
 FEW = settings(max_examples=12)
@@ -151,8 +154,15 @@ def test_loss_objects_call_the_functions():
 
 
 # ---- Adam's inverse square root --------------------------------------------------------------------------
-@pytest.mark.parametrize("frac_bits", [12, 16, 20])
-def test_inverse_square_root_over_its_whole_domain_under_securenn(frac_bits):
+def securenn_tolerance(expected, rel_error, frac_bits):
+    """The documented bound: (rel_error + ROUNDING) relative plus two units (the numerator's shift
+    and the last truncation, each within one unit)."""
+    return np.abs(expected) * ((rel_error or DEFAULT_REL_ERROR) + ROUNDING) + 2.0 * 2.0 ** -frac_bits
+
+
+@pytest.mark.parametrize("rel_error", [None, 1e-3])
+@pytest.mark.parametrize("frac_bits", [8, 12, 16, 20, 24])
+def test_inverse_square_root_over_its_whole_domain_under_securenn(frac_bits, rel_error):
     unit = 2.0 ** -frac_bits
     lo, hi = domain(frac_bits)
     # log-spaced x from one unit to just below the product headroom, and the edges of each level:
@@ -161,30 +171,106 @@ def test_inverse_square_root_over_its_whole_domain_under_securenn(frac_bits):
     thresholds = [2.0 ** t for t, _ in schedule(frac_bits)[0]]
     edges = [v for t in thresholds for v in (t - unit, t, t + unit)]
     band = [v for t in thresholds for v in (t * (1 + (REACH - 1) / 2), t * REACH - unit) for _ in range(8)]
-    x = quantize(np.concatenate([[unit, 2 * unit, 1 - unit, 1.0, 1 + unit, 15.99, 16.0, 2.0 ** 16, hi * 0.99],
+    x = quantize(np.concatenate([[unit, 2 * unit, 1 - unit, 1.0, 1 + unit, 15.99, 16.0, 2.0 ** 16, hi - unit],
                                  edges, band, np.exp(np.linspace(np.log(lo), np.log(hi) - 0.01, 150))]), frac_bits)
+    x = x[x < hi]                # 2^16 is beyond the domain from frac_bits 24 on
     num = quantize(np.minimum(np.sqrt(x), 2.0 ** 10) * np.linspace(-2, 3, x.size), frac_bits)
-    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b), x, num, frac_bits=frac_bits)
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, rel_error=rel_error), x, num, frac_bits=frac_bits)
     expected = num / np.sqrt(x)
-    # x normalized into [1, 16): y within 1e-6 relative plus a few units of y >= 1/4; the numerator's
-    # shifts carry two units per level, times y <= 1 and the up-shift 2^(f/2) where x < 1
-    shift = np.where(x <= 1, 2.0 ** ((frac_bits + frac_bits % 2) / 2), 1.0)
-    assert_within(got, expected, np.abs(expected) * (1e-6 + 40 * unit) + (10 * shift + 4) * unit)
+    assert_within(got, expected, securenn_tolerance(expected, rel_error, frac_bits))
 
 
+@FEW
+@given(data=st.data(), rel_error=st.sampled_from([None, 1e-3, 1e-2]))
+def test_inverse_square_root_on_drawn_values(data, rel_error):
+    lo, hi = domain(16)
+    shape = data.draw(hnp.array_shapes(min_dims=1, max_dims=2, min_side=1, max_side=6))
+    x = data.draw(grid_arrays(shape, lo, hi - ULP, log=True))
+    ratio = data.draw(grid_arrays(shape, -4.0, 4.0))
+    num = quantize(ratio * np.minimum(np.sqrt(x), 2.0 ** 10))
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, rel_error=rel_error), x, num)
+    expected = num / np.sqrt(x)
+    assert_within(got, expected, securenn_tolerance(expected, rel_error, 16))
+
+
+def test_the_plan_meets_its_target_at_least_cost():
+    # width 6 (frac_bits 14 to 24): the degree-4 guess is within 0.21 of x^(-1/2) on [1, 68], each
+    # step takes an error e to about 0.75 e^2: three steps for 1e-6, two for 1e-3
+    for rel_error, steps in ((1e-6, 3), (1e-3, 2)):
+        chosen = plan(6, rel_error)
+        assert (chosen.degree, len(chosen.steps)) == (4, steps) and chosen.error <= rel_error
+        assert chosen.bytes == GUESS_BYTES[4] + steps * STEP_BYTES
+    assert guess(6, 4)[1] < 0.21 and guess(6, 3)[1] > 0.27
+    # ROUNDING covers the last step's rounding and the normalized x's (20 bits: 2^-21 relative in y)
+    from mpcnp.inverse_sqrt import REACH as reach, _step_rounding
+    for width in (4, 6):
+        for rel_error in (1e-6, 1e-3, 0.1):
+            chosen = plan(width, rel_error)
+            b_int = chosen.steps[-1][1] if chosen.steps else 16
+            assert _step_rounding(b_int / 16, 1 + chosen.error, 2.0 ** width * reach) + 2.0 ** -21 <= ROUNDING
+    # every cheaper choice misses the target
+    for rel_error in (1e-6, 1e-4, 1e-3, 1e-2, 0.1):
+        chosen = plan(6, rel_error)
+        for degree in range(1, 5):
+            for count in range(7):
+                if GUESS_BYTES[degree] + count * STEP_BYTES < chosen.bytes:
+                    assert plan_error(6, degree, count) > rel_error
+
+
+def test_an_offset_value_keeps_its_mask_and_opens_nothing_new():
+    # the guess's t = x - c reuses x's opening: the product t t costs only the producer's c (8 bytes
+    # per element) and is (x - c)^2 exactly (untruncated); a value offset before x is masked has no
+    # mask to keep (it gets its own when a product needs one)
+    values, c = np.arange(-8, 8) * 1000 + 7, 12345
+
+    def program():
+        ctx = current()
+        x = mp.private(lambda: values * 2.0 ** -16, owner="server0")._value    # ring integers = values
+        early = pond.offset(ctx, x, np.uint64(3))
+        pond.open_masks(ctx, [x])
+        t = pond.offset(ctx, x, np.uint64(-c % 2 ** 64))
+        before = mp.stats()["payload_bytes_sent"]
+        square = pond.product(ctx, t, t, pond.MUL)
+        sent = mp.stats()["payload_bytes_sent"] - before
+        return sent, early.mask is None, sharing.reveal(ctx, square.share, square.shape, "server0")
+
+    results = run_core(program)
+    assert sum(sent for sent, _, _ in results.values()) == 8 * values.size
+    sent, early_unmasked, square = results["server0"]
+    assert early_unmasked
+    assert square.view(np.int64).tolist() == ((values - c) ** 2).tolist()
+
+
+def plan_error(width, degree, count):
+    """The error ``plan`` computes for a guess of ``degree`` and ``count`` steps (its own loop)."""
+    from mpcnp.inverse_sqrt import REACH as reach, _best_step, _step_rounding
+    deviation = guess(width, degree)[1]
+    lo, hi = 1 - deviation, 1 + deviation
+    for _ in range(count):
+        _, b_int, low, high = _best_step(lo, hi)
+        deviation = max(1 - low, high - 1)
+        slack = _step_rounding(b_int / 16, high, 2.0 ** width * reach)
+        lo, hi = low - slack, high + slack
+    return deviation
+
+
+@pytest.mark.parametrize("rel_error", [None, 1e-3])
 @pytest.mark.parametrize("interval", [(1.0, 2.0 ** 8), (2.0 ** -10, 2.0 ** 20)])
-def test_inverse_square_root_on_its_interval_under_pond(interval):
+def test_inverse_square_root_on_its_interval_under_pond(interval, rel_error):
     lo, hi = interval
     x = quantize(np.exp(np.linspace(np.log(lo), np.log(hi), 60)))
     num = quantize(np.linspace(-2, 2, x.size) * np.sqrt(x) / np.sqrt(hi) * 64)
-    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, interval=interval), x, num, protocol="pond")
+    got = run_private(lambda a, b: mp.inverse_sqrt_times(a, b, interval=interval, rel_error=rel_error), x, num,
+                      protocol="pond")
     expected = num / np.sqrt(x)
-    # Newton's steps stop within 2^-18 relative; t = x y^2 near 1 is rounded to about three units,
-    # which moves y by half that relatively; y sqrt(hi) carries a few units, which the numerator
-    # times 1 / sqrt(hi) multiplies; the final division two units
-    assert_within(got, expected, np.abs(expected) * (2.0 ** -17 + 3 * ULP) + np.abs(num) / np.sqrt(hi) * 8 * ULP
+    # Newton's steps stop within max(2^-18, rel_error) relative; t = x y^2 near 1 is rounded to about
+    # three units, which moves y by half that relatively; y sqrt(hi) carries a few units, which the
+    # numerator times 1 / sqrt(hi) multiplies; the final division two units
+    stop = max(2.0 ** -17, rel_error or 0.0)
+    assert_within(got, expected, np.abs(expected) * (stop + 3 * ULP) + np.abs(num) / np.sqrt(hi) * 8 * ULP
                   + 3 * ULP)
     assert len(pond_alphas(hi / lo, 16)) <= np.log2(hi / lo) / 2.3 + 5
+    assert len(pond_alphas(hi / lo, 16, 1e-3)) < len(pond_alphas(hi / lo, 16))
 
 
 def test_inverse_square_root_refuses_what_it_cannot_do():
@@ -195,3 +281,6 @@ def test_inverse_square_root_refuses_what_it_cannot_do():
                     protocol="pond")
     with pytest.raises(TypeError, match="private x"):
         mp.inverse_sqrt_times(mp.public(np.ones(2)), np.ones(2))
+    for rel_error in (0.0, 1.0, -1e-3, True, "1e-3"):
+        with pytest.raises(mp.PartyError, match="rel_error must be a real in"):
+            run_private(lambda a, b: mp.inverse_sqrt_times(a, b, rel_error=rel_error), np.ones(3), np.ones(3))

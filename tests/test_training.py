@@ -82,19 +82,47 @@ def test_adam(protocol):
     lr, b1, b2, eps = 0.01, 0.9, 0.999, 1e-3
     got = private_steps(lambda ps: nn.optim.Adam(ps, lr=lr, betas=(b1, b2), eps=eps, grad_bound=4.0),
                         params, grads, protocol=protocol)
+    expected, _ = adam_reference(params, grads, lr, b1, b2, eps)
+    # each step moves a parameter by at most lr * |m^| / sqrt(v^) <= ~lr * 3; the private step is
+    # within 1e-3 of it relatively (Adam's rel_error for the inverse square root, plus 2e-6 of its
+    # rounding; the moments, kept in units of 2^-16 on S g with S = 2^12, add less), plus two units
+    # for the inverse square root's shifts; five steps (with lr = 0.01 the units dominate: the
+    # relative error is checked with larger steps below)
+    for g, e in zip(got, expected):
+        assert_within(g, e, 5 * (lr * 3 * 1.01e-3 + 2 * ULP))
+
+
+def adam_reference(params, grads, lr, b1, b2, eps):
+    """Adam in float64: the parameters after the steps and, per element, the sum of the steps' sizes."""
     expected = [p.copy() for p in params]
+    moved = [np.zeros_like(p) for p in params]
     m = [np.zeros_like(p) for p in params]
     v = [np.zeros_like(p) for p in params]
     for t, step in enumerate(grads, start=1):
         for i, g in enumerate(step):
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
-            expected[i] -= lr * (m[i] / (1 - b1 ** t)) / np.sqrt(v[i] / (1 - b2 ** t) + eps ** 2)
-    # each step moves a parameter by at most lr * |m^| / sqrt(v^) <= ~lr * 3; the private step is
-    # within 1e-3 of it relatively (moments rounded to units of 2^-16 on S g with S = 1024, the
-    # inverse square root within 1e-6 + units), plus two units for the lr product; five steps
-    for g, e in zip(got, expected):
-        assert_within(g, e, 5 * (lr * 3 * 1e-3 + 2 * ULP))
+            update = lr * (m[i] / (1 - b1 ** t)) / np.sqrt(v[i] / (1 - b2 ** t) + eps ** 2)
+            expected[i] -= update
+            moved[i] += np.abs(update)
+    return expected, moved
+
+
+@pytest.mark.parametrize("rel_error", [1e-3, 1e-6])
+def test_adam_updates_are_within_their_relative_error(rel_error):
+    rng = np.random.default_rng(5)
+    params = [quantize(rng.normal(size=(6, 5))), quantize(rng.normal(size=5))]
+    grads = [[quantize(np.clip(rng.normal(size=p.shape) * scale, -4, 4)) for p in params]
+             for scale in (1.0, 0.05, 0.5, 2.0, 0.01)]
+    lr, b1, b2, eps = 1.0, 0.9, 0.999, 1e-3
+    got = private_steps(lambda ps: nn.optim.Adam(ps, lr=lr, betas=(b1, b2), eps=eps, grad_bound=4.0,
+                                                 rel_error=rel_error), params, grads)
+    expected, moved = adam_reference(params, grads, lr, b1, b2, eps)
+    # steps of about lr: each update within (rel_error + 2e-6) of its size (the inverse square root),
+    # plus 2^-16 of it for the factor lr sqrt(c2) / c1 rounded to 16 significant bits, plus per step
+    # a unit for that product, two for the inverse square root and one for the moments
+    for g, e, size in zip(got, expected, moved):
+        assert_within(g, e, size * (rel_error + 2e-6 + 2.0 ** -16) + 5 * 4 * ULP)
 
 
 def test_optimizers_refuse_bad_arguments():

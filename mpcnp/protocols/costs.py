@@ -108,6 +108,13 @@ _ROWS = [
          "16*(window + 1)*n", 2, "server0's share of the one-hot vector PRF-compressed"),
     Cost("division_step", "Division, per element and quotient bit (the first step: +16)", "237*n", 4,
          "704*n", 10, "DReLU as above, and the divisor's Beaver mask is opened once"),
+    Cost("inverse_sqrt", "inverse_sqrt_times of n elements at frac_bits 16 (securenn, rel_error 1e-6)",
+         "755*n + 16*((n + 7)//8) + 6*((2*n + 7)//8)", 32, None, None,
+         "3 bounded, blurred ReLUs (119, 83, 65 B) and bit products, a degree-4 guess, 3 Newton steps of "
+         "84 B, the last product; 8 exact truncations of n elements and 3 of 2n"),
+    Cost("inverse_sqrt_adam", "inverse_sqrt_times of n elements at frac_bits 16 (securenn, rel_error 1e-3: Adam's)",
+         "671*n + 14*((n + 7)//8) + 4*((2*n + 7)//8)", 28, None, None,
+         "as above with 2 Newton steps"),
 ]
 COSTS: dict[str, Cost] = {row.name: row for row in _ROWS}
 

@@ -324,3 +324,17 @@ def divide_by(ctx: Context, x: Shared, divisor: np.ndarray) -> Shared:
     broadcast_shape(x.shape, divisor.shape)  # a mismatch names both shapes
     signed = x if np.all(divisor > 0) else scale(ctx, x, np.where(divisor < 0, -1.0, 1.0))
     return divide(ctx, signed, np.abs(divisor).astype(np.int64))
+
+
+def offset(ctx: Context, x: Shared, value) -> Shared:
+    """x + a public ring integer ``value`` (broadcasting against x, server0's share only) that keeps
+    x's Beaver mask: the result's opening is x's opening plus ``value``, which both servers compute
+    locally. A product with the result then opens nothing new for it (Pond's mask reuse: the same
+    masked value seen through a public shift, nothing more revealed). Local, 0 bytes."""
+    value = np.asarray(value, dtype=np.uint64)
+    result = add_public(ctx, x, value)
+    if x.mask is not None and result.shape == x.shape:
+        result.mask = x.mask
+        if x.opened is not None:
+            result.opened = x.opened + value
+    return result
