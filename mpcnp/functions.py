@@ -230,7 +230,8 @@ def _product_relu(x, w, op: pond.Bilinear, bias, bound, unfused, channels: bool 
         if isinstance(b, PrivateTensor):
             product = product + (b._value << shift)
         else:
-            product = shared.add_public(ctx, product, fixedpoint.encode(plain(b), ctx.config.frac_bits) << np.uint64(shift))
+            encoded = fixedpoint.encode(plain(b), ctx.config.frac_bits)
+            product = shared.add_public(ctx, product, encoded << np.uint64(shift))
     return PrivateTensor(ctx, families.of(ctx).truncated_relu(ctx, product, shift, bound))
 
 

@@ -26,6 +26,7 @@ meant for finding where a program leaves the documented ranges on test data, bef
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import weakref
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from typing import Callable
 
 import numpy as np
 
-from mpcnp import fixedpoint
+from mpcnp import fixedpoint, functions
 from mpcnp.approx import EXP_HI, EXP_LO, LOG_INTERVAL, RECIPROCAL_INTERVAL, ROOT_INTERVAL, STEP_BAND, STEP_BOUND
 from mpcnp.functions import pool_windows
 from mpcnp.protocols import families, sharing
@@ -331,6 +332,29 @@ def _relu_like(doubled: int = 1) -> Callable:
     return model
 
 
+def _product_relu(v, event, args, kwargs, f):
+    """dense_relu, conv2d_relu: the product's model (``_product``: its truncation's unit, a public
+    factor's rounding, the headroom) on the pre-activation x (op) w + bias, then the ReLU's
+    (``_relu_like``) on it: a promised bound under securenn, pond's polynomial interval."""
+    fn = functions.dense_relu if event.op == "dense_relu" else functions.conv2d_relu
+    call = inspect.signature(fn).bind(*event.args, **event.kwargs)
+    shadows = inspect.signature(fn).bind(*args, **kwargs)
+    call.apply_defaults()
+    shadows.apply_defaults()
+    linear = {} if event.op == "dense_relu" else \
+        {"stride": call.arguments["stride"], "padding": call.arguments["padding"]}
+    product = Event("matmul" if event.op == "dense_relu" else "conv2d", (call.arguments["x"], call.arguments["weight"]),
+                    linear, None, event.where, functions.matmul if event.op == "dense_relu" else functions.conv2d)
+    z, tolerance, problems = _product(v, product, (shadows.arguments["x"], shadows.arguments["weight"]), linear, f)
+    bias = _plain(shadows.arguments["bias"])
+    if bias is not None:
+        z = z + (bias if event.op == "dense_relu" else bias.reshape(-1, 1, 1))
+    bound = {"bound": call.arguments["bound"]}
+    relu = Event("relu", (PublicTensor(z),), bound, None, event.where, functions.relu)
+    expected, relu_tolerance, relu_problems = _relu_like()(v, relu, (PublicTensor(z),), bound, f)
+    return expected, tolerance + relu_tolerance, problems + relu_problems
+
+
 def _interval(lo: float, hi: float, error: Callable, what: str, exact_family_ok: bool = False,
               exact_hi: float | None = None) -> Callable:
     """An approximation accurate on [lo, hi] within ``error(x, y, unit)``; under securenn with
@@ -458,6 +482,7 @@ MODELS: dict[str, Callable] = {
     "truediv": _divide_public, "mean": _exact(2.0), "avgpool2d": _exact(2.0),
     **{op: _comparison for op in ("lt", "le", "gt", "ge", "eq", "ne")},
     "relu": _relu_like(), "relu_polynomial": _relu_like(), "maximum": _relu_like(), "minimum": _relu_like(),
+    "dense_relu": _product_relu, "conv2d_relu": _product_relu,
     "abs": _relu_like(2), "clip": _relu_like(2),
     **{op: _approx_max for op in ("max", "min", "argmax", "argmin", "maxpool2d")},
     "where": _where, "divide": _divide, "reciprocal": _reciprocal,

@@ -8,12 +8,14 @@ ReLU keeps that (tolerance 1 unit). A public real weight adds its rounding to f 
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import mpcnp as mp
-from mpcnp import nn
+from mpcnp import nn, validation
 from helpers import (ULP, assert_within, private_gradients, protocol_cost, public_factor_tolerance, quantize,
                      run_private)
 from strategies import PRODUCT_BOUND, conv_cases, real_arrays
@@ -38,7 +40,9 @@ def test_dense_relu_matches_numpy(data):
     b = quantize(data.draw(real_arrays((n,), bound=PRODUCT_BOUND)))
     private_w, with_bias = data.draw(st.booleans()), data.draw(st.booleans())
     bound = data.draw(st.sampled_from([None, 2.0 ** 20]))  # above every pre-activation drawn here
-    arrays, mask = ([x, w, b], [True, private_w, data.draw(st.booleans())]) if with_bias else ([x, w], [True, private_w])
+    arrays, mask = ([x, w], [True, private_w])
+    if with_bias:
+        arrays, mask = arrays + [b], mask + [data.draw(st.booleans())]
     got = run_private(lambda *t: mp.dense_relu(*t, bound=bound), *arrays, private_mask=mask)
     expected = np.maximum(dense(x, w, b if with_bias else None), 0.0)
     tolerance = ULP * 1.01 if private_w else public_factor_tolerance(x, w, np.matmul)
@@ -146,3 +150,43 @@ def test_sequential_saves_a_round_per_dense_and_relu_and_agrees_with_the_layers(
     fused, layered = results[(False, "server0")], results[(True, "server0")]
     assert_within(fused, model.forward_plain(x), 8 * ULP)
     assert_within(fused, layered, 8 * ULP)
+
+
+def _validated(fn, **kwargs):
+    """mp.run(fn, validate=True) with its warning silenced: the result, or the ValidationError raised."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", validation.ValidationWarning)
+        try:
+            return mp.run(fn, validate=True, parties=["alice"], **kwargs)
+        except mp.PartyError as exc:
+            assert isinstance(exc.cause, validation.ValidationError), exc
+            return exc.cause
+
+
+@pytest.mark.parametrize("protocol", ["securenn", "pond"])
+def test_validation_checks_the_fused_ops_and_passes_them_inside_their_ranges(protocol):
+    x, w = np.array([[0.5, -1.5], [2.0, 1.0]]), np.array([[1.0, -0.5, 2.0], [0.5, 1.0, -1.0]])
+    image, kernel = np.arange(16.0).reshape(1, 1, 4, 4) / 16, np.ones((2, 1, 3, 3)) / 9
+
+    def program():
+        t, u = mp.private(lambda: x, owner="alice"), mp.private(lambda: w, owner="alice")
+        c = mp.private(lambda: image, owner="alice")
+        return (mp.dense_relu(t, u, np.array([0.5, 0.0, -1.0])).reveal(), mp.dense_relu(t, w).reveal(),
+                mp.conv2d_relu(c, kernel, np.array([0.0, -0.25]), padding=1).reveal())
+
+    assert isinstance(_validated(program, protocol=protocol), dict)
+
+
+def test_validation_names_a_fused_product_beyond_the_headroom_and_a_broken_bound():
+    def beyond():
+        t = mp.private(lambda: np.array([[4.0e4, 1.0]]), owner="alice")
+        return mp.dense_relu(t, mp.private(lambda: np.array([[4.0e4], [1.0]]), owner="alice")).reveal()
+
+    def broken():
+        t = mp.private(lambda: np.array([[3.0, -1.0]]), owner="alice")
+        return mp.dense_relu(t, np.array([[2.0], [0.0]]), bound=6).reveal()   # 3 * 2 = 6 breaks |x| < 6
+
+    message = str(_validated(beyond))
+    assert message.startswith("dense_relu at ") and "beyond the ring's headroom" in message
+    message = str(_validated(broken))
+    assert message.startswith("dense_relu at ") and "breaks the promised bound |x| < 6" in message

@@ -179,7 +179,8 @@ class SecureNN(Family):
         (at most 64). The result keeps DReLU as its ``drelu``, as ``relu``'s."""
         if ctx.truncation != "exact" or not shift:
             return super().truncated_relu(ctx, product, shift, bound)
-        value, bit = securenn.truncate_relu(ctx, product, shift, min(64, bound_bits(bound, ctx.config.frac_bits) + shift))
+        bits = min(64, bound_bits(bound, ctx.config.frac_bits) + shift)
+        value, bit = securenn.truncate_relu(ctx, product, shift, bits)
         value.drelu = bit
         return value
 

@@ -291,7 +291,8 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
         # server's x_j is received only after r's bit shares are drawn or received, so the wait for it
         # overlaps that work (sharing.exchange would wait at once)
         x_j = (a.flat() + r).astype(opened, copy=False)
-        ctx.send(ctx.other_server, x_j if truncated is None else np.concatenate([x_j.view(np.uint8), truncated.outgoing]))
+        ctx.send(ctx.other_server,
+                 x_j if truncated is None else np.concatenate([x_j.view(np.uint8), truncated.outgoing]))
         beta = common_stream(ctx).uint8(n) & np.uint8(1)
     r_bits = mask.bits()
     # the product's operand v and its mask: a and r, or the truncation t under a fresh mask s, opened
