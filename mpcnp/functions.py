@@ -195,20 +195,24 @@ def dense_relu(x, weight, bias=None, bound: float | None = None) -> Tensor:
     ReLU under securenn with exact truncation (``families.SecureNN.truncated_relu``): 3 rounds for
     the truncation and the ReLU instead of 4, 16 bytes per element more. Elsewhere the same steps as
     ``relu(x @ weight + bias, bound)``. ``bound``: as ``relu``'s."""
-    return _product_relu(x, weight, pond.MATMUL, bias, bound, lambda: relu(matmul(x, weight) + _bias(bias), bound))
+    return _product_relu(x, weight, pond.MATMUL, bias, bound, lambda: relu(add_bias(matmul(x, weight), bias), bound))
 
 
 @operation("conv2d_relu")
 def conv2d_relu(x, weight, bias=None, stride=1, padding=0, bound: float | None = None) -> Tensor:
     """relu(conv2d(x, weight, stride, padding) + bias[:, None, None]), fused as ``dense_relu``."""
-    unfused = lambda: relu(conv2d(x, weight, stride, padding) + _bias(bias, channels=True), bound)  # noqa: E731
+    unfused = lambda: relu(add_bias(conv2d(x, weight, stride, padding), bias, channels=True), bound)  # noqa: E731
     return _product_relu(x, weight, pond.conv2d_op(stride, padding), bias, bound, unfused, channels=True)
 
 
-def _bias(bias, channels: bool = False):
+def add_bias(y, bias, channels: bool = False):
+    """y + bias, the bias of a dense layer (broadcast over the last axis) or, with ``channels``, of a
+    convolution (one per channel of NCHW y); y itself for no bias. Any tensors or arrays: the
+    pre-activation of ``dense_relu`` and ``conv2d_relu`` wherever it is needed again (their gradient,
+    their validation)."""
     if bias is None:
-        return 0.0
-    return bias.reshape(-1, 1, 1) if channels else bias
+        return y
+    return y + (bias.reshape(-1, 1, 1) if channels else bias)
 
 
 def _product_relu(x, w, op: pond.Bilinear, bias, bound, unfused, channels: bool = False) -> Tensor:
@@ -226,7 +230,7 @@ def _product_relu(x, w, op: pond.Bilinear, bias, bound, unfused, channels: bool 
     if bias is not None:
         # the bias at the product's scale, times 2^shift (exact): truncating the sum then adds the bias
         # to the truncated product exactly
-        b = _bias(bias, channels)
+        b = bias.reshape(-1, 1, 1) if channels else bias
         if isinstance(b, PrivateTensor):
             product = product + (b._value << shift)
         else:

@@ -21,6 +21,7 @@ import numpy as np
 
 from mpcnp import fixedpoint
 from mpcnp.protocols import families, pond
+from mpcnp.protocols.polynomial import integer_combination
 from mpcnp.protocols.shared import Shared, add_public, stack
 from mpcnp.tensor import PrivateTensor, Tensor, as_private
 from mpcnp.tracing import operation
@@ -273,18 +274,12 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     return pond.truncate_exact(ctx, x, shift + f - X_BITS), pond.truncate_exact(ctx, numerator, shift // 2), width
 
 
-def _ring(value: int) -> np.uint64:
-    """A signed integer as a ring element."""
-    return np.uint64(value % (1 << 64))
-
-
 def _weighted(ctx, terms: list[Shared], weights: list[int], constant: int = 0) -> Shared:
-    """constant + sum of weights[i] terms[i] (ring integers, exact), truncated by 32 bits: the
-    weighted sums of the guess and of a Newton step, SUM_BITS fractional bits down to Y_BITS."""
-    total = terms[0] * _ring(weights[0])
-    for term, weight in zip(terms[1:], weights[1:]):
-        total = total + term * _ring(weight)
-    return pond.truncate_exact(ctx, add_public(ctx, total, _ring(constant)), SUM_BITS - Y_BITS)
+    """constant + sum of weights[i] terms[i] (ring integers, exact: ``polynomial.integer_combination``),
+    truncated by 32 bits: the weighted sums of the guess and of a Newton step, SUM_BITS fractional bits
+    down to Y_BITS."""
+    total = integer_combination(ctx, terms, constant, weights)
+    return pond.truncate_exact(ctx, total, SUM_BITS - Y_BITS)
 
 
 def _guess(ctx, x: Shared, width: int, degree: int) -> Shared:
@@ -295,7 +290,7 @@ def _guess(ctx, x: Shared, width: int, degree: int) -> Shared:
     truncations (48.5 bytes per element), 4 rounds."""
     weights, _ = guess(width, degree)
     center, _ = _interval(width)
-    t = pond.offset(ctx, x, _ring(-round(center * 2 ** X_BITS)))
+    t = pond.offset(ctx, x, np.uint64(-round(center * 2 ** X_BITS) % (1 << 64)))   # x - c in the ring
     terms = [t]
     if degree >= 2:
         square = pond.truncate_exact(ctx, pond.product(ctx, t, t, pond.MUL), 2 * T_BITS - _term_bits(2)[2])

@@ -346,9 +346,7 @@ def _product_relu(v, event, args, kwargs, f):
     product = Event("matmul" if event.op == "dense_relu" else "conv2d", (call.arguments["x"], call.arguments["weight"]),
                     linear, None, event.where, functions.matmul if event.op == "dense_relu" else functions.conv2d)
     z, tolerance, problems = _product(v, product, (shadows.arguments["x"], shadows.arguments["weight"]), linear, f)
-    bias = _plain(shadows.arguments["bias"])
-    if bias is not None:
-        z = z + (bias if event.op == "dense_relu" else bias.reshape(-1, 1, 1))
+    z = functions.add_bias(z, _plain(shadows.arguments["bias"]), channels=event.op == "conv2d_relu")
     bound = {"bound": call.arguments["bound"]}
     relu = Event("relu", (PublicTensor(z),), bound, None, event.where, functions.relu)
     expected, relu_tolerance, relu_problems = _relu_like()(v, relu, (PublicTensor(z),), bound, f)

@@ -29,7 +29,7 @@ import numpy as np
 
 from mpcnp import fixedpoint, ring
 from mpcnp.approx import rsqrt
-from mpcnp.functions import conv2d, matmul, pool_windows
+from mpcnp.functions import add_bias, conv2d, matmul, pool_windows
 from mpcnp.protocols import families, pond
 from mpcnp.protocols.polynomial import RELU_BOUND
 from mpcnp.protocols.shared import Shared
@@ -385,18 +385,12 @@ def _step_of(x: PrivateTensor, bound: float | None) -> PrivateTensor:
 
 @rule("relu")
 def _relu(g, out, x, bound: float | None = None) -> Pairs:
-    def grad():
-        bit = out._value.drelu
-        if bit is not None:                  # securenn: the forward's DReLU bit
-            return _times_bit(g, bit, out._ctx)
-        return g * _step_of(x, bound)
-
-    yield x, grad
+    yield x, lambda: _relu_gradient(g, out, lambda: x, bound)
 
 
 def _relu_gradient(g, out, preactivation: Callable[[], Tensor], bound) -> Tensor:
-    """g times ReLU's derivative at a fused op's pre-activation: the forward's DReLU bit (securenn),
-    else the step of the pre-activation, computed again (pond's fused ops are the unfused ones)."""
+    """g times ReLU's derivative at its input: the forward's DReLU bit (securenn), else the step of
+    the input (``preactivation()``: relu's x, or a fused op's x (op) w + bias, computed again)."""
     bit = out._value.drelu
     if bit is not None:
         return _times_bit(g, bit, out._ctx)
@@ -405,7 +399,7 @@ def _relu_gradient(g, out, preactivation: Callable[[], Tensor], bound) -> Tensor
 
 @rule("dense_relu")
 def _dense_relu(g, out, x, weight, bias=None, bound: float | None = None) -> Pairs:
-    gz = _relu_gradient(g, out, lambda: matmul(x, weight) + (0.0 if bias is None else bias), bound)
+    gz = _relu_gradient(g, out, lambda: add_bias(matmul(x, weight), bias), bound)
     yield from _matmul_pairs(gz, x, weight)
     if bias is not None:
         yield bias, lambda: unbroadcast(gz, _shape(bias))
@@ -413,8 +407,7 @@ def _dense_relu(g, out, x, weight, bias=None, bound: float | None = None) -> Pai
 
 @rule("conv2d_relu")
 def _conv2d_relu(g, out, x, weight, bias=None, stride=1, padding=0, bound: float | None = None) -> Pairs:
-    channels = (lambda: 0.0) if bias is None else (lambda: bias.reshape(-1, 1, 1))
-    gz = _relu_gradient(g, out, lambda: conv2d(x, weight, stride, padding) + channels(), bound)
+    gz = _relu_gradient(g, out, lambda: add_bias(conv2d(x, weight, stride, padding), bias, channels=True), bound)
     yield from _conv2d(gz, out, x, weight, stride, padding)
     if bias is not None:
         yield bias, lambda: unbroadcast(gz, (_shape(bias)[0], 1, 1)).reshape(_shape(bias))

@@ -73,6 +73,11 @@ class Sequential(Module):
         return iter(self.layers)
 
     # ---- parameters by name -------------------------------------------------------------------
+    def named_layers(self) -> Iterator[tuple[str, Module]]:
+        """Every layer that is not a Sequential, nested ones flattened, with its position ("2.1": the
+        second layer of the third), in order."""
+        return _named_leaves(self.layers)
+
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Any]]:
         for i, layer in enumerate(self.layers):
             yield from layer.named_parameters(f"{prefix}{i}.")
@@ -262,10 +267,16 @@ def _reveal(value, to):
 
 
 def _flatten(layers: list[Module]) -> list[Module]:
-    flat: list[Module] = []
-    for layer in layers:
-        flat.extend(_flatten(layer.layers) if isinstance(layer, Sequential) else [layer])
-    return flat
+    return [layer for _, layer in _named_leaves(layers)]
+
+
+def _named_leaves(layers: list[Module], prefix: str = "") -> Iterator[tuple[str, Module]]:
+    """The layers of nested Sequentials in order, each with its position ("0", "2.1", ...)."""
+    for i, layer in enumerate(layers):
+        if isinstance(layer, Sequential):
+            yield from _named_leaves(layer.layers, f"{prefix}{i}.")
+        else:
+            yield f"{prefix}{i}", layer
 
 
 def _foldable_target(layers: list[Module], i: int) -> int | None:

@@ -31,7 +31,7 @@ from mpcnp.runtime.context import Context
 
 __all__ = ["Series", "chebyshev_terms", "combine", "abs_series", "step", "relu", "newton_steps", "reciprocal",
            "STEP_BOUND", "STEP_BAND", "RELU_BOUND", "RECIPROCAL_INTERVAL", "ROOT_INTERVAL", "LOG_INTERVAL",
-           "rsqrt_steps", "rsqrt", "log_atanh", "exact_log", "exact_root"]
+           "rsqrt_steps", "rsqrt", "log_atanh", "exact_log", "exact_root", "integer_combination"]
 
 
 @dataclass(frozen=True)
@@ -316,12 +316,23 @@ def _thermometer(ctx: Context, x: Shared, exponents: range, base_log2: int, ge_b
     return ge_bits(ctx, add_public(ctx, repeated, np.negative(column)))
 
 
-def _weighted(ctx: Context, bits: Shared, base: int, weights: Sequence[int]) -> Shared:
-    """The ring integer base + sum_j weights[j] bits[j] (weights may be negative), locally."""
-    w = np.array([int(v) % (1 << 64) for v in weights], dtype=np.uint64)
-    w = w.reshape((len(weights),) + (1,) * (len(bits.shape) - 1))
-    total = bits.map(lambda a: np.sum(a * w, axis=0, dtype=np.uint64))
-    return add_public(ctx, total, np.uint64(base % (1 << 64)))
+def integer_combination(ctx: Context, values: Shared | Sequence[Shared], base: int,
+                        weights: Sequence[int]) -> Shared:
+    """base + sum_j weights[j] values[j], exactly in the ring, for integer weights and base (negative
+    ones too): ``values`` one Shared stacked on a leading axis or a sequence of Shareds of one shape
+    (not stacked: no copy). Locally, no truncation (the caller's scale)."""
+    if isinstance(values, Shared):
+        shape, shares = tuple(values.shape[1:]), None if values.share is None else list(values.share)
+    else:
+        shape, shares = tuple(values[0].shape), None if values[0].share is None else [v.share for v in values]
+    if shares is None:
+        return Shared(None, shape)
+    ring = [np.uint64(int(w) % (1 << 64)) for w in weights]
+    total = shares[0] * ring[0]
+    scratch = np.empty_like(total)
+    for share, weight in zip(shares[1:], ring[1:]):
+        total += np.multiply(share, weight, out=scratch)
+    return add_public(ctx, Shared(total, shape), np.uint64(base % (1 << 64)))
 
 
 def exact_log(ctx: Context, x: Shared, ge_bits: Callable) -> Shared:
@@ -333,12 +344,12 @@ def exact_log(ctx: Context, x: Shared, ge_bits: Callable) -> Shared:
     f = ctx.config.frac_bits
     exponents = range(1 - f, 62 - f)
     bits = _thermometer(ctx, x, exponents, 1, ge_bits)
-    scale = _weighted(ctx, bits, 1 << 61, [-(1 << (61 - f - j)) for j in exponents])
+    scale = integer_combination(ctx, bits, 1 << 61, [-(1 << (61 - f - j)) for j in exponents])
     m = pond.truncate_exact(ctx, pond.product(ctx, x, scale, pond.MUL), 61 - f)
     t = pond.add_constant(ctx, m * 2, np.float64(-3.0))
     log_m = combine(ctx, chebyshev_terms(ctx, t, len(_LOG_MANTISSA) - 1), _LOG_MANTISSA)
     extra = 20
-    k_log2 = _weighted(ctx, bits, 0, [round(math.log(2) * 2 ** (f + extra))] * len(exponents))
+    k_log2 = integer_combination(ctx, bits, 0, [round(math.log(2) * 2 ** (f + extra))] * len(exponents))
     k_log2 = pond.add_constant(ctx, pond.truncate(ctx, k_log2, extra), np.float64(-f * math.log(2)))
     return log_m + k_log2
 
@@ -354,12 +365,12 @@ def exact_root(ctx: Context, x: Shared, ge_bits: Callable, inverse: bool) -> Sha
     low, high = -((f + 1) // 2), (60 - f) // 2
     exponents = range(low + 1, high + 1)
     bits = _thermometer(ctx, x, exponents, 2, ge_bits)
-    scale = _weighted(ctx, bits, 4 ** (high - low), [-3 * 4 ** (high - j) for j in exponents])
+    scale = integer_combination(ctx, bits, 4 ** (high - low), [-3 * 4 ** (high - j) for j in exponents])
     m = pond.truncate_exact(ctx, pond.product(ctx, x, scale, pond.MUL), 2 * high)
     series = RSQRT_MANTISSA if inverse else SQRT_MANTISSA
     root = series(ctx, m * 2)
     if inverse:   # times 2^-e = 2^(high - e) / 2^high
-        power = _weighted(ctx, bits, 2 ** (high - low), [-(2 ** (high - j)) for j in exponents])
+        power = integer_combination(ctx, bits, 2 ** (high - low), [-(2 ** (high - j)) for j in exponents])
         return pond.truncate_exact(ctx, pond.product(ctx, root, power, pond.MUL), high)
-    power = _weighted(ctx, bits, 1, [2 ** (j - 1 - low) for j in exponents])   # 2^(e - low)
+    power = integer_combination(ctx, bits, 1, [2 ** (j - 1 - low) for j in exponents])   # 2^(e - low)
     return pond.truncate_exact(ctx, pond.product(ctx, root, power, pond.MUL), -low)

@@ -298,15 +298,15 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     # the product's operand v and its mask: a and r, or the truncation t under a fresh mask s, opened
     # in PrivateCompare's round (the producer deals the truncation's c_1 after r's bits)
     v, s = (a, r) if truncated is None else (None, sharing.random_shares(ctx, (n,)))
-    if ctx.is_server:
+    if ctx.is_server and truncated is None:
+        x = (x_j + recv_array(ctx, ctx.other_server, opened, (n,))).astype(np.uint64, copy=False)
+    elif ctx.is_server:
         width = n * np.dtype(opened).itemsize
-        got = recv_array(ctx, ctx.other_server, np.uint8 if truncated else opened,
-                         (width + truncated.outgoing.size,) if truncated else (n,))
-        x = (x_j + (got[:width].view(opened) if truncated else got)).astype(np.uint64, copy=False)
-        if truncated is not None:
-            v = truncated.finish(got[width:])
-            y_j = v.flat() + s
-            ctx.send(ctx.other_server, y_j)
+        got = recv_array(ctx, ctx.other_server, np.uint8, (width + truncated.outgoing.size,))
+        x = (x_j + got[:width].view(opened)).astype(np.uint64, copy=False)
+        v = truncated.finish(got[width:])
+        y_j = v.flat() + s
+        ctx.send(ctx.other_server, y_j)
     elif truncated is not None:
         v = truncated.finish()
     # 3. beta' = beta XOR [r' > x'] to the producer (the top k-1-s of the k-1 low bits)

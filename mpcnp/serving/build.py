@@ -29,7 +29,7 @@ def architecture(spec: ModelSpec) -> nn.Sequential:
     model = nn.from_spec(spec.model)
     if not isinstance(model, nn.Sequential):
         raise ValueError(f"a served model is a Sequential, not a {type(model).__name__}")
-    unfolded = [name for name, layer in _leaves(model) if isinstance(layer, nn.BatchNorm)]
+    unfolded = [name for name, layer in model.named_layers() if isinstance(layer, nn.BatchNorm)]
     if unfolded:
         raise ValueError(f"layer {unfolded[0]} is a BatchNorm: upload model.folded(), in which each BatchNorm "
                          "is folded into the layer before it or turned into an Affine (mp.Client does)")
@@ -62,11 +62,3 @@ def check(obj: Any) -> ModelSpec:
 def serves_classes(spec: ModelSpec) -> bool:
     """Whether ``output="class"`` applies: one logit per sample, or one row of logits (``nn.classify``)."""
     return len(spec.output_shape) <= 1
-
-
-def _leaves(model: nn.Module, prefix: str = ""):
-    if isinstance(model, nn.Sequential):
-        for i, layer in enumerate(model.layers):
-            yield from _leaves(layer, f"{prefix}{i}.")
-    else:
-        yield prefix.rstrip("."), model
