@@ -282,7 +282,7 @@ def divide(x, y, integer_bits: int = 12) -> Tensor:
     2^42 = 4.4e12 at f = 8, 2^34 = 1.7e10 at 16, 2^26 = 6.7e7 at 24; docs/api.md has the table).
     These preconditions are on secret values and not checked (``validate=True`` checks them); outside
     them the result is wrong, not an error. Cost: integer_bits + f + 1 sequential steps of one DReLU
-    and one product (4 rounds, 237 bytes per element each).
+    and one product folded into it (3 rounds, 221 bytes per element each).
     pond: x * reciprocal(y), with the interval (0.05, 100) and error that ``reciprocal`` states
     (``integer_bits`` is then ignored).
     A public y divides locally (x / y).

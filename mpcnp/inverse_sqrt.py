@@ -255,9 +255,9 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     element for the three ReLUs instead of 663). The binary search needs all its levels: the domain
     spans 62 - f octaves (46 at 16) and each level halves what is left until the guess's width.
     Then b x = b 2^t - relu(2^t - x) locally, and x + b x (2^k - 1) multiplies the small values by
-    2^k exactly (an integral factor: no truncation, no precision lost). b * numerator is one
+    2^k exactly (an integral factor: no truncation, no precision lost). b * numerator is an
     untruncated product with the bit, exact however large the values (a fixed-point 0/1 times x near
-    2^46 would overflow the ring). Last, x is shifted down by s + f - X_BITS bits (12 to 30 for
+    2^46 would overflow the ring), folded into the comparison (``relu_times``: 24 bytes, no round). Last, x is shifted down by s + f - X_BITS bits (12 to 30 for
     frac_bits 8 to 24) and the numerator by s / 2, by exact truncations (whatever the run's mode:
     local truncation of values this large would often fail), which round without bias.
     """
@@ -266,9 +266,10 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     reach = 2.0 ** (62 - 2 * f) * REACH
     for t, k in levels:
         threshold = fixedpoint.encode(np.float64(2.0 ** t), f)
-        below = family.relu(ctx, add_public(ctx, -x, threshold), reach, blur=2.0 ** (t - BLUR_BITS))  # b (2^t - x)
+        # b (2^t - x) and b numerator in one comparison's rounds
+        below, chosen_n = family.relu_times(ctx, add_public(ctx, -x, threshold), numerator, reach,
+                                            blur=2.0 ** (t - BLUR_BITS))
         chosen_x = below.drelu * threshold - below                         # b x
-        chosen_n = pond.product(ctx, below.drelu, numerator, pond.MUL)   # b numerator
         x = x + chosen_x * np.uint64((1 << k) - 1)
         numerator = numerator + chosen_n * np.uint64((1 << (k // 2)) - 1)
     return pond.truncate_exact(ctx, x, shift + f - X_BITS), pond.truncate_exact(ctx, numerator, shift // 2), width
@@ -334,9 +335,10 @@ def inverse_sqrt_times(x: PrivateTensor, numerator: Tensor, interval: tuple[floa
     normalized x's 20 bits, y's 24). The numerator must stay below 2^(62 - f) / 2^(k/2) summed over
     the levels (2^25 at frac_bits 16), and |numerator x^(-1/2)| < 2^(38 - f) (the last product's
     headroom with y's 24 bits). Cost per element at frac_bits 16: 3 levels of a bounded, blurred
-    ReLU (119, 83 and 65 bytes, 3 rounds each) and a bit product (40 bytes, 1 round), two exact
-    truncations, x's opening, then the guess (48.5 bytes), 84.75 bytes per Newton step and the last
-    product (44.25 bytes): 758.5 bytes and 32 rounds at rel_error 1e-6, 674 bytes and 28 rounds at 1e-3
+    ReLU (119, 83 and 65 bytes, 3 rounds each) with the numerator's product by its bit folded in (24
+    bytes), two exact truncations, x's opening, then the guess (48.5 bytes), 84.75 bytes per Newton
+    step and the last product (44.25 bytes): 710.5 bytes and 29 rounds at rel_error 1e-6, 626 bytes
+    and 25 rounds at 1e-3
     (``costs``: inverse_sqrt rows), all truncations exact whatever the run's mode.
     pond (no exact comparison): Newton's steps from 1 / sqrt(hi), scaled (``pond_alphas``), on
     y sqrt(hi) (whose precision does not shrink with y): right for x in ``interval`` = (lo, hi)

@@ -80,6 +80,7 @@ MEASURED = {
     "drelu_pets": (lambda c: (lambda a=fresh(c): securenn.drelu_pets(c, a)), N, dict(n=1)),
     "relu": (lambda c: (lambda a=fresh(c): securenn.relu(c, a)), N, dict(n=1)),
     "relu_pets": (lambda c: (lambda a=fresh(c): securenn.relu_pets(c, a)), N, dict(n=1)),
+    "relu_times": (lambda c: (lambda a=fresh(c), t=fresh(c): securenn.relu_times(c, a, t)), N, dict(n=1)),
     "truncate_relu": (lambda c: (lambda a=fresh(c): securenn.truncate_relu(c, a, 16)), 1, dict(n=N, k=64, w=8)),
     "select_share": (lambda c: (lambda a=fresh(c), x=fresh(c), y=fresh(c): securenn.select_share(c, a, x, y)),
                      N, dict(n=1)),
@@ -92,6 +93,14 @@ MEASURED = {
     "inverse_sqrt": (inverse_sqrt_setup(None), 1, dict(n=N)),
     "inverse_sqrt_adam": (inverse_sqrt_setup(1e-3), 1, dict(n=N)),
 }
+
+
+def test_a_value_opened_before_costs_its_fold_8_bytes_only():
+    def setup(ctx):
+        a, other = fresh(ctx), fresh(ctx)
+        pond.open_masks(ctx, [other])
+        return lambda: securenn.relu_times(ctx, a, other)
+    assert protocol_cost(setup, N) == (costs.COSTS["relu_times"].bytes(n=1) - 16, 3)
 
 
 def test_every_row_is_measured():

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mpcnp import zp
-from mpcnp.protocols import securenn, sharing
+from mpcnp.protocols import pond, securenn, sharing
 from mpcnp.protocols.shared import Shared
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, current
 from helpers import L, chi_square, chi_square_limit, mine, reconstruct, run_core as run, signed
@@ -313,6 +313,86 @@ def test_servers_see_a_uniform_opened_value():
     run(program)
     top_bytes = (seen[SERVER0] >> np.uint64(56)).astype(np.intp)      # server0's x_0 = a_0 + r_0
     assert chi_square(np.bincount(top_bytes, minlength=256)) < chi_square_limit(255)
+
+
+# ---- a product of the bit folded into the comparison (falcon_msb's times) ---------------------------
+def relu_times(values, others, bits: int = 64, twice: bool = False, shift: int = 0):
+    """(ReLU, DReLU, DReLU * other) of the shared values as Python integers (signed, signed, mod L),
+    from ``securenn.relu_times``; ``twice``: a second call with the same other, opened by the first;
+    ``shift``: ``falcon_msb`` with the truncation by ``shift`` bits fused too (the ReLU is then of
+    the truncated value)."""
+    s0, s1 = shares_of(values)
+    t0, t1 = shares_of(others)
+
+    def program():
+        ctx = current()
+        a, other = mine(ctx, s0, s1), mine(ctx, t0, t1)
+        for _ in range(2 if twice else 1):
+            if shift:
+                step = securenn.falcon_msb(ctx, a, with_product=True, bits=bits, times=other,
+                                           truncated=pond.PendingTruncation(ctx, a, shift))
+                value, bit, together = step.product, step.bit, step.times
+            else:
+                value, bit, together = securenn.relu_times(ctx, a, other, bits)
+        return None if bit.share is None else (value.share, bit.share, together.share)
+
+    results = run(program)
+    value, bit, together = ([(int(x) + int(y)) % L for x, y in zip(results[SERVER0][i], results[SERVER1][i])]
+                            for i in range(3))
+    return [signed(v) for v in value], bit, together
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_the_bit_times_another_value_comes_with_the_relu(data):
+    bits = data.draw(st.sampled_from([64, 24]))
+    top = 1 << (bits - 1)
+    pairs = data.draw(st.lists(st.tuples(st.integers(-top, top - 1), ring_elements), min_size=1, max_size=8))
+    twice = data.draw(st.booleans())
+    values, others = zip(*pairs)
+    relus, bits_out, together = relu_times(values, others, bits, twice)
+    assert bits_out == [int(v >= 0) for v in values]
+    assert relus == [max(v, 0) for v in values]
+    assert together == [int(v >= 0) * int(o) % L for v, o in zip(values, others)]
+
+
+def test_the_bit_times_another_value_at_the_edges_and_with_a_fused_truncation():
+    values = edge_values("falcon")
+    others = [(1 << 64) - 1, 0, 1 << 63, 12345] * len(values)
+    relus, bits_out, together = relu_times(values, others[:len(values)])
+    assert relus == [max(v, 0) for v in values] and bits_out == [int(v >= 0) for v in values]
+    assert together == [int(v >= 0) * o for v, o in zip(values, others)]
+    # a product's truncation by 16 bits, its ReLU and the bit times another value, in one comparison
+    values = [0, 1, -1, (1 << 40) + 5, -(1 << 40) - 5, (1 << 61) - 1, -(1 << 61)]
+    relus, bits_out, together = relu_times(values, [7] * len(values), shift=16)
+    assert bits_out == [int(v >= 0) for v in values]
+    assert [abs(r - (max(v, 0) >> 16)) <= 1 for r, v in zip(relus, values)] == [True] * len(values)
+    assert together == [7 * int(v >= 0) for v in values]
+
+
+def test_the_other_value_is_opened_under_a_uniform_mask_and_must_have_the_shape():
+    n, seen = 20000, {}
+
+    def program():
+        ctx = current()
+        if ctx.name == SERVER1:
+            real_recv = ctx.recv
+
+            def recv(frm):
+                message = real_recv(frm)
+                seen.setdefault(frm, message)
+                return message
+            ctx.recv = recv
+        constant = Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
+                          (np.zeros(n, np.uint64) if ctx.is_server else None), (n,))
+        securenn.relu_times(ctx, constant, constant)
+        with pytest.raises(ValueError, match="times of shape"):
+            securenn.falcon_msb(ctx, constant, times=constant.map(lambda a: a[:-1]))
+
+    run(program)
+    opened = seen[SERVER0].view(np.uint64)[n:]          # x_0, then times_0 - m_0
+    assert opened.size == n
+    assert chi_square(np.bincount((opened >> np.uint64(56)).astype(np.intp), minlength=256)) < chi_square_limit(255)
 
 
 @pytest.mark.processes

@@ -95,8 +95,8 @@ class Adam(Optimizer):
     squares overflow the ring and the step is garbage.
     Cost per parameter element and step under securenn at frac_bits 16: 3 comparisons (bounded and
     blurred: the inverse square root's input lies in its domain when |g| <= grad_bound, and its
-    thresholds tolerate a blur) and about 20 products and truncations: 715 bytes and 32 rounds in all
-    (800 and 36 at rel_error 1e-6), however many parameters: all of them are batched into one flat
+    thresholds tolerate a blur) and about 20 products and truncations: 667 bytes and 29 rounds in all
+    (752 and 33 at rel_error 1e-6), however many parameters: all of them are batched into one flat
     vector for the moments and one call of the inverse square root (one set of rounds).
     """
 

@@ -240,7 +240,7 @@ def classify(logits, class_scale: float = 1):
     ties, as NumPy), or, for one logit per sample ((N,) or (N, 1)), 1 where it is > 0 else 0 (as
     scikit-learn's binary classifiers). A private tensor of shape (N,).
 
-    SecureNN: exact (argmax: ceil(log2 k) levels of one comparison and one product, 261 bytes per
+    SecureNN: exact (argmax: ceil(log2 k) levels of one comparison with the index's product folded in, 245 bytes per
     comparison; one logit: a comparison, 213 bytes). Pond: the logits times ``class_scale`` go through
     the step polynomial, right when every gap between a sample's logits, times ``class_scale``, lies in
     [-16, 16] and the winning gap outside (-0.25, 0.25); ``nn.calibrate`` sizes ``class_scale``.

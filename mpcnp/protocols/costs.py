@@ -92,6 +92,10 @@ _ROWS = [
          "DReLU as above; the producer also deals z r, so the product with a = x - r is local"),
     Cost("relu_bounded", "ReLU bounded to k bits (s low bits skipped), per element", "(3*(k - s) + 29)*n", 3,
          "704*n", 10, "bounded DReLU as above, x opened whole for the folded product"),
+    Cost("relu_times", "ReLU with its bit's product by another value folded in (8 bytes less when that "
+         "value was opened before), per element", "245*n", 3, "744*n", 12,
+         "the other value opened in the message of a + r, the producer deals z m beside z: no round more; "
+         "PETS: ReLU then SelectShare's product"),
     Cost("truncate_relu", "exact truncation of n products then their ReLU, fused (k bits of the product, "
          "x opened in w bytes)", "(3*k + 29 + 2*w)*n + 4*n + 2*((n + 7)//8)", 3, None, None,
          "the truncation's bits travel with the opening of a + r, the truncated value is opened under its "
@@ -102,18 +106,20 @@ _ROWS = [
          "the producer's c1 and the opening are independent: 1 counted round"),
     Cost("max_step", "max step (value only), per window", "221*n", 3, "744*n", 9,
          "max = other + relu(best - other) with ReLU as above"),
-    Cost("maxpool_step", "MaxPool step (value and index), per window", "261*n", 4, "744*n", 9,
-         "as max step, plus one 40-byte product of the bit for the index"),
+    Cost("maxpool_step", "MaxPool step (value and index), per window", "245*n", 3, "744*n", 9,
+         "as max step, the bit's product with the index folded into the comparison (24 bytes)"),
     Cost("dmaxpool", "DMaxPool over a window of size window, per window", "8*(window + 2)*n", 2,
          "16*(window + 1)*n", 2, "server0's share of the one-hot vector PRF-compressed"),
-    Cost("division_step", "Division, per element and quotient bit (the first step: +16)", "237*n", 4,
-         "704*n", 10, "DReLU as above, and the divisor's Beaver mask is opened once"),
+    Cost("division_step", "Division, per element and quotient bit (the first step: +16)", "221*n", 3,
+         "704*n", 10, "DReLU as above with the bit's product by the divisor folded in; the divisor's mask is "
+         "opened once"),
     Cost("inverse_sqrt", "inverse_sqrt_times of n elements at frac_bits 16 (securenn, rel_error 1e-6)",
-         "755*n + 16*((n + 7)//8) + 6*((2*n + 7)//8)", 32, None, None,
-         "3 bounded, blurred ReLUs (119, 83, 65 B) and bit products, a degree-4 guess, 3 Newton steps of "
-         "84 B, the last product; 8 exact truncations of n elements and 3 of 2n"),
+         "707*n + 16*((n + 7)//8) + 6*((2*n + 7)//8)", 29, None, None,
+         "3 bounded, blurred ReLUs (119, 83, 65 B), each with the numerator's product by its bit folded in "
+         "(24 B), a degree-4 guess, 3 Newton steps of 84 B, the last product; 8 exact truncations of n "
+         "elements and 3 of 2n"),
     Cost("inverse_sqrt_adam", "inverse_sqrt_times of n elements at frac_bits 16 (securenn, rel_error 1e-3: Adam's)",
-         "671*n + 14*((n + 7)//8) + 4*((2*n + 7)//8)", 28, None, None,
+         "623*n + 14*((n + 7)//8) + 4*((2*n + 7)//8)", 25, None, None,
          "as above with 2 Newton steps"),
 ]
 COSTS: dict[str, Cost] = {row.name: row for row in _ROWS}

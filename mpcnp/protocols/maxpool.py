@@ -6,8 +6,8 @@ conventions as in ``securenn``. The tournament takes its comparison step as an a
 every protocol family uses the same one (``families``).
 
 Costs per window (bytes summed over all parties; rounds = longest chain of dependent messages):
-  maxpool over n: n - 1 steps of 261 B, 4 rounds;  tournament over n: n - 1 comparisons of 261 B and
-  ceil(log2 n) levels of 4 rounds with the index, 221 B and 3 rounds without;  dmaxpool over n:
+  maxpool over n: n - 1 steps of 245 B, 3 rounds;  tournament over n: n - 1 comparisons of 245 B and
+  ceil(log2 n) levels of 3 rounds with the index, 221 B and 3 rounds without;  dmaxpool over n:
   8 (n + 2) B, 2 rounds.
 """
 from __future__ import annotations
@@ -36,15 +36,18 @@ def exact_step(ctx: Context, best: Shared, other: Shared, index: Shared | None =
     max(best, other) = other + ReLU(best - other): ``securenn.relu`` gives the value and the bit
     keep = [best >= other] (221 bytes, 3 rounds; with ``bits`` = k < 64, exact when every difference
     best - other lies in [-2^(k-1), 2^(k-1)), 3k + 29 bytes); the index is other_index + keep (index - other_index),
-    one more Beaver product of the bit, untruncated (40 bytes, 1 round): exact whatever the indices.
-    The new best keeps ``keep`` as its ``drelu`` (the gradient routes by it).
+    the bit's product folded into the comparison (``securenn.relu_times``: 24 bytes, no round more),
+    untruncated: exact whatever the indices. The new best keeps ``keep`` as its ``drelu`` (the
+    gradient routes by it).
     """
-    gain, keep = securenn.relu(ctx, best - other, bits)
+    if index is None:
+        gain, keep = securenn.relu(ctx, best - other, bits)
+    else:
+        gain, keep, moved = securenn.relu_times(ctx, best - other, index - other_index, bits)
     new_best = other + gain
     new_best = Shared(rerandomize(ctx, new_best.share), new_best.shape, drelu=keep)
     if index is None:
         return new_best, None
-    moved = pond.product(ctx, keep, index - other_index, pond.MUL)
     new_index = other_index + moved
     return new_best, Shared(rerandomize(ctx, new_index.share), new_index.shape)
 
@@ -58,8 +61,8 @@ def maxpool(ctx: Context, x: Shared) -> tuple[Shared, Shared]:
     Tie rule: the first maximal element wins (its index is returned), as numpy.argmax.
     Exact when all pairwise differences lie in [-2^63, 2^63) (always, for values below 2^62 in
     magnitude, as fixed-point encoding guarantees).
-    Cost per window and step: ReLU of the difference (221 bytes, 3 rounds), then one product for the
-    index (40 bytes, 1 round): 261 bytes, 4 rounds. PETS: 744 bytes, 9 rounds.
+    Cost per window and step: ReLU of the difference with the index's product folded in (221 + 24
+    bytes, 3 rounds): 245 bytes, 3 rounds. PETS: 744 bytes, 9 rounds.
     """
     n, batch = x.shape[0], x.shape[1:]
     if n == 0:
@@ -79,7 +82,7 @@ def tournament_max(ctx: Context, x: Shared, step: Step = exact_step, with_index:
     ``step``; an odd one out moves on at the end. Candidates thus stay in index order, and
     ``maxpool``'s tie rule holds: the first maximal element wins. ``x`` has shape (n, *batch).
     Returns (max, index or None); the index is a ring integer times ``index_unit`` (2^frac_bits gives
-    it in fixed point). Cost with ``exact_step``: per comparison 261 bytes and 4 rounds per level
+    it in fixed point). Cost with ``exact_step``: per comparison 245 bytes and 3 rounds per level
     with the index, 221 bytes and 3 rounds without.
     ``levels``: a list to which each level appends, for the gradient, the step's ``drelu`` bit
     [first >= second] as (None, None, bit), or (first candidates, second candidates, None) when the

@@ -49,7 +49,7 @@ def conv2d_op(stride, padding) -> Bilinear:
                     lambda xs, ws: ring.conv2d_shape(xs, ws, stride=stride, padding=padding))
 
 
-def _draw_mask(ctx: Context, value: Shared) -> None:
+def draw_mask(ctx: Context, value: Shared) -> None:
     """Give ``value`` a fresh mask: a_j on server j, a = a0 + a1 on the producer. No communication."""
     value.mask = sharing.random_shares(ctx, value.shape)
 
@@ -59,7 +59,7 @@ def open_masks(ctx: Context, values: list[Shared]) -> None:
     not opened yet (a dealer may have given masks that are still to be opened)."""
     for value in values:
         if value.mask is None:
-            _draw_mask(ctx, value)
+            draw_mask(ctx, value)
     if ctx.is_server:
         fresh = []
         for value in values:

@@ -25,7 +25,7 @@ from mpcnp.protocols.shared import Shared, add_public, xor_public
 from mpcnp.protocols.sharing import Z_ODD, common_stream, deal, deal_bits, exchange, recv_array, rerandomize
 from mpcnp.runtime.context import PRODUCER, SERVER0, SERVER1, Context
 
-__all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pets", "relu", "relu_pets",
+__all__ = ["private_compare", "share_convert", "compute_msb", "drelu", "drelu_pets", "relu", "relu_times", "relu_pets",
            "select_share", "division", "fixed_division", "truncate_relu"]
 
 _ONE = np.uint64(1)
@@ -200,6 +200,15 @@ def relu(ctx: Context, a: Shared, bits: int = 64, coarse: int = 0) -> tuple[Shar
     return step.product, step.bit
 
 
+def relu_times(ctx: Context, a: Shared, times: Shared, bits: int = 64,
+               coarse: int = 0) -> tuple[Shared, Shared, Shared]:
+    """``relu``'s (ReLU(a), DReLU(a)) and DReLU(a) * times for a shared ``times`` of a's shape, in the
+    ReLU's 3 rounds (``falcon_msb``'s ``times``): 24 bytes per element more than ``relu`` (8 if times
+    was opened before), where a Beaver product of the bit takes 40 (24) and a round more."""
+    step = falcon_msb(ctx, a, with_product=True, bits=bits, coarse=coarse, times=times)
+    return step.product, step.bit, step.times
+
+
 def truncate_relu(ctx: Context, a: Shared, shift: int, bits: int = 64) -> tuple[Shared, Shared]:
     """ReLU(t) for the exact truncation t of ``a`` by ``shift`` bits (``pond.truncate_exact``), and
     DReLU(a): a product's truncation fused with the ReLU after it, in the ReLU's 3 rounds instead of
@@ -222,12 +231,13 @@ def truncate_relu(ctx: Context, a: Shared, shift: int, bits: int = 64) -> tuple[
 
 
 class FalconStep:
-    """What ``falcon_msb`` returns: shares of DReLU(a) and, when asked for, of DReLU(a) * a."""
+    """What ``falcon_msb`` returns: shares of DReLU(a) and, when asked for, of DReLU(a) * a (or of
+    the truncation's) and of DReLU(a) * times."""
 
-    __slots__ = ("bit", "product")
+    __slots__ = ("bit", "product", "times")
 
-    def __init__(self, bit: Shared, product: Shared | None):
-        self.bit, self.product = bit, product
+    def __init__(self, bit: Shared, product: Shared | None, times: Shared | None = None):
+        self.bit, self.product, self.times = bit, product, times
 
 
 def _opening_dtype(bits: int):
@@ -236,7 +246,7 @@ def _opening_dtype(bits: int):
 
 
 def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 64, coarse: int = 0,
-               truncated: pond.PendingTruncation | None = None) -> FalconStep:
+               truncated: pond.PendingTruncation | None = None, times: Shared | None = None) -> FalconStep:
     """DReLU(a) = [a >= 0] by one PrivateCompare on a masked opening (Falcon's ReLU'), for a value
     known to satisfy -2^(k-1) <= a < 2^(k-1), k = ``bits`` (k = 64: every a in Z_L).
 
@@ -268,16 +278,30 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     streams with the producer in PrivateCompare's round, and the producer deals z s with z:
     z t = z y - z s for the public y = t + s, as for a. No round more; x is then opened only mod 2^k
     (2w) and y costs 16 bytes.
+    ``times`` (a shared value of a's shape): also DReLU(a) * times (``FalconStep.times``), a product of
+    the bit the caller would otherwise take in a round of its own (a select, a long division's
+    subtraction, a maxpool index). times is opened under its Beaver mask m (e = times - m, drawn
+    if it has none; pond.open_masks) in the message of x, unless it was opened before; the producer
+    deals z m with z: z times = z e + z m. No round more; 24 bytes per element (8 if times was
+    opened before), where a Beaver product of the bit after the comparison takes 40 (24) and a round.
     """
     if not (isinstance(bits, (int, np.integer)) and 2 <= bits <= 64):
         raise ValueError(f"DReLU compares values of 2 to 64 bits, got bits={bits!r}")
     if not (isinstance(coarse, (int, np.integer)) and 0 <= coarse < bits - 1):
         raise ValueError(f"a coarse DReLU skips 0 to bits - 2 = {bits - 2} low bits, got {coarse!r}")
     n = a.size
+    if times is not None and tuple(times.shape) != tuple(a.shape):
+        raise ValueError(f"falcon_msb: times of shape {tuple(times.shape)} for a of shape {tuple(a.shape)}")
     if n == 0:
-        return FalconStep(Shared.of(a.share, a.shape), Shared.of(a.share, a.shape) if with_product else None)
+        # distinct objects: a mask drawn later for one must not appear on another
+        return FalconStep(*(Shared.of(a.share, a.shape) if wanted else None
+                            for wanted in (True, with_product, times is not None)))
     if truncated is not None and not with_product:
         raise ValueError("falcon_msb: a truncation is for the product, with_product=True")
+    if times is not None and times.mask is None:
+        pond.draw_mask(ctx, times)
+    # times' opening travels with x's (on the servers, which alone open it)
+    open_times = times is not None and ctx.is_server and times.opened is None
     rows, top = bits - 1 - coarse, np.uint64(bits - 1)
     low = np.uint64((1 << (bits - 1)) - 1)
     opened = np.uint64 if with_product and truncated is None else _opening_dtype(bits)
@@ -291,22 +315,26 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
         # server's x_j is received only after r's bit shares are drawn or received, so the wait for it
         # overlaps that work (sharing.exchange would wait at once)
         x_j = (a.flat() + r).astype(opened, copy=False)
-        ctx.send(ctx.other_server,
-                 x_j if truncated is None else np.concatenate([x_j.view(np.uint8), truncated.outgoing]))
+        extra = ([] if truncated is None else [truncated.outgoing]) + \
+            ([(times.flat() - times.mask.reshape(-1)).view(np.uint8)] if open_times else [])
+        ctx.send(ctx.other_server, np.concatenate([x_j.view(np.uint8), *extra]) if extra else x_j)
         beta = common_stream(ctx).uint8(n) & np.uint8(1)
     r_bits = mask.bits()
     # the product's operand v and its mask: a and r, or the truncation t under a fresh mask s, opened
     # in PrivateCompare's round (the producer deals the truncation's c_1 after r's bits)
     v, s = (a, r) if truncated is None else (None, sharing.random_shares(ctx, (n,)))
-    if ctx.is_server and truncated is None:
+    if ctx.is_server and not extra:
         x = (x_j + recv_array(ctx, ctx.other_server, opened, (n,))).astype(np.uint64, copy=False)
     elif ctx.is_server:
-        width = n * np.dtype(opened).itemsize
-        got = recv_array(ctx, ctx.other_server, np.uint8, (width + truncated.outgoing.size,))
+        width, bits_width = n * np.dtype(opened).itemsize, 0 if truncated is None else truncated.outgoing.size
+        got = recv_array(ctx, ctx.other_server, np.uint8, (width + bits_width + (8 * n if open_times else 0),))
         x = (x_j + got[:width].view(opened)).astype(np.uint64, copy=False)
-        v = truncated.finish(got[width:])
-        y_j = v.flat() + s
-        ctx.send(ctx.other_server, y_j)
+        if open_times:
+            times.opened = (extra[-1].view(np.uint64) + got[width + bits_width:].view(np.uint64)).reshape(times.shape)
+        if truncated is not None:
+            v = truncated.finish(got[width:width + bits_width])
+            y_j = v.flat() + s
+            ctx.send(ctx.other_server, y_j)
     elif truncated is not None:
         v = truncated.finish()
     # 3. beta' = beta XOR [r' > x'] to the producer (the top k-1-s of the k-1 low bits)
@@ -315,10 +343,13 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     y = x if truncated is None or not ctx.is_server else y_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
     # 4. z = beta' XOR bit k-1 of r from the producer, and z s for the product with v = y - s
     z = None if beta1 is None else beta1.astype(np.uint64) ^ ((r >> top) & _ONE)
-    dealt = deal(ctx, None if z is None else (np.concatenate([z, z * s]) if with_product else z),
-                 ((2 if with_product else 1) * n,))
+    if z is not None:
+        z = np.concatenate([z, *([z * s] if with_product else []),
+                            *([z * times.mask.reshape(-1)] if times is not None else [])])
+    dealt = deal(ctx, z, ((1 + int(with_product) + int(times is not None)) * n,))
     if not ctx.is_server:
-        return FalconStep(Shared(None, a.shape), Shared(None, a.shape) if with_product else None)
+        return FalconStep(*(Shared(None, a.shape) if wanted else None
+                            for wanted in (True, with_product, times is not None)))
     z_j = dealt[:n]
     # 5. DReLU = z XOR c, c public to the servers: z where c = 0, 1 - z where c = 1 (bytes and a
     # boolean view: these passes run over every compared element)
@@ -326,13 +357,18 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     flip = c.view(np.bool_)
     bit = np.where(flip, (_ONE if ctx.name == SERVER0 else np.uint64(0)) - z_j, z_j)
     bit = Shared.of(rerandomize(ctx, bit), a.shape)
-    if not with_product:
-        return FalconStep(bit, None)
-    # 6. z v = z y - z s; DReLU * v = z v where c = 0, v - z v where c = 1
-    zv_j = z_j * y
-    zv_j -= dealt[n:]
-    product = np.where(flip, v.flat() - zv_j, zv_j)
-    return FalconStep(bit, Shared.of(rerandomize(ctx, product), a.shape))
+    product = together = None
+    if with_product:
+        # 6. z v = z y - z s; DReLU * v = z v where c = 0, v - z v where c = 1
+        zv_j = z_j * y
+        zv_j -= dealt[n:2 * n]
+        product = Shared.of(rerandomize(ctx, np.where(flip, v.flat() - zv_j, zv_j)), a.shape)
+    if times is not None:
+        # z times = z e + z m, e = times - m public; DReLU * times likewise
+        zt_j = z_j * times.opened.reshape(-1)
+        zt_j += dealt[-n:]
+        together = Shared.of(rerandomize(ctx, np.where(flip, times.flat() - zt_j, zt_j)), a.shape)
+    return FalconStep(bit, product, together)
 
 
 def drelu_pets(ctx: Context, a: Shared) -> Shared:
@@ -381,8 +417,9 @@ def division(ctx: Context, x: Shared, y: Shared, bits: int) -> Shared:
     y > 0, x < 2^63 and 2^(bits - 1) y <= 2^63 (every DReLU input x - u - 2^i y then lies in
     [-2^63, 2^63), where DReLU is exact).
     For i = bits - 1 .. 0: beta_i = DReLU(x - u - 2^i y), u += beta_i 2^i y, q += beta_i 2^i.
-    Cost: ``bits`` sequential steps of one DReLU and one product; y's Beaver mask is opened once and
-    reused, so 237 bytes per element and step after the first (+16 for y's mask), 4 rounds per step.
+    Cost: ``bits`` sequential steps of one DReLU with the product beta y folded in (``falcon_msb``'s
+    ``times``); y's Beaver mask is opened once, in the first step's comparison, and reused: 221 bytes
+    per element and step after the first (+16 for y's mask), 3 rounds per step.
     """
     if x.shape != y.shape:
         raise ValueError(f"division needs operands of one shape, got {x.shape} and {y.shape}")
@@ -391,8 +428,9 @@ def division(ctx: Context, x: Shared, y: Shared, bits: int) -> Shared:
     u = q = x * 0
     for i in reversed(range(bits)):
         scale = np.uint64(1 << i)
-        beta = drelu(ctx, x - u - y * scale)
-        u = u + pond.product(ctx, beta, y, pond.MUL) * scale
+        step = falcon_msb(ctx, x - u - y * scale, times=y)
+        beta = step.bit
+        u = u + step.times * scale
         q = q + beta * scale
     return Shared.of(rerandomize(ctx, q.share), q.shape)
 
@@ -408,8 +446,9 @@ def fixed_division(ctx: Context, x: Shared, y: Shared, integer_bits: int, frac_b
     The remainder stays below 2^(i + 1) y, then below y, so every DReLU input lies in
     (-2^63, 2^63) when 2^b y < 2^62 (ring values). server0 finally takes the offset 2^(b + f) off q.
     Preconditions (ring values, secret, not checked): y > 0, |x| < 2^b y and 2^b y < 2^62, i.e. for
-    reals 2^-f <= y < 2^(62 - b - f). Cost: b + 1 + f sequential steps of one DReLU and one product
-    of the bit with y (y's mask opened once): 237 bytes and 4 rounds per step (+16 in the first).
+    reals 2^-f <= y < 2^(62 - b - f). Cost: b + 1 + f sequential steps of one DReLU with the product
+    of its bit and y folded in (``falcon_msb``'s ``times``; y's mask opened once, in the first step):
+    221 bytes and 3 rounds per step (+16 in the first).
     """
     if x.shape != y.shape:
         raise ValueError(f"division needs operands of one shape, got {x.shape} and {y.shape}")
@@ -419,13 +458,13 @@ def fixed_division(ctx: Context, x: Shared, y: Shared, integer_bits: int, frac_b
     quotient = x * 0
     for i in reversed(range(integer_bits + 1)):
         scale = np.uint64(1 << i)
-        beta = drelu(ctx, remainder - y * scale)
-        remainder = remainder - pond.product(ctx, beta, y, pond.MUL) * scale
-        quotient = quotient + beta * np.uint64(1 << (i + frac_bits))
+        step = falcon_msb(ctx, remainder - y * scale, times=y)
+        remainder = remainder - step.times * scale
+        quotient = quotient + step.bit * np.uint64(1 << (i + frac_bits))
     for j in range(1, frac_bits + 1):
         remainder = remainder * np.uint64(2)
-        beta = drelu(ctx, remainder - y)
-        remainder = remainder - pond.product(ctx, beta, y, pond.MUL)
-        quotient = quotient + beta * np.uint64(1 << (frac_bits - j))
+        step = falcon_msb(ctx, remainder - y, times=y)
+        remainder = remainder - step.times
+        quotient = quotient + step.bit * np.uint64(1 << (frac_bits - j))
     quotient = add_public(ctx, quotient, np.uint64((1 << 64) - (1 << (integer_bits + frac_bits))))
     return Shared.of(rerandomize(ctx, quotient.share), quotient.shape)
