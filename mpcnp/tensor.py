@@ -19,10 +19,10 @@ from mpcnp.comparisons import MAX_POWER
 from mpcnp.tracing import before_reveal, grad_enabled, gradient_recorder, operation
 from mpcnp.protocols import pond, sharing
 from mpcnp.protocols.shared import Shared, shape_proxy, trivial
-from mpcnp.runtime.context import SERVER0, Context, PartyError, current
+from mpcnp.runtime.context import Context, current
 
-__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private", "plain",
-           "shape_proxy", "equal", "absolute", "power", "reduce", "MAX_POWER"]
+__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "as_private", "plain", "shape_proxy", "equal", "absolute",
+           "power", "reduce", "MAX_POWER"]
 
 
 def plain(value) -> np.ndarray:
@@ -483,44 +483,3 @@ def as_private(value, ctx: Context) -> PrivateTensor:
         return value
     encoded = fixedpoint.encode(plain(value), ctx.config.frac_bits)
     return PrivateTensor(ctx, trivial(ctx, encoded, encoded.shape))
-
-
-@operation("private", private=lambda *args, **kwargs: True)
-def private(value, owner: str = SERVER0) -> PrivateTensor:
-    """Secret-share ``owner``'s value (array-like, or a zero-argument callable evaluated only there).
-
-    Non-finite or out-of-range values raise ValueError on the owner, which every party then sees as a
-    PartyError. Cost: one message of the array's ring elements from the owner to server1.
-    """
-    ctx = current()
-    share, shape = sharing.share_input(ctx, value, owner)
-    return PrivateTensor(ctx, Shared(share, shape))
-
-
-def public(value, owner: str | None = None) -> PublicTensor:
-    """A value every party passes identically (float64 plaintext).
-
-    With ``owner``: a public value that only ``owner`` provides (array-like, or a zero-argument
-    callable evaluated only there; every other party may pass anything), sent to every other party
-    in the clear: say, the updated model a model owner hands back to the data owners in federated
-    learning. Non-finite values raise ValueError on the owner (a PartyError naming it elsewhere).
-    Cost: one message of 8 bytes per element (float64) to each other party, 1 round.
-    """
-    if owner is None:
-        return PublicTensor(value)
-    ctx = current()
-    ctx.check_party(owner)
-    if ctx.name == owner:
-        array = np.array(plain(value() if callable(value) else value), order="C")  # 0-d stays 0-d
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"mp.public: the value {owner} provides holds non-finite numbers")
-        for peer in ctx.parties:
-            if peer != owner:
-                ctx.send(peer, array)
-        return PublicTensor(array)
-    received = ctx.recv(owner)
-    if received.dtype != np.float64:
-        raise PartyError(owner, f"sent a public value of dtype {received.dtype}, not float64")
-    return PublicTensor(received)
-
-
