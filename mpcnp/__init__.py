@@ -8,7 +8,8 @@ __version__ = "0.1.0"
 
 from mpcnp.fixedpoint import PrecisionWarning  # noqa: E402
 from mpcnp.runtime import PartyError, party, stats  # noqa: E402
-from mpcnp.tensor import PrivateTensor, PublicTensor, private, public  # noqa: E402
+from mpcnp.tensor import PrivateTensor, PublicTensor  # noqa: E402
+from mpcnp.inputs import private, public  # noqa: E402
 from mpcnp.functions import (abs, argmax, argmin, avgpool2d, clip, concat, conv2d, matmul, max,  # noqa: E402,A004
                              maximum, maxpool2d, min, minimum, pad, relu, sign, stack, truncation, where,
                              dense_relu, conv2d_relu)

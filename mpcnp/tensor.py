@@ -4,7 +4,8 @@ Layer 6 of mpcnp. Every party holds its own tensor objects for the same program 
 servers hold additive shares (uint64, fixed point with the run's ``frac_bits``), every other party
 only the shape. Operators dispatch here, once, by operand type, to the protocols: private with private
 goes to Pond's triples; private with public is local; public with public is plain float64 NumPy;
-comparisons go to the run's protocol family (mpcnp.protocols.families).
+comparisons, ==, abs, ** and maxima of a private operand go to mpcnp.comparisons (the run's protocol
+family), NumPy's ufuncs by mpcnp.ufuncs.
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from typing import Callable
 
 import numpy as np
 
-from mpcnp import fixedpoint
+from mpcnp import comparisons, fixedpoint, ufuncs
+from mpcnp.comparisons import MAX_POWER
 from mpcnp.tracing import before_reveal, grad_enabled, gradient_recorder, operation
-from mpcnp.protocols import families, maxpool, pond, sharing
-from mpcnp.protocols.shared import Shared, complement, shape_proxy, trivial
-from mpcnp.runtime.context import SERVER0, Context, PartyError, current
+from mpcnp.protocols import pond, sharing
+from mpcnp.protocols.shared import Shared, shape_proxy, trivial
+from mpcnp.runtime.context import Context, current
 
-__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "private", "public", "as_private", "plain",
-           "shape_proxy", "equal", "absolute", "power", "reduce", "MAX_POWER"]
+__all__ = ["Tensor", "PrivateTensor", "PublicTensor", "as_private", "plain", "shape_proxy", "equal", "absolute",
+           "power", "reduce", "MAX_POWER"]
 
 
 def plain(value) -> np.ndarray:
@@ -154,7 +156,7 @@ class Tensor:
         """``ndarray (op) tensor`` reaches here: operators go to the tensor's own (reflected)
         method; any other NumPy ufunc on a private tensor is a TypeError naming mpcnp's function;
         on public tensors only, ufuncs compute on the plaintext."""
-        names = _OPERATOR_UFUNCS.get(ufunc.__name__)
+        names = ufuncs.OPERATORS.get(ufunc.__name__)
         if names is not None and method == "__call__" and not kwargs and len(inputs) == 2:
             first, second = inputs
             if isinstance(first, Tensor):
@@ -163,32 +165,7 @@ class Tensor:
         if not any(isinstance(item, PrivateTensor) for item in inputs):
             values = [item.value if isinstance(item, PublicTensor) else item for item in inputs]
             return PublicTensor(getattr(ufunc, method)(*values, **kwargs))
-        hint = _UFUNC_HINTS.get(ufunc.__name__, "the mpcnp functions of docs/api.md (mp.exp, mp.log, "
-                                                "mp.sqrt, mp.abs, ...)")
-        name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
-        raise TypeError(f"numpy.{name} cannot compute on a private tensor (its shares are not its "
-                        f"values): use {hint}")
-
-
-# ``ndarray (op) tensor`` becomes a ufunc call on the tensor: the operator's method names, the
-# tensor's own for ``tensor (op) x`` and its reflection for ``x (op) tensor``.
-_OPERATOR_UFUNCS = {
-    "add": ("__add__", "__radd__"), "subtract": ("__sub__", "__rsub__"), "multiply": ("__mul__", "__rmul__"),
-    "matmul": ("__matmul__", "__rmatmul__"), "divide": ("__truediv__", "__rtruediv__"),
-    "less": ("__lt__", "__gt__"), "less_equal": ("__le__", "__ge__"), "greater": ("__gt__", "__lt__"),
-    "greater_equal": ("__ge__", "__le__"), "equal": ("__eq__", "__eq__"), "not_equal": ("__ne__", "__ne__"),
-    "power": ("__pow__", "__rpow__"),
-}
-_UFUNC_HINTS = {
-    "exp": "mp.exp(x)", "log": "mp.log(x)", "sqrt": "mp.sqrt(x) (or mp.rsqrt(x) for 1 / sqrt(x))",
-    "absolute": "abs(x) or mp.abs(x)", "fabs": "abs(x) or mp.abs(x)", "sign": "mp.sign(x)",
-    "maximum": "mp.maximum(a, b)", "minimum": "mp.minimum(a, b)", "fmax": "mp.maximum(a, b)",
-    "fmin": "mp.minimum(a, b)", "clip": "mp.clip(x, lo, hi)", "tanh": "mp.tanh(x)",
-    "reciprocal": "mp.reciprocal(x)", "square": "x * x or x ** 2", "negative": "-x",
-    "positive": "x", "add": "x + y (x.sum() for a sum)", "maximum.reduce": "x.max()",
-    "minimum.reduce": "x.min()", "true_divide": "x / c for a public c, mp.divide(x, y) for a private y",
-    "divide": "x / c for a public c, mp.divide(x, y) for a private y", "logaddexp": "mp.log(mp.exp(a) + mp.exp(b))",
-}
+        raise ufuncs.refusal(ufunc, method)
 
 
 class PublicTensor(Tensor):
@@ -431,99 +408,57 @@ class PrivateTensor(Tensor):
 
 
 def compare(a, b, numpy_op, difference_of, negate: bool) -> Tensor:
-    """``numpy_op(a, b)`` as private 0.0/1.0: [d >= 0] for the difference d = ``difference_of(a, b)``
-    (the protocol family's ``ge_zero``), or 1 - [d >= 0] = [d < 0] when ``negate``. Public operands
-    give a PublicTensor.
-
-    Under securenn, exact whenever a - b does not overflow the ring, i.e. for every pair of
-    encodable values (DReLU is exact on all of Z_2^64): 3 rounds, 213 bytes per element. Under pond,
-    approximate: accurate for |a - b| in [0.25, 16] (mpcnp.approx.step).
-    """
+    """``numpy_op(a, b)`` as 0.0/1.0: on the plaintext when both operands are public (a PublicTensor),
+    else private, ``comparisons.ge_zero`` of the difference ``difference_of(a, b)`` (exactness and
+    cost there), large operands of one shape (or scalars) chunk by chunk."""
     if not isinstance(a, PrivateTensor) and not isinstance(b, PrivateTensor):
         return PublicTensor(numpy_op(plain(a), plain(b)).astype(np.float64))
-    ctx = (a if isinstance(a, PrivateTensor) else b)._ctx
-    shape = (a if isinstance(a, PrivateTensor) else b).shape
-    if math.prod(shape) > sharing.CHUNK and all(np.shape(v) in (shape, ()) for v in (a, b)):
-        return _compare_in_chunks(ctx, shape, a, b, numpy_op, difference_of, negate)
-    difference = difference_of(a, b)
-    at_least = families.of(ctx).ge_zero(ctx, difference._value)
-    if negate:
-        at_least = complement(ctx, at_least, 1 << ctx.config.frac_bits)
-    return PrivateTensor(ctx, at_least)
+    x = a if isinstance(a, PrivateTensor) else b
+    if math.prod(x.shape) > sharing.CHUNK and all(np.shape(v) in (x.shape, ()) for v in (a, b)):
+        flat = [v.flatten() if isinstance(v, Tensor) else (v if np.ndim(v) == 0 else np.reshape(v, -1))
+                for v in (a, b)]
+
+        def difference_in(part: slice) -> Shared:
+            return difference_of(*(v if np.ndim(v) == 0 else v[part] for v in flat))._value
+        return x._new(comparisons.ge_zero_in_chunks(x._ctx, x.shape, difference_in, negate))
+    return x._new(comparisons.ge_zero(x._ctx, difference_of(a, b)._value, negate))
 
 
 def equal(a, b, negate: bool) -> Tensor:
-    """``a == b`` (or ``a != b`` when ``negate``) as private 0.0/1.0 through the protocol family's
-    ``equal_zero`` of a - b; public operands give a PublicTensor.
-
-    securenn: exact for every pair of encodable values, the two DReLUs of [d >= 0] and [-d >= 0] in
-    one batch: 3 rounds, 426 bytes per element; the result keeps its ring bit, so ``where`` on it is
-    exact. pond: [|a - b| <= 0.5] by two steps: 1 for |a - b| <= 0.25, 0 for 0.75 <= |a - b| <= 15.5,
-    unknown between and meaningless beyond (the step's interval); 12 rounds.
-    """
+    """``a == b`` (or ``a != b`` when ``negate``) as 0.0/1.0: on the plaintext when both operands are
+    public, else private, ``comparisons.equal_zero`` of a - b (exactness and cost there)."""
     if not isinstance(a, PrivateTensor) and not isinstance(b, PrivateTensor):
         op = np.not_equal if negate else np.equal
         return PublicTensor(op(plain(a), plain(b)).astype(np.float64))
-    ctx = (a if isinstance(a, PrivateTensor) else b)._ctx
+    x = a if isinstance(a, PrivateTensor) else b
     difference = a - b if isinstance(a, Tensor) else -(b - a)
-    same = families.of(ctx).equal_zero(ctx, difference._value)
-    if negate:
-        same = complement(ctx, same, 1 << ctx.config.frac_bits)
-    return PrivateTensor(ctx, same)
+    return x._new(comparisons.equal_zero(x._ctx, difference._value, negate))
 
 
 def absolute(x: Tensor, bound: float | None = None) -> Tensor:
-    """|x| = 2 relu(x) - x with the family's ReLU (``bound``: Pond's interval [-bound, bound], None
-    for 8; under securenn a promise on |x|, as for ``mp.relu``).
-    securenn: exact for every encodable x, 221 bytes per element, 3 rounds. pond: within
-    0.0088 bound + 20 bound units on [-bound, bound], meaningless outside."""
+    """|x|: NumPy's of a public x, else ``comparisons.absolute`` (``bound``, accuracy and cost there)."""
     if not isinstance(x, PrivateTensor):
         return PublicTensor(np.abs(plain(x)))
-    ctx = x._ctx
-    positive = families.of(ctx).relu(ctx, x._value, bound)
-    result = positive * 2 - x._value
-    result.drelu = positive.drelu       # the sign, for the gradient (mpcnp.vjp)
-    return PrivateTensor(ctx, result)
-
-
-MAX_POWER = 64
+    return x._new(comparisons.absolute(x._ctx, x._value, bound))
 
 
 def power(x: Tensor, k) -> Tensor:
-    """x ** k for a public integer 0 <= k <= MAX_POWER, by repeated squaring: floor(log2 k) squarings
-    and popcount(k) - 1 more products, each truncated (within a unit); the error grows like
-    k |x|^(k - 1) units, and every intermediate power must stay inside the product headroom
-    |v| < 2^(62 - 2f) (docs/api.md). x ** 0 is 1 everywhere, as in NumPy."""
+    """x ** k for a public integer 0 <= k <= MAX_POWER (``comparisons.exponent`` checks it): NumPy's of
+    a public x; 1 everywhere for k = 0, as in NumPy; else ``comparisons.power`` (error and cost there)."""
     if isinstance(k, Tensor):
         raise TypeError("the exponent of ** must be a public integer, not a tensor")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer, float, np.floating)) or k != int(k):
-        raise TypeError(f"x ** k takes a public integer k, got {k!r}: use mp.sqrt(x) for k = 1/2, "
-                        "mp.rsqrt(x) for -1/2, mp.exp(k * mp.log(x)) for other real powers")
-    k = int(k)
-    if k < 0:
-        raise ValueError(f"x ** {k}: negative powers are reciprocals, use mp.reciprocal(x ** {-k})")
-    if k > MAX_POWER:
-        raise ValueError(f"x ** {k}: powers above {MAX_POWER} leave the fixed-point range for any |x| "
-                         "away from 1; use mp.exp(k * mp.log(x))")
+    k = comparisons.exponent(k)
     if not isinstance(x, PrivateTensor):
         return PublicTensor(plain(x) ** k)
     if k == 0:
         return as_private(np.ones(x.shape), x._ctx)
-    result, square = None, x
-    while True:
-        if k & 1:
-            result = square if result is None else result * square
-        k >>= 1
-        if not k:
-            return result * 1 if result is x else result  # a new tensor even for k = 1, as NumPy
-        square = square * square
+    return x._new(comparisons.power(x._ctx, x._value, k))
 
 
 def reduce(x: Tensor, axis, keepdims: bool, smallest: bool, index: bool) -> Tensor:
     """The maximum (minimum if ``smallest``) of ``x`` over ``axis``, or with ``index`` its position
-    (argmax/argmin: one axis or None for the flattened array, as a private fixed-point value). A
-    tournament with the family's max step (``maxpool.reduce_max``); a minimum is -max(-x), exact.
-    Ties: the first extremal element wins, as in NumPy."""
+    (argmax/argmin: one axis or None for the flattened array): NumPy's of a public x, else
+    ``comparisons.reduce_max`` (ties and cost there)."""
     axes = tuple(range(x.ndim)) if axis is None else np.lib.array_utils.normalize_axis_tuple(axis, x.ndim)
     if index and axis is not None and len(axes) != 1:
         raise TypeError(f"{'argmin' if smallest else 'argmax'} takes one axis (an int) or None")
@@ -533,51 +468,12 @@ def reduce(x: Tensor, axis, keepdims: bool, smallest: bool, index: bool) -> Tens
             found = (np.argmin if smallest else np.argmax)(value, axis=axis)
             return PublicTensor(np.asarray(found, dtype=np.float64))
         return PublicTensor((np.min if smallest else np.max)(value, axis=axis, keepdims=keepdims))
-    ctx = x._ctx
-    value = -x._value if smallest else x._value
     # the tournament's decisions are kept for the gradient (mpcnp.vjp routes it down them)
     levels = [] if x.requires_grad and grad_enabled() and not index else None
-    best, position = maxpool.reduce_max(ctx, value, axes, families.of(ctx).max_step, with_index=index,
-                                        index_unit=1 << ctx.config.frac_bits, levels=levels)
-    if index:
-        return PrivateTensor(ctx, position)
-    best = -best if smallest else best
-    if keepdims:
-        best = best.map(lambda a: a.reshape(tuple(1 if i in axes else n for i, n in enumerate(x.shape))))
-    result = PrivateTensor(ctx, best)
+    result = x._new(comparisons.reduce_max(x._ctx, x._value, axes, keepdims, smallest, index, levels))
     if levels is not None:
         result._levels = levels
     return result
-
-
-# A comparison's temporaries take about 30 times its operand (SecureNN's PrivateCompare: a byte per bit
-# and element, several times over), so large comparisons go in chunks 8 times smaller than others.
-COMPARE_CHUNK = sharing.CHUNK // 8
-
-
-def _compare_in_chunks(ctx: Context, shape, a, b, numpy_op, difference_of, negate) -> PrivateTensor:
-    """``compare`` on ``COMPARE_CHUNK`` elements at a time (operands of one shape, or scalars), so
-    that its temporaries (difference, bit, negation, a DReLU's bit matrices) take a chunk each:
-    memory for the operands and the result only. One comparison's rounds per chunk."""
-    n = math.prod(shape)
-    flat = [v.flatten() if isinstance(v, Tensor) else (v if np.ndim(v) == 0 else np.reshape(v, -1))
-            for v in (a, b)]
-    out = np.empty(n, np.uint64) if ctx.is_server else None
-    bits = np.empty(n, np.uint64) if ctx.is_server else None
-    every_bit = True  # each chunk's ring bit (what an exact where selects with), if all have one
-    for start in range(0, n, COMPARE_CHUNK):
-        part = slice(start, min(n, start + COMPARE_CHUNK))
-        pieces = [v if np.ndim(v) == 0 else v[part] for v in flat]
-        result = compare(*pieces, numpy_op, difference_of, negate)._value
-        every_bit = every_bit and result.bit is not None
-        if out is not None:
-            out[part] = result.share
-            if every_bit:
-                bits[part] = result.bit.share
-    value = Shared(None if out is None else out.reshape(shape), shape)
-    if every_bit:
-        value.bit = Shared(None if bits is None else bits.reshape(shape), shape)
-    return PrivateTensor(ctx, value)
 
 
 def as_private(value, ctx: Context) -> PrivateTensor:
@@ -587,44 +483,3 @@ def as_private(value, ctx: Context) -> PrivateTensor:
         return value
     encoded = fixedpoint.encode(plain(value), ctx.config.frac_bits)
     return PrivateTensor(ctx, trivial(ctx, encoded, encoded.shape))
-
-
-@operation("private", private=lambda *args, **kwargs: True)
-def private(value, owner: str = SERVER0) -> PrivateTensor:
-    """Secret-share ``owner``'s value (array-like, or a zero-argument callable evaluated only there).
-
-    Non-finite or out-of-range values raise ValueError on the owner, which every party then sees as a
-    PartyError. Cost: one message of the array's ring elements from the owner to server1.
-    """
-    ctx = current()
-    share, shape = sharing.share_input(ctx, value, owner)
-    return PrivateTensor(ctx, Shared(share, shape))
-
-
-def public(value, owner: str | None = None) -> PublicTensor:
-    """A value every party passes identically (float64 plaintext).
-
-    With ``owner``: a public value that only ``owner`` provides (array-like, or a zero-argument
-    callable evaluated only there; every other party may pass anything), sent to every other party
-    in the clear: say, the updated model a model owner hands back to the data owners in federated
-    learning. Non-finite values raise ValueError on the owner (a PartyError naming it elsewhere).
-    Cost: one message of 8 bytes per element (float64) to each other party, 1 round.
-    """
-    if owner is None:
-        return PublicTensor(value)
-    ctx = current()
-    ctx.check_party(owner)
-    if ctx.name == owner:
-        array = np.array(plain(value() if callable(value) else value), order="C")  # 0-d stays 0-d
-        if not np.all(np.isfinite(array)):
-            raise ValueError(f"mp.public: the value {owner} provides holds non-finite numbers")
-        for peer in ctx.parties:
-            if peer != owner:
-                ctx.send(peer, array)
-        return PublicTensor(array)
-    received = ctx.recv(owner)
-    if received.dtype != np.float64:
-        raise PartyError(owner, f"sent a public value of dtype {received.dtype}, not float64")
-    return PublicTensor(received)
-
-

@@ -17,7 +17,7 @@ from hypothesis.extra import numpy as hnp
 from strategies import PRODUCT_BOUND, encodable_reals, real_arrays
 
 import mpcnp as mp
-from mpcnp import tensor
+from mpcnp import comparisons
 from mpcnp.protocols import sharing
 
 CHUNK = 16  # elements per chunk in these tests; comparisons go 4 at a time
@@ -31,7 +31,7 @@ big_shapes = st.one_of(hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_
 @pytest.fixture
 def small_chunks(monkeypatch):
     monkeypatch.setattr(sharing, "CHUNK", CHUNK)
-    monkeypatch.setattr(tensor, "COMPARE_CHUNK", CHUNK // 4)
+    monkeypatch.setattr(comparisons, "COMPARE_CHUNK", CHUNK // 4)
 
 
 EXAMPLES = {"threads": 25, "processes": 6}

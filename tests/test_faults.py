@@ -26,7 +26,7 @@ import pytest
 from mpcnp.runtime.clusterfile import free_ports
 
 import mpcnp as mp
-from mpcnp import tensor
+from mpcnp import comparisons
 from mpcnp.protocols import sharing
 from mpcnp.runtime import processes
 from mpcnp.runtime.clusterfile import write_cluster
@@ -317,7 +317,7 @@ def test_a_large_tensor_flows_in_bounded_memory(monkeypatch):
     n = 10 ** 8 if FULL else 4 * 10 ** 6
     if not FULL:
         monkeypatch.setattr(sharing, "CHUNK", sharing.CHUNK // 32)
-        monkeypatch.setattr(tensor, "COMPARE_CHUNK", tensor.COMPARE_CHUNK // 32)
+        monkeypatch.setattr(comparisons, "COMPARE_CHUNK", comparisons.COMPARE_CHUNK // 32)
         monkeypatch.setattr(processes, "WINDOW_BYTES", processes.WINDOW_BYTES // 32)
     started = time.monotonic()
     # exact truncation: local truncation garbles an element with probability ~2^-28 here, which
