@@ -53,5 +53,3 @@ def public(value, owner: str | None = None) -> PublicTensor:
     if received.dtype != np.float64:
         raise PartyError(owner, f"sent a public value of dtype {received.dtype}, not float64")
     return PublicTensor(received)
-
-

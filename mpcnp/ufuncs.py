@@ -31,7 +31,9 @@ _HINTS = {
 
 def refusal(ufunc: np.ufunc, method: str) -> TypeError:
     """The error for ``ufunc`` (called by ``method``) on a private tensor, naming what to use instead."""
-    hint = _HINTS.get(ufunc.__name__, "the mpcnp functions of docs/api.md (mp.exp, mp.log, mp.sqrt, mp.abs, ...)")
     name = ufunc.__name__ if method == "__call__" else f"{ufunc.__name__}.{method}"
+    # a method's own hint first (np.maximum.reduce: x.max()), else the ufunc's
+    hint = _HINTS.get(name) or _HINTS.get(ufunc.__name__,
+                                          "the mpcnp functions of docs/api.md (mp.exp, mp.log, mp.sqrt, mp.abs, ...)")
     return TypeError(f"numpy.{name} cannot compute on a private tensor (its shares are not its values): "
                      f"use {hint}")

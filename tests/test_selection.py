@@ -141,6 +141,14 @@ def test_a_ufunc_on_a_private_tensor_names_the_function_to_use(ufunc, hint):
         mp.run(program)
 
 
+def test_a_ufunc_method_names_its_own_replacement():
+    def program():
+        np.maximum.reduce(mp.private(lambda: np.ones(3), owner="server0"))
+
+    with pytest.raises(mp.PartyError, match=r"numpy.maximum.reduce cannot compute on a private tensor.*x\.max\(\)"):
+        mp.run(program)
+
+
 def test_binary_ufuncs_name_their_replacement_and_operators_from_ndarrays_still_work():
     x = np.array([1.0, -2.0, 3.0])
 
