@@ -16,7 +16,7 @@ from mpcnp.protocols import families, maxpool, pond, sharing
 from mpcnp.protocols.shared import Shared, complement
 from mpcnp.runtime.context import Context
 
-__all__ = ["ge_zero", "ge_zero_in_chunks", "COMPARE_CHUNK", "equal_zero", "absolute", "exponent", "power",
+__all__ = ["ge_zero", "in_chunks", "COMPARE_CHUNK", "equal_zero", "absolute", "exponent", "power",
            "MAX_POWER", "reduce_max"]
 
 
@@ -36,19 +36,20 @@ def ge_zero(ctx: Context, difference: Shared, negate: bool) -> Shared:
 COMPARE_CHUNK = sharing.CHUNK // 8
 
 
-def ge_zero_in_chunks(ctx: Context, shape: tuple[int, ...], difference_in: Callable[[slice], Shared],
-                      negate: bool) -> Shared:
-    """``ge_zero`` of a comparison of ``shape`` on ``COMPARE_CHUNK`` elements at a time, where
+def in_chunks(ctx: Context, shape: tuple[int, ...], difference_in: Callable[[slice], Shared],
+              compare: Callable[[Context, Shared], Shared], chunk: int | None = None) -> Shared:
+    """``compare`` (``ge_zero`` or ``equal_zero`` with its negation bound) of a comparison of
+    ``shape`` on ``chunk`` (default ``COMPARE_CHUNK``) elements at a time, where
     ``difference_in(part)`` is the difference of the operands' elements ``part`` of the C-order
     flattening: the temporaries (difference, bit, negation, a DReLU's bit matrices) take a chunk
     each, memory for the operands and the result only. One comparison's rounds per chunk."""
-    n = math.prod(shape)
+    n, chunk = math.prod(shape), chunk or COMPARE_CHUNK
     out = np.empty(n, np.uint64) if ctx.is_server else None
     bits = np.empty(n, np.uint64) if ctx.is_server else None
     every_bit = True  # each chunk's ring bit (what an exact where selects with), if all have one
-    for start in range(0, n, COMPARE_CHUNK):
-        part = slice(start, min(n, start + COMPARE_CHUNK))
-        result = ge_zero(ctx, difference_in(part), negate)
+    for start in range(0, n, chunk):
+        part = slice(start, min(n, start + chunk))
+        result = compare(ctx, difference_in(part))
         every_bit = every_bit and result.bit is not None
         if out is not None:
             out[part] = result.share

@@ -100,8 +100,8 @@ def test_large_products(small_chunks, backend):
 
 
 def test_large_comparisons(small_chunks, backend):
-    """x > c, x >= y and x < public array, chunk by chunk, exact under securenn (on the quantized
-    values, which is what is shared)."""
+    """x > c, x >= y, x < public array, x == y and public != x, chunk by chunk, exact under securenn
+    (on the quantized values, which is what is shared)."""
     @settings(max_examples=EXAMPLES[backend])
     @given(data=st.data())
     def check(data):
@@ -113,13 +113,30 @@ def test_large_comparisons(small_chunks, backend):
         public = quantize(y)
 
         def program(a, b):
-            return mp.stack([a > c, a >= b, a < public])
+            return mp.stack([a > c, a >= b, a < public, a == b, public != a])
 
         got = run_private(program, x, y, backend=backend)
         qx, qy, qc = quantize(x), quantize(y), quantize(np.array(c))
-        np.testing.assert_array_equal(got, np.stack([qx > qc, qx >= qy, qx < public]).astype(float))
+        np.testing.assert_array_equal(got, np.stack([qx > qc, qx >= qy, qx < public, qx == qy,
+                                                     public != qx]).astype(float))
 
     check()
+
+
+def test_equality_goes_chunk_by_chunk(small_chunks, monkeypatch):
+    # two DReLUs an element: half a comparison chunk at a time, so memory stays bounded
+    n, sizes = 5 * CHUNK + 3, []
+    real = comparisons.equal_zero
+    monkeypatch.setattr(comparisons, "equal_zero", lambda ctx, d, negate: sizes.append(d.size) or real(ctx, d, negate))
+
+    def program():
+        a = mp.private(lambda: np.arange(n, dtype=float), owner="server0")
+        return (a == 7.0).reveal(), (a != a).reveal()
+
+    equal, unequal = mp.run(program)["server0"]
+    np.testing.assert_array_equal(equal, (np.arange(n) == 7).astype(float))
+    np.testing.assert_array_equal(unequal, np.zeros(n))
+    assert max(sizes) == CHUNK // 8 and sum(sizes) == 2 * n * 3     # 3 parties, two comparisons
 
 
 def test_a_refused_value_in_a_later_chunk_is_named_on_its_owner_only(small_chunks):
