@@ -292,25 +292,32 @@ def test_drelu_with_chosen_masks(monkeypatch, beta):
     assert relus == [max(v, 0) for v in values]
 
 
-def test_servers_see_a_uniform_opened_value():
-    # x = a + r for a constant a: what each server sees must not depend on a
-    n = 20000
+def first_messages_to_server1(call, n: int) -> dict:
+    """The first message server1 receives from each party while ``call(ctx, a)`` runs on the constant
+    a = 5 (shared as 5 and 0)."""
     seen = {}
 
     def program():
         ctx = current()
         if ctx.name == SERVER1:
             real_recv = ctx.recv
+
             def recv(frm):
                 message = real_recv(frm)
                 seen.setdefault(frm, message)
                 return message
             ctx.recv = recv
-        a = Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
-                   (np.zeros(n, np.uint64) if ctx.is_server else None), (n,))
-        securenn.drelu(ctx, a)
+        call(ctx, Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
+                         (np.zeros(n, np.uint64) if ctx.is_server else None), (n,)))
 
     run(program)
+    return seen
+
+
+def test_servers_see_a_uniform_opened_value():
+    # x = a + r for a constant a: what each server sees must not depend on a
+    n = 20000
+    seen = first_messages_to_server1(lambda ctx, a: securenn.drelu(ctx, a), n)
     top_bytes = (seen[SERVER0] >> np.uint64(56)).astype(np.intp)      # server0's x_0 = a_0 + r_0
     assert chi_square(np.bincount(top_bytes, minlength=256)) < chi_square_limit(255)
 
@@ -371,25 +378,14 @@ def test_the_bit_times_another_value_at_the_edges_and_with_a_fused_truncation():
 
 
 def test_the_other_value_is_opened_under_a_uniform_mask_and_must_have_the_shape():
-    n, seen = 20000, {}
+    n = 20000
 
-    def program():
-        ctx = current()
-        if ctx.name == SERVER1:
-            real_recv = ctx.recv
-
-            def recv(frm):
-                message = real_recv(frm)
-                seen.setdefault(frm, message)
-                return message
-            ctx.recv = recv
-        constant = Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
-                          (np.zeros(n, np.uint64) if ctx.is_server else None), (n,))
+    def call(ctx, constant):
         securenn.relu_times(ctx, constant, constant)
         with pytest.raises(ValueError, match="times of shape"):
             securenn.falcon_msb(ctx, constant, times=constant.map(lambda a: a[:-1]))
 
-    run(program)
+    seen = first_messages_to_server1(call, n)
     opened = seen[SERVER0].view(np.uint64)[n:]          # x_0, then times_0 - m_0
     assert opened.size == n
     assert chi_square(np.bincount((opened >> np.uint64(56)).astype(np.intp), minlength=256)) < chi_square_limit(255)
