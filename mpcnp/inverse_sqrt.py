@@ -257,9 +257,10 @@ def _normalize(ctx, x: Shared, numerator: Shared) -> tuple[Shared, Shared, int]:
     Then b x = b 2^t - relu(2^t - x) locally, and x + b x (2^k - 1) multiplies the small values by
     2^k exactly (an integral factor: no truncation, no precision lost). b * numerator is an
     untruncated product with the bit, exact however large the values (a fixed-point 0/1 times x near
-    2^46 would overflow the ring), folded into the comparison (``relu_times``: 24 bytes, no round). Last, x is shifted down by s + f - X_BITS bits (12 to 30 for
-    frac_bits 8 to 24) and the numerator by s / 2, by exact truncations (whatever the run's mode:
-    local truncation of values this large would often fail), which round without bias.
+    2^46 would overflow the ring), folded into the comparison (``relu_times``: 24 bytes, no round).
+    Last, x is shifted down by s + f - X_BITS bits (12 to 30 for frac_bits 8 to 24) and the
+    numerator by s / 2, by exact truncations (whatever the run's mode: local truncation of values
+    this large would often fail), which round without bias.
     """
     family, f = families.of(ctx), ctx.config.frac_bits
     levels, shift, width = schedule(f)

@@ -330,7 +330,8 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
         got = recv_array(ctx, ctx.other_server, np.uint8, (width + bits_width + (8 * n if open_times else 0),))
         x = (x_j + got[:width].view(opened)).astype(np.uint64, copy=False)
         if open_times:
-            times.opened = (extra[-1].view(np.uint64) + got[width + bits_width:].view(np.uint64)).reshape(times.shape)
+            opened_times = extra[-1].view(np.uint64) + got[width + bits_width:].view(np.uint64)
+            times.opened = opened_times.reshape(times.shape)
         if truncated is not None:
             v = truncated.finish(got[width:width + bits_width])
             y_j = v.flat() + s
@@ -343,10 +344,11 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     y = x if truncated is None or not ctx.is_server else y_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
     # 4. z = beta' XOR bit k-1 of r from the producer, and z s for the product with v = y - s
     z = None if beta1 is None else beta1.astype(np.uint64) ^ ((r >> top) & _ONE)
-    if z is not None:
-        z = np.concatenate([z, *([z * s] if with_product else []),
-                            *([z * times.mask.reshape(-1)] if times is not None else [])])
-    dealt = deal(ctx, z, ((1 + int(with_product) + int(times is not None)) * n,))
+    # z, then z s (the product's) and z m (times'), in one message
+    parts = None if z is None else [z, *([z * s] if with_product else []),
+                                    *([z * times.mask.reshape(-1)] if times is not None else [])]
+    dealt = deal(ctx, None if parts is None else np.concatenate(parts),
+                 ((1 + int(with_product) + int(times is not None)) * n,))
     if not ctx.is_server:
         return FalconStep(*(Shared(None, a.shape) if wanted else None
                             for wanted in (True, with_product, times is not None)))
