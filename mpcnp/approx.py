@@ -303,9 +303,9 @@ def divide(x, y, integer_bits: int = 12) -> Tensor:
 ROOT_INTERVAL, LOG_INTERVAL = polynomial.ROOT_INTERVAL, polynomial.LOG_INTERVAL
 
 
-def _exact_bits(ctx, d):
-    """Ring bits of [d >= 0] from the family's exact comparison."""
-    return families.of(ctx).ge_zero(ctx, d).bit
+def _at_least(ctx, x, thresholds):
+    """Ring bits [x >= T_j] from the (exact) family's comparisons, one mask for all thresholds."""
+    return families.of(ctx).at_least(ctx, x, thresholds)
 
 
 def _root_top(frac_bits: int) -> float:
@@ -318,9 +318,9 @@ def sqrt(x: Operand) -> Tensor:
     """The square root, elementwise, for positive x.
 
     securenn: exact range reduction, x = m 4^e with m in [1, 4) from the exact comparisons
-    [x >= 4^j] (30 in one batch), the root of m by a Chebyshev series of degree 10, times 2^e (two
+    [x >= 4^j] (30 in one batch, under one mask: ``securenn.drelu_thresholds``), the root of m by a Chebyshev series of degree 10, times 2^e (two
     products with exact truncation). Accurate for every x in [2^-f, 2^(62 - f)) (2^(61 - f) for odd
-    f) within (3e-7 + 3 units) sqrt(x) + 3 units. Cost: 6,818 bytes per element, 17 rounds.
+    f) within (3e-7 + 3 units) sqrt(x) + 3 units. Cost: 4,527 bytes per element, 17 rounds.
     pond: x * rsqrt(x) on [0.05, 100] (``rsqrt``), within 16 (1 + sqrt(x)) units; 22 rounds.
     x <= 0 gives a meaningless value, not NumPy's nan (tests/test_roots.py checks the bounds).
     """
@@ -328,7 +328,7 @@ def sqrt(x: Operand) -> Tensor:
         return _public(lambda v: np.sqrt(np.maximum(v, 0.0)), x)
     ctx = x._ctx
     if _exact(x):
-        return PrivateTensor(ctx, polynomial.exact_root(ctx, x._value, _exact_bits, inverse=False))
+        return PrivateTensor(ctx, polynomial.exact_root(ctx, x._value, _at_least, inverse=False))
     return x * PrivateTensor(ctx, polynomial.rsqrt(ctx, x._value, *ROOT_INTERVAL))
 
 
@@ -338,7 +338,7 @@ def rsqrt(x: Operand) -> Tensor:
 
     securenn: the exact range reduction of ``sqrt``, then a Chebyshev series of degree 12 for
     1 / sqrt(m) and one product by 2^-e: within (3e-7 + 4 units) / sqrt(x) + 4 units for every x in
-    [2^-f, 2^(62 - f)) (2^(61 - f) for odd f); 6,875 bytes per element, 17 rounds.
+    [2^-f, 2^(62 - f)) (2^(61 - f) for odd f); 4,584 bytes per element, 17 rounds.
     pond: Newton's iteration from a constant on [0.05, 100] (polynomial.rsqrt): within
     5 (1 + 1/sqrt(x)) units; 21 rounds at frac_bits 16.
     x <= 0 gives a meaningless value.
@@ -347,7 +347,7 @@ def rsqrt(x: Operand) -> Tensor:
         return _public(lambda v: 1.0 / np.sqrt(v), x)
     ctx = x._ctx
     if _exact(x):
-        return PrivateTensor(ctx, polynomial.exact_root(ctx, x._value, _exact_bits, inverse=True))
+        return PrivateTensor(ctx, polynomial.exact_root(ctx, x._value, _at_least, inverse=True))
     return PrivateTensor(ctx, polynomial.rsqrt(ctx, x._value, *ROOT_INTERVAL))
 
 
@@ -355,9 +355,10 @@ def rsqrt(x: Operand) -> Tensor:
 def log(x: Operand) -> Tensor:
     """The natural logarithm, elementwise, for positive x.
 
-    securenn: x = m 2^k with m in [1, 2) from 61 exact comparisons [x >= 2^j] in one batch, log m by
+    securenn: x = m 2^k with m in [1, 2) from 61 exact comparisons [x >= 2^j] in one batch (one
+    mask: ``securenn.drelu_thresholds``), log m by
     a Chebyshev series of degree 8, plus k log 2: within 6 units + 1e-7 for every x in
-    [2^-f, 2^(62 - f)); 13,300 bytes per element, 13 rounds.
+    [2^-f, 2^(62 - f)); 8,560 bytes per element, 13 rounds.
     pond: 2 atanh((x - 1) / (x + 1)) with the reciprocal of x + 1, on [0.05, 20]
     (polynomial.log_atanh): within 100 units + 2e-7; 15 rounds at frac_bits 16.
     x <= 0 gives a meaningless value, not NumPy's nan or -inf.
@@ -366,5 +367,5 @@ def log(x: Operand) -> Tensor:
         return _public(np.log, x)
     ctx = x._ctx
     if _exact(x):
-        return PrivateTensor(ctx, polynomial.exact_log(ctx, x._value, _exact_bits))
+        return PrivateTensor(ctx, polynomial.exact_log(ctx, x._value, _at_least))
     return PrivateTensor(ctx, polynomial.log_atanh(ctx, x._value))

@@ -77,6 +77,8 @@ MEASURED = {
     "drelu": (lambda c: (lambda a=fresh(c): securenn.drelu(c, a)), N, dict(n=1)),
     "drelu_bounded": (lambda c: (lambda a=fresh(c): securenn.drelu(c, a, bits=24)), N, dict(n=1, k=24, s=0, w=4)),
     "relu_bounded": (lambda c: (lambda a=fresh(c): securenn.relu(c, a, bits=24)), N, dict(n=1, k=24, s=0)),
+    "drelu_thresholds": (lambda c: (lambda a=fresh(c): securenn.drelu_thresholds(c, a, np.arange(3, dtype=np.uint64))),
+                         N, dict(n=1, J=3)),
     "drelu_pets": (lambda c: (lambda a=fresh(c): securenn.drelu_pets(c, a)), N, dict(n=1)),
     "relu": (lambda c: (lambda a=fresh(c): securenn.relu(c, a)), N, dict(n=1)),
     "relu_pets": (lambda c: (lambda a=fresh(c): securenn.relu_pets(c, a)), N, dict(n=1)),

@@ -98,9 +98,9 @@ def test_costs_as_documented():
         results = mp.run(program, protocol=protocol)
         return sum(b for b, _ in results.values()) / 10, max(r for _, r in results.values())
 
-    assert cost(mp.sqrt, "securenn") == (6818.2, 17)
-    assert cost(mp.rsqrt, "securenn") == (6874.6, 17)
-    assert cost(mp.log, "securenn") == (13300.2, 13)
+    assert cost(mp.sqrt, "securenn") == (4527.2, 17)
+    assert cost(mp.rsqrt, "securenn") == (4583.6, 17)
+    assert cost(mp.log, "securenn") == (8560.2, 13)
     assert cost(mp.rsqrt, "pond") == (520.0, 21)
     assert cost(mp.sqrt, "pond") == (544.0, 22)
     assert cost(mp.log, "pond") == (792.0, 15)

@@ -322,6 +322,94 @@ def test_servers_see_a_uniform_opened_value():
     assert chi_square(np.bincount(top_bytes, minlength=256)) < chi_square_limit(255)
 
 
+# ---- many public thresholds under one mask (drelu_thresholds) --------------------------------------
+def at_least(values, thresholds, backend: str = "threads") -> np.ndarray:
+    """[a >= T_j] (J, n) from ``securenn.drelu_thresholds`` for signed ring values and thresholds."""
+    s0, s1 = shares_of(values)
+    ts = np.array([int(t) % L for t in thresholds], np.uint64)
+
+    def program():
+        ctx = current()
+        bits = securenn.drelu_thresholds(ctx, mine(ctx, s0, s1), ts)
+        return bits.share
+
+    results = run(program, backend)
+    return np.array(reconstruct(results), dtype=object).reshape(len(thresholds), len(values))
+
+
+@settings(max_examples=40)
+@given(data=st.data())
+def test_many_thresholds_under_one_mask_match_python(data):
+    # every difference a - T_j in the ring, read as signed, as drelu's
+    values = data.draw(st.lists(st.integers(-(1 << 62), (1 << 62) - 1), min_size=1, max_size=6))
+    thresholds = data.draw(st.lists(st.one_of(st.sampled_from(values), st.integers(-(1 << 62), (1 << 62) - 1)),
+                                    min_size=1, max_size=5))
+    got = at_least(values, thresholds)
+    assert got.tolist() == [[int(v >= t) for v in values] for t in thresholds]
+
+
+def test_many_thresholds_at_the_edges_and_empty():
+    values = [0, 1, -1, (1 << 62) - 1, -(1 << 62), 5, 4, 6]
+    thresholds = [0, 5, 1 << 61, -(1 << 61), -1, 1]
+    got = at_least(values, thresholds)
+    assert got.tolist() == [[int(v >= t) for v in values] for t in thresholds]
+    assert at_least(values, [0, 1], backend="processes").tolist() == [[int(v >= t) for v in values] for t in (0, 1)]
+
+    def program():
+        ctx = current()
+        empty = Shared(np.zeros(0, np.uint64) if ctx.is_server else None, (0,))
+        return securenn.drelu_thresholds(ctx, empty, np.arange(3, dtype=np.uint64)).shape
+
+    assert run(program)[SERVER0] == (3, 0)
+
+
+def threshold_pairs_statistic(n: int = 2000) -> float:
+    """Chi-square of the pairs (server0's digit for threshold 3, for threshold 9) of every compared
+    element and bit position, as the producer receives them in ``drelu_thresholds``."""
+    seen = []
+
+    def program():
+        ctx = current()
+        if ctx.name == PRODUCER:
+            real_recv = ctx.recv
+
+            def recv(frm):
+                message = real_recv(frm)
+                if frm == SERVER0 and message.dtype == np.uint8 and message.ndim == 2:
+                    seen.append(message)
+                return message
+            ctx.recv = recv
+        a = Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
+                   (np.zeros(n, np.uint64) if ctx.is_server else None), (n,))
+        securenn.drelu_thresholds(ctx, a, np.array([3, 9], np.uint64))
+
+    run(program)
+    [digits] = seen                                           # (63, 2 n): threshold-major columns
+    first, second = digits[:, :n].astype(np.intp), digits[:, n:].astype(np.intp)
+    return chi_square(np.bincount((first * zp.P + second).reshape(-1), minlength=zp.P * zp.P))
+
+
+def test_two_thresholds_of_one_element_look_independent_to_the_producer():
+    # the shared bits of r enter both comparisons; each digit's own offset, multiplier and rotation
+    # must make server0's digits for the two thresholds independent uniform pairs on Z_p^2
+    assert threshold_pairs_statistic() < chi_square_limit(zp.P * zp.P - 1)
+
+
+def test_the_pairs_test_detects_randomness_shared_by_the_thresholds(monkeypatch):
+    # the same offsets, multipliers and rotation for both thresholds of an element: the digits of
+    # the two comparisons become dependent, and the statistic says so
+    for name in ("uniform", "uniform_nonzero"):
+        real = getattr(zp, name)
+
+        def repeated(prf, *args, real=real, **kwargs):
+            drawn = real(prf, *args, **kwargs)
+            if drawn.ndim and drawn.shape[-1] == 4000:
+                drawn[..., 2000:] = drawn[..., :2000]
+            return drawn
+        monkeypatch.setattr(zp, name, repeated)
+    assert threshold_pairs_statistic() > chi_square_limit(zp.P * zp.P - 1)
+
+
 # ---- a product of the bit folded into the comparison (falcon_msb's times) ---------------------------
 def relu_times(values, others, bits: int = 64, twice: bool = False, shift: int = 0):
     """(ReLU, DReLU, DReLU * other) of the shared values as Python integers (signed, signed, mod L),

@@ -86,6 +86,9 @@ _ROWS = [
     Cost("drelu_bounded", "DReLU bounded to k bits, a in [-2^(k-1), 2^(k-1)) (s low bits skipped, x opened in w bytes), per element",
          "(3*(k - s) + 5 + 2*w)*n", 3, "664*n", 8,
          "PrivateCompare on the k-1-s bits that decide the sign of a + 2^(k-1); only x mod 2^k opened"),
+    Cost("drelu_thresholds", "DReLU of a - T_j for J public thresholds T_j under one mask (exact range reductions), "
+         "per element", "(79 + 134*J)*n", 3, "664*J*n", 8,
+         "a + r opened once and r's 63 bits dealt once; each threshold's own PrivateCompare and z"),
     Cost("drelu_pets", "DReLU by PETS' chain, per element", "448*n", 7, "664*n", 8,
          "ShareConvert and ComputeMSB as above"),
     Cost("relu", "ReLU, per element", "221*n", 3, "704*n", 10,

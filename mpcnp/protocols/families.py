@@ -145,6 +145,12 @@ class SecureNN(Family):
         85 at k = 24)."""
         return _fixed_bit(ctx, securenn.drelu(ctx, d, bound_bits(bound, ctx.config.frac_bits)))
 
+    def at_least(self, ctx: Context, x: Shared, thresholds: np.ndarray) -> Shared:
+        """Ring bits [x >= T_j] for public ring values T_j, shape (J,) + x.shape, exact for every x - T_j
+        in the ring: one mask for all J (``securenn.drelu_thresholds``): 3 rounds, 79 + 134 J bytes per
+        element (J separate comparisons: 213 J). What exact range reductions (sqrt, log) compare."""
+        return securenn.drelu_thresholds(ctx, x, thresholds)
+
     def equal_zero(self, ctx: Context, d: Shared) -> Shared:
         """[d == 0] = [d >= 0] + [-d >= 0] - 1, exact for every d in the ring: both DReLUs in one
         batch, 3 rounds, 426 bytes per element. Keeps the ring bit."""

@@ -306,14 +306,12 @@ RSQRT_MANTISSA = Series.interpolate(lambda v: 1 / np.sqrt(v / 2), 2, 8, 12)     
 SQRT_MANTISSA = Series.interpolate(lambda v: np.sqrt(v / 2), 2, 8, 10)
 
 
-def _thermometer(ctx: Context, x: Shared, exponents: range, base_log2: int, ge_bits: Callable) -> Shared:
+def _thermometer(ctx: Context, x: Shared, exponents: range, base_log2: int, at_least: Callable) -> Shared:
     """Ring bits [x >= 2^(base_log2 j)] for j in ``exponents``, shape (J,) + x.shape: all the
-    comparisons in one batch of ``ge_bits`` (exact comparisons giving ring bits)."""
+    comparisons in one batch of ``at_least(ctx, x, thresholds)`` (exact comparisons of x with public
+    ring thresholds, giving ring bits: ``securenn.drelu_thresholds``)."""
     f = ctx.config.frac_bits
-    thresholds = np.array([1 << (base_log2 * j + f) for j in exponents], dtype=np.uint64)
-    column = thresholds.reshape((len(thresholds),) + (1,) * len(x.shape))
-    repeated = x.map(lambda a: np.broadcast_to(a, (len(thresholds),) + a.shape).copy())
-    return ge_bits(ctx, add_public(ctx, repeated, np.negative(column)))
+    return at_least(ctx, x, np.array([1 << (base_log2 * j + f) for j in exponents], dtype=np.uint64))
 
 
 def integer_combination(ctx: Context, values: Shared | Sequence[Shared], base: int,
@@ -335,15 +333,15 @@ def integer_combination(ctx: Context, values: Shared | Sequence[Shared], base: i
     return add_public(ctx, Shared(total, shape), np.uint64(base % (1 << 64)))
 
 
-def exact_log(ctx: Context, x: Shared, ge_bits: Callable) -> Shared:
-    """log x for every encodable x >= 2^-f, with exact comparisons (``ge_bits``: ring bits of
-    [d >= 0]). x = m 2^k with m in [1, 2): k = -f + sum_j [x >= 2^j] (j = 1 - f .. 61 - f: 61
+def exact_log(ctx: Context, x: Shared, at_least: Callable) -> Shared:
+    """log x for every encodable x >= 2^-f, with exact comparisons (``at_least``: ring bits of
+    [x >= T_j] for public thresholds, as ``_thermometer`` takes). x = m 2^k with m in [1, 2): k = -f + sum_j [x >= 2^j] (j = 1 - f .. 61 - f: 61
     comparisons in one batch); m = x 2^(61 - f - k) / 2^(61 - f), one product with a ring integer
     built locally from the bits, truncated exactly (the product is m 2^61 < 2^62); log m by a
     Chebyshev series of degree 8 in 2m - 3; plus k log 2, the bits times log 2 with 20 extra bits."""
     f = ctx.config.frac_bits
     exponents = range(1 - f, 62 - f)
-    bits = _thermometer(ctx, x, exponents, 1, ge_bits)
+    bits = _thermometer(ctx, x, exponents, 1, at_least)
     scale = integer_combination(ctx, bits, 1 << 61, [-(1 << (61 - f - j)) for j in exponents])
     m = pond.truncate_exact(ctx, pond.product(ctx, x, scale, pond.MUL), 61 - f)
     t = pond.add_constant(ctx, m * 2, np.float64(-3.0))
@@ -354,7 +352,7 @@ def exact_log(ctx: Context, x: Shared, ge_bits: Callable) -> Shared:
     return log_m + k_log2
 
 
-def exact_root(ctx: Context, x: Shared, ge_bits: Callable, inverse: bool) -> Shared:
+def exact_root(ctx: Context, x: Shared, at_least: Callable, inverse: bool) -> Shared:
     """sqrt x (or 1 / sqrt x if ``inverse``) for 2^-f <= x < 2^(2 E1 + 2), E1 = floor((60 - f) / 2)
     (all encodable x for even f, x < 2^(61 - f) for odd f), with exact comparisons: x = m 4^e with m
     in [1, 4) (in [2, 4) at the bottom for odd f), e = E0 + sum_j [x >= 4^j] (j = E0 + 1 .. E1, E0 =
@@ -364,7 +362,7 @@ def exact_root(ctx: Context, x: Shared, ge_bits: Callable, inverse: bool) -> Sha
     f = ctx.config.frac_bits
     low, high = -((f + 1) // 2), (60 - f) // 2
     exponents = range(low + 1, high + 1)
-    bits = _thermometer(ctx, x, exponents, 2, ge_bits)
+    bits = _thermometer(ctx, x, exponents, 2, at_least)
     scale = integer_combination(ctx, bits, 4 ** (high - low), [-3 * 4 ** (high - j) for j in exponents])
     m = pond.truncate_exact(ctx, pond.product(ctx, x, scale, pond.MUL), 2 * high)
     series = RSQRT_MANTISSA if inverse else SQRT_MANTISSA
