@@ -292,19 +292,19 @@ def test_drelu_with_chosen_masks(monkeypatch, beta):
     assert relus == [max(v, 0) for v in values]
 
 
-def first_messages_to_server1(call, n: int) -> dict:
-    """The first message server1 receives from each party while ``call(ctx, a)`` runs on the constant
-    a = 5 (shared as 5 and 0)."""
-    seen = {}
+def received_by(party: str, call, n: int) -> list:
+    """The messages (sender, array) ``party`` receives, in order, while ``call(ctx, a)`` runs on the
+    constant a = 5 (shared as 5 and 0) of n elements."""
+    seen = []
 
     def program():
         ctx = current()
-        if ctx.name == SERVER1:
+        if ctx.name == party:
             real_recv = ctx.recv
 
             def recv(frm):
                 message = real_recv(frm)
-                seen.setdefault(frm, message)
+                seen.append((frm, message))
                 return message
             ctx.recv = recv
         call(ctx, Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
@@ -312,6 +312,14 @@ def first_messages_to_server1(call, n: int) -> dict:
 
     run(program)
     return seen
+
+
+def first_messages_to_server1(call, n: int) -> dict:
+    """The first message server1 receives from each party while ``call(ctx, a)`` runs (``received_by``)."""
+    first = {}
+    for frm, message in received_by(SERVER1, call, n):
+        first.setdefault(frm, message)
+    return first
 
 
 def test_servers_see_a_uniform_opened_value():
@@ -366,24 +374,9 @@ def test_many_thresholds_at_the_edges_and_empty():
 def threshold_pairs_statistic(n: int = 2000) -> float:
     """Chi-square of the pairs (server0's digit for threshold 3, for threshold 9) of every compared
     element and bit position, as the producer receives them in ``drelu_thresholds``."""
-    seen = []
-
-    def program():
-        ctx = current()
-        if ctx.name == PRODUCER:
-            real_recv = ctx.recv
-
-            def recv(frm):
-                message = real_recv(frm)
-                if frm == SERVER0 and message.dtype == np.uint8 and message.ndim == 2:
-                    seen.append(message)
-                return message
-            ctx.recv = recv
-        a = Shared(np.full(n, 5, np.uint64) if ctx.name == SERVER0 else
-                   (np.zeros(n, np.uint64) if ctx.is_server else None), (n,))
-        securenn.drelu_thresholds(ctx, a, np.array([3, 9], np.uint64))
-
-    run(program)
+    seen = [message for frm, message in received_by(
+        PRODUCER, lambda ctx, a: securenn.drelu_thresholds(ctx, a, np.array([3, 9], np.uint64)), n)
+        if frm == SERVER0 and message.ndim == 2]
     [digits] = seen                                           # (63, 2 n): threshold-major columns
     first, second = digits[:, :n].astype(np.intp), digits[:, n:].astype(np.intp)
     return chi_square(np.bincount((first * zp.P + second).reshape(-1), minlength=zp.P * zp.P))
