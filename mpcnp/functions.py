@@ -210,9 +210,12 @@ def add_bias(y, bias, channels: bool = False):
     convolution (one per channel of NCHW y); y itself for no bias. Any tensors or arrays: the
     pre-activation of ``dense_relu`` and ``conv2d_relu`` wherever it is needed again (their gradient,
     their validation)."""
-    if bias is None:
-        return y
-    return y + (bias.reshape(-1, 1, 1) if channels else bias)
+    return y if bias is None else y + _bias_shaped(bias, channels)
+
+
+def _bias_shaped(bias, channels: bool):
+    """A dense layer's bias as is, a convolution's (one per channel) as (C, 1, 1) against NCHW."""
+    return bias.reshape(-1, 1, 1) if channels else bias
 
 
 def _product_relu(x, w, op: pond.Bilinear, bias, bound, unfused, channels: bool = False) -> Tensor:
@@ -230,7 +233,7 @@ def _product_relu(x, w, op: pond.Bilinear, bias, bound, unfused, channels: bool 
     if bias is not None:
         # the bias at the product's scale, times 2^shift (exact): truncating the sum then adds the bias
         # to the truncated product exactly
-        b = bias.reshape(-1, 1, 1) if channels else bias
+        b = _bias_shaped(bias, channels)
         if isinstance(b, PrivateTensor):
             product = product + (b._value << shift)
         else:

@@ -287,12 +287,12 @@ def _weighted(ctx, terms: list[Shared], weights: list[int], constant: int = 0) -
 def _guess(ctx, x: Shared, width: int, degree: int) -> Shared:
     """y ~ x^(-1/2) (Y_BITS) for x in [1, 2^width REACH] (X_BITS, opened already), the polynomial of
     ``guess`` in t = (x - c) / 64: t is x - c read with T_BITS fractional bits and keeps x's Beaver
-    mask (``pond.offset``), so no value is opened for it; t^2 is truncated by 32 bits and opened,
+    mask (``add_public``), so no value is opened for it; t^2 is truncated by 32 bits and opened,
     t t^2 and t^2 t^2 enter the sum untruncated. Cost (degree 4): 3 products, one opening, two
     truncations (48.5 bytes per element), 4 rounds."""
     weights, _ = guess(width, degree)
     center, _ = _interval(width)
-    t = pond.offset(ctx, x, np.uint64(-round(center * 2 ** X_BITS) % (1 << 64)))   # x - c in the ring
+    t = add_public(ctx, x, np.uint64(-round(center * 2 ** X_BITS) % (1 << 64)))   # x - c, x's mask kept
     terms = [t]
     if degree >= 2:
         square = pond.truncate_exact(ctx, pond.product(ctx, t, t, pond.MUL), 2 * T_BITS - _term_bits(2)[2])

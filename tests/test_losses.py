@@ -20,6 +20,7 @@ from mpcnp import nn
 from mpcnp.inverse_sqrt import (DEFAULT_REL_ERROR, GUESS_BYTES, REACH, ROUNDING, STEP_BYTES, domain, guess,
                                  plan, pond_alphas, schedule)
 from mpcnp.protocols import pond, sharing
+from mpcnp.protocols.shared import add_public
 from mpcnp.runtime.context import current
 from helpers import ULP, assert_within, numeric_gradient, private_gradients, quantize, run_core, run_private
 from strategies import grid_arrays
@@ -217,8 +218,8 @@ def test_the_plan_meets_its_target_at_least_cost():
                     assert plan_error(6, degree, count) > rel_error
 
 
-def test_an_offset_value_keeps_its_mask_and_opens_nothing_new():
-    # the guess's t = x - c reuses x's opening: the product t t costs only the producer's c (8 bytes
+def test_a_value_plus_a_public_one_keeps_its_mask_and_opens_nothing_new():
+    # add_public keeps x's mask: the inverse square root's guess's t = x - c reuses x's opening: the product t t costs only the producer's c (8 bytes
     # per element) and is (x - c)^2 exactly (untruncated); a value offset before x is masked has no
     # mask to keep (it gets its own when a product needs one)
     values, c = np.arange(-8, 8) * 1000 + 7, 12345
@@ -226,9 +227,9 @@ def test_an_offset_value_keeps_its_mask_and_opens_nothing_new():
     def program():
         ctx = current()
         x = mp.private(lambda: values * 2.0 ** -16, owner="server0")._value    # ring integers = values
-        early = pond.offset(ctx, x, np.uint64(3))
+        early = add_public(ctx, x, np.uint64(3))
         pond.open_masks(ctx, [x])
-        t = pond.offset(ctx, x, np.uint64(-c % 2 ** 64))
+        t = add_public(ctx, x, np.uint64(-c % 2 ** 64))
         before = mp.stats()["payload_bytes_sent"]
         square = pond.product(ctx, t, t, pond.MUL)
         sent = mp.stats()["payload_bytes_sent"] - before

@@ -40,13 +40,14 @@ def run(program, **kwargs):
 
 # ---- optimizers -----------------------------------------------------------------------------------------
 def private_steps(make_optimizer, params, grads, **run_kwargs):
-    """The parameters after one optimizer step per list of gradients (grads[step][i] for params[i])."""
+    """The parameters after one optimizer step per list of gradients (grads[step][i] for params[i];
+    None: no gradient for that parameter at that step)."""
     def program():
         ps = [mp.private(lambda v=v: v, owner="alice") for v in params]
         opt = make_optimizer(ps)
         for step in grads:
             for p, g in zip(ps, step):
-                p.grad = mp.private(lambda g=g: g, owner="bob")
+                p.grad = None if g is None else mp.private(lambda g=g: g, owner="bob")
             opt.step()
             opt.zero_grad()
         return [p.reveal() for p in ps], [p.grad for p in ps]
@@ -100,6 +101,8 @@ def adam_reference(params, grads, lr, b1, b2, eps):
     v = [np.zeros_like(p) for p in params]
     for t, step in enumerate(grads, start=1):
         for i, g in enumerate(step):
+            if g is None:                    # no gradient: no update, moments kept (t counts every step)
+                continue
             m[i] = b1 * m[i] + (1 - b1) * g
             v[i] = b2 * v[i] + (1 - b2) * g * g
             update = lr * (m[i] / (1 - b1 ** t)) / np.sqrt(v[i] / (1 - b2 ** t) + eps ** 2)
@@ -123,6 +126,20 @@ def test_adam_updates_are_within_their_relative_error(rel_error):
     # a unit for that product, two for the inverse square root and one for the moments
     for g, e, size in zip(got, expected, moved):
         assert_within(g, e, size * (rel_error + 2e-6 + 2.0 ** -16) + 5 * 4 * ULP)
+
+
+def test_adam_keeps_the_moments_of_a_parameter_without_a_gradient():
+    # the second step updates only the first parameter, the third both again: the moments leave and
+    # re-enter the batched vector
+    rng = np.random.default_rng(6)
+    params = [quantize(rng.normal(size=(3, 2))), quantize(rng.normal(size=2))]
+    grads = [[quantize(rng.normal(size=p.shape)) for p in params] for _ in range(3)]
+    grads[1][1] = None
+    lr, b1, b2, eps = 0.5, 0.9, 0.999, 1e-3
+    got = private_steps(lambda ps: nn.optim.Adam(ps, lr=lr, betas=(b1, b2), eps=eps, grad_bound=4.0), params, grads)
+    expected, moved = adam_reference(params, grads, lr, b1, b2, eps)
+    for g, e, size in zip(got, expected, moved):
+        assert_within(g, e, size * (1e-3 + 2e-6 + 2.0 ** -16) + 3 * 4 * ULP)
 
 
 def test_optimizers_refuse_bad_arguments():

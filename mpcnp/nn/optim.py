@@ -110,6 +110,7 @@ class Adam(Optimizer):
         self.lr, self.betas, self.eps, self.grad_bound = float(lr), (float(b1), float(b2)), float(eps), grad_bound
         self.rel_error = float(rel_error)
         self.moments: list = [None] * len(self.params)
+        self._flat = None    # (indices of the parameters, m, v) of the last step: its flat vectors
 
     def _scale(self, frac_bits: int) -> float:
         return 2.0 ** math.floor((60 - 2 * frac_bits) / 2 - math.log2(self.grad_bound))
@@ -131,27 +132,29 @@ class Adam(Optimizer):
             # all of them, not one per parameter
             g = mp.concat([p.grad.flatten() for _, p in live]) * scale
             square = g * g
-            olds, start = [], 0
+            parts, start = [], 0                     # each live parameter's slice of the flat vector
             for i, p in live:
-                olds.append(self.moments[i] or (g[start:start + p.size] * 0.0,) * 2)   # zeros at the first step
+                parts.append((i, p, slice(start, start + p.size)))
                 start += p.size
-            m = mp.concat([old[0] for old in olds])
-            v = mp.concat([old[1] for old in olds])
+            key = tuple(i for i, _ in live)
+            if self._flat is not None and self._flat[0] == key:   # the last step's vectors, as they are
+                m, v = self._flat[1:]
+            else:
+                zeros = g * 0.0                      # a parameter's moments at its first step
+                m, v = (mp.concat([self.moments[i][k] if self.moments[i] else zeros[part] for i, _, part in parts])
+                        for k in (0, 1))
             # both moments by _mix_sum's rule, truncated together
             mixed = mp.concat([_mix_sum(m, g, b1), _mix_sum(v, square, b2)]) * 2.0 ** -_MIX_BITS
             m, v = mixed[:g.size], mixed[g.size:]
-            start = 0
-            for i, p in live:
-                self.moments[i] = (m[start:start + p.size], v[start:start + p.size])
-                start += p.size
+            self._flat = (key, m, v)
+            for i, _, part in parts:
+                self.moments[i] = (m[part], v[part])
             lo = max((scale * self.eps) ** 2 * (1 - b2), unit)
             hi = (scale * self.grad_bound) ** 2 + floor
             steps = mp.inverse_sqrt_times(v + floor, m * (self.lr * math.sqrt(c2) / c1), interval=(lo, hi),
                                           rel_error=self.rel_error)
-            start = 0
-            for i, p in live:
-                p -= steps[start:start + p.size].reshape(p.shape)
-                start += p.size
+            for _, p, part in parts:
+                p -= steps[part].reshape(p.shape)
 
     def _update(self, i, p, grad) -> None:   # step() batches every parameter instead
         raise AssertionError("Adam.step updates all parameters at once")

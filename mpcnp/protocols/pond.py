@@ -10,7 +10,8 @@ A product z = x (op) y of shared x, y for a bilinear op (elementwise multiply, m
   Servers open e = x - a and f = y - b, then z_j = c_j + e (op) b_j + a_j (op) f (+ e (op) f on
   server0), and truncate locally by frac_bits.
 Masks are reusable: a value masked once keeps (a_j, e) on the servers and a on the producer, so using
-it in another product (weights over many batches) opens nothing new for it.
+it in another product (weights over many batches) opens nothing new for it; x plus a public value
+keeps x's mask too (``shared.add_public``: its opening is e plus that value).
 """
 from __future__ import annotations
 
@@ -324,17 +325,3 @@ def divide_by(ctx: Context, x: Shared, divisor: np.ndarray) -> Shared:
     broadcast_shape(x.shape, divisor.shape)  # a mismatch names both shapes
     signed = x if np.all(divisor > 0) else scale(ctx, x, np.where(divisor < 0, -1.0, 1.0))
     return divide(ctx, signed, np.abs(divisor).astype(np.int64))
-
-
-def offset(ctx: Context, x: Shared, value) -> Shared:
-    """x + a public ring integer ``value`` (broadcasting against x, server0's share only) that keeps
-    x's Beaver mask: the result's opening is x's opening plus ``value``, which both servers compute
-    locally. A product with the result then opens nothing new for it (Pond's mask reuse: the same
-    masked value seen through a public shift, nothing more revealed). Local, 0 bytes."""
-    value = np.asarray(value, dtype=np.uint64)
-    result = add_public(ctx, x, value)
-    if x.mask is not None and result.shape == x.shape:
-        result.mask = x.mask
-        if x.opened is not None:
-            result.opened = x.opened + value
-    return result

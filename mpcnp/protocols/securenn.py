@@ -220,9 +220,7 @@ def drelu_thresholds(ctx: Context, a: Shared, thresholds: np.ndarray) -> Shared:
     z_j = deal(ctx, z, (count * n,))
     if not ctx.is_server:
         return Shared(None, shape)
-    c = ((shifted >> top).astype(np.uint8) & np.uint8(1)) ^ beta ^ np.uint8(1)
-    bit = np.where(c.view(np.bool_), (_ONE if ctx.name == SERVER0 else np.uint64(0)) - z_j, z_j)
-    return Shared.of(rerandomize(ctx, bit), shape)
+    return _unmasked_bit(ctx, z_j, shifted, top, beta, shape)[1]
 
 
 def relu(ctx: Context, a: Shared, bits: int = 64, coarse: int = 0) -> tuple[Shared, Shared]:
@@ -383,35 +381,46 @@ def falcon_msb(ctx: Context, a: Shared, with_product: bool = False, bits: int = 
     compared = None if x is None else (x & low) >> np.uint64(coarse)
     beta1 = private_compare(ctx, r_bits, compared, beta, n, bits=rows)
     y = x if truncated is None or not ctx.is_server else y_j + recv_array(ctx, ctx.other_server, np.uint64, (n,))
-    # 4. z = beta' XOR bit k-1 of r from the producer, and z s for the product with v = y - s
+    # 4. z = beta' XOR bit k-1 of r from the producer, then z m for each value v = e + m the bit
+    # multiplies (its opening e public to the servers, its mask m known to the producer): a with
+    # e = x, m = -r; the truncation t with e = y, m = -s; times with its Beaver opening and mask
     z = None if beta1 is None else beta1.astype(np.uint64) ^ ((r >> top) & _ONE)
-    # z, then z s (the product's) and z m (times'), in one message
-    parts = None if z is None else [z, *([z * s] if with_product else []),
-                                    *([z * times.mask.reshape(-1)] if times is not None else [])]
-    dealt = deal(ctx, None if parts is None else np.concatenate(parts),
-                 ((1 + int(with_product) + int(times is not None)) * n,))
+    folded = int(with_product) + int(times is not None)
+    if z is not None:
+        masks = ([np.negative(s)] if with_product else []) + ([times.mask.reshape(-1)] if times is not None else [])
+        z = np.concatenate([z] + [z * m for m in masks])
+    dealt = deal(ctx, z, ((1 + folded) * n,))
     if not ctx.is_server:
         return FalconStep(*(Shared(None, a.shape) if wanted else None
                             for wanted in (True, with_product, times is not None)))
-    z_j = dealt[:n]
-    # 5. DReLU = z XOR c, c public to the servers: z where c = 0, 1 - z where c = 1 (bytes and a
-    # boolean view: these passes run over every compared element)
+    # 5. DReLU = z XOR c, c public to the servers
+    flip, bit = _unmasked_bit(ctx, dealt[:n], x, top, beta, a.shape)
+    # 6. z v = z e + z m; DReLU * v = z v where c = 0, v - z v where c = 1
+    operands = ([(v, y)] if with_product else []) + ([(times, times.opened)] if times is not None else [])
+    products = [_bit_times(ctx, flip, dealt[:n], value, opening, dealt[(k + 1) * n:(k + 2) * n])
+                for k, (value, opening) in enumerate(operands)]
+    return FalconStep(bit, products[0] if with_product else None, products[-1] if times is not None else None)
+
+
+def _unmasked_bit(ctx: Context, z_j: np.ndarray, x: np.ndarray, top: np.uint64, beta: np.ndarray,
+                  shape) -> tuple[np.ndarray, Shared]:
+    """Step 5 of ``falcon_msb``: DReLU = z XOR c for the public c = 1 XOR beta XOR bit ``top`` of the
+    opened x: z where c = 0, 1 - z where c = 1. Returns (c as a boolean view, the bit's re-randomised
+    shares of ``shape``); bytes and a boolean view, since these passes run over every compared element."""
     c = ((x >> top).astype(np.uint8) & np.uint8(1)) ^ beta ^ np.uint8(1)
     flip = c.view(np.bool_)
     bit = np.where(flip, (_ONE if ctx.name == SERVER0 else np.uint64(0)) - z_j, z_j)
-    bit = Shared.of(rerandomize(ctx, bit), a.shape)
-    product = together = None
-    if with_product:
-        # 6. z v = z y - z s; DReLU * v = z v where c = 0, v - z v where c = 1
-        zv_j = z_j * y
-        zv_j -= dealt[n:2 * n]
-        product = Shared.of(rerandomize(ctx, np.where(flip, v.flat() - zv_j, zv_j)), a.shape)
-    if times is not None:
-        # z times = z e + z m, e = times - m public; DReLU * times likewise
-        zt_j = z_j * times.opened.reshape(-1)
-        zt_j += dealt[-n:]
-        together = Shared.of(rerandomize(ctx, np.where(flip, times.flat() - zt_j, zt_j)), a.shape)
-    return FalconStep(bit, product, together)
+    return flip, Shared.of(rerandomize(ctx, bit), shape)
+
+
+def _bit_times(ctx: Context, flip: np.ndarray, z_j: np.ndarray, value: Shared, opening: np.ndarray,
+               zm_j: np.ndarray) -> Shared:
+    """Step 6 of ``falcon_msb``: DReLU * value for value = e + m, e = ``opening`` public to the servers
+    and ``zm_j`` this server's share of z m: z value = z e + z m, then z value where c = 0 and
+    value - z value where c = 1."""
+    zv_j = z_j * opening.reshape(-1)
+    zv_j += zm_j
+    return Shared.of(rerandomize(ctx, np.where(flip, value.flat() - zv_j, zv_j)), value.shape)
 
 
 def drelu_pets(ctx: Context, a: Shared) -> Shared:

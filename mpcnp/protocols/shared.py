@@ -126,15 +126,23 @@ def _shared(value) -> Shared:
 def add_public(ctx: Context, x: Shared, value) -> Shared:
     """Shares of x + ``value`` for a public ring integer array ``value`` (broadcasting): the value
     enters server0's share only; on server1 the share is x's own (shares are never written in
-    place, so it is not copied unless the shape grows)."""
+    place, so it is not copied unless the shape grows).
+
+    Where the shape stays x's, the result keeps x's Beaver mask (pond.open_masks): its opening is x's
+    plus ``value``, which both servers compute, so a product with it opens nothing new (the same
+    masked value seen through a public shift)."""
     value = np.asarray(value, dtype=np.uint64)
     shape = broadcast_shape(x.shape, value.shape)
     if x.share is None:
-        return Shared(None, shape)
-    if ctx.name == SERVER0:
-        return Shared(np.asarray(x.share + value), shape)
-    share = x.share if x.share.shape == shape else np.broadcast_to(x.share, shape).copy()
-    return Shared(share, shape)
+        result = Shared(None, shape)
+    elif ctx.name == SERVER0:
+        result = Shared(np.asarray(x.share + value), shape)
+    else:
+        result = Shared(x.share if x.share.shape == shape else np.broadcast_to(x.share, shape).copy(), shape)
+    if x.mask is not None and shape == tuple(x.shape):
+        result.mask = x.mask
+        result.opened = None if x.opened is None else x.opened + value
+    return result
 
 
 def xor_public(ctx: Context, bit: Shared, c) -> Shared:
